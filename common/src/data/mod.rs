@@ -1,0 +1,78 @@
+//! Data preparation: dump decompression and parsing, the markup cleaner, normalization and the
+//! corpus cleaning stage.
+
+pub mod bz2;
+pub mod clean_corpus;
+pub mod encoding;
+pub mod normalize;
+pub mod wiki;
+pub mod wikitext;
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::output::AtomicFile;
+
+/// A failed data-preparation stage, phrased for the person who ran it.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepError {
+    /// The input could not be opened at all.
+    #[error("cannot read {path}: {error}")]
+    Open {
+        /// The input path.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// The input broke part-way (corrupt or truncated compression, unreadable data).
+    #[error(
+        "{error}\n{written} {unit} had been written before the error; {kept_note}\n\
+         Check the input (for bz2: `bzip2 -t FILE`) and obtain it again if it is damaged."
+    )]
+    Input {
+        /// What went wrong, with the file and position.
+        error: io::Error,
+        /// Items written before it.
+        written: u64,
+        /// What the items are ("pages", "documents").
+        unit: &'static str,
+        /// Where the partial output is, or that there is none.
+        kept_note: String,
+    },
+    /// The output could not be written.
+    #[error("cannot write {path}: {error}")]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+}
+
+impl PrepError {
+    /// The error for an input that failed after `written` items went to `out`: the partial
+    /// output is kept as `<output>.partial` when `keep_partial`, otherwise removed.
+    pub fn input_failed(
+        error: io::Error,
+        out: AtomicFile,
+        keep_partial: bool,
+        written: u64,
+        unit: &'static str,
+    ) -> Self {
+        let output = out.path().display().to_string();
+        let kept_note = if keep_partial {
+            match out.keep_partial() {
+                Ok(path) => format!("they were kept in {}.", path.display()),
+                Err(e) => format!("keeping them failed: {e}."),
+            }
+        } else {
+            format!("{output} was not created (--keep-partial keeps them as {output}.partial).")
+        };
+        PrepError::Input {
+            error,
+            written,
+            unit,
+            kept_note,
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! `process-wiki`: a MediaWiki XML dump (`.xml.bz2`, single- or multistream, or plain `.xml`;
+//! UTF-8 or UTF-16 with a byte-order mark) in, a corpus out.
+//!
+//! The stages run concurrently with bounded queues between them, so memory stays flat:
+//! a reader thread decompresses ([`super::bz2`]), transcodes ([`super::encoding`]) and cuts the
+//! XML into pages ([`split`]); batches of pages are parsed ([`page`]), filtered and cleaned
+//! ([`super::wikitext`]) in parallel on the rayon pool; the results are written in dump order.
+
+pub mod page;
+pub mod split;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::PrepError;
+use super::bz2::Bz2Reader;
+use super::encoding::utf8_reader;
+use super::normalize::{NormalizeOptions, normalize};
+use super::wikitext::{LineMode, clean, is_redirect_text};
+use crate::output::AtomicFile;
+use crate::progress::Progress;
+use page::{Malformed, Page, parse_page};
+use split::{PageSplitter, RawPage};
+
+/// Pages handed to the cleaners at a time.
+const BATCH_PAGES: usize = 256;
+/// Raw XML bytes handed to the cleaners at a time (whichever limit comes first).
+const BATCH_BYTES: usize = 8 << 20;
+/// Batches the reader may run ahead of the cleaners.
+const QUEUE_BATCHES: usize = 4;
+
+/// The corpus layout to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// DESIGN §3 corpus text: paragraphs on consecutive lines, documents separated by a blank line.
+    Text,
+    /// One JSON object per line: `{"id", "title", "text"}`.
+    Jsonl,
+}
+
+/// Options of `process-wiki`.
+#[derive(Clone, Debug)]
+pub struct WikiOptions {
+    /// Output layout.
+    pub format: OutputFormat,
+    /// Pages whose cleaned text has fewer characters are dropped (and counted as too short).
+    pub min_chars: usize,
+    /// Parallel bz2 stream decoders; 1 decodes sequentially.
+    pub threads: usize,
+    /// Put the title on the first line of each text document.
+    pub title: bool,
+    /// On failure keep what was written as `<output>.partial`.
+    pub keep_partial: bool,
+    /// Normalization applied to the cleaned text.
+    pub normalize: NormalizeOptions,
+}
+
+impl Default for WikiOptions {
+    fn default() -> Self {
+        Self {
+            format: OutputFormat::Text,
+            min_chars: 0,
+            threads: rayon::current_num_threads(),
+            title: false,
+            keep_partial: false,
+            normalize: NormalizeOptions::default(),
+        }
+    }
+}
+
+/// What `process-wiki` read and kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WikiStats {
+    /// Pages found in the dump.
+    pub pages_read: u64,
+    /// Pages written to the corpus.
+    pub kept: u64,
+    /// Redirect pages skipped.
+    pub redirects: u64,
+    /// Pages outside namespace 0 skipped.
+    pub other_namespaces: u64,
+    /// Pages whose cleaned text was empty or under `min_chars`.
+    pub too_short: u64,
+    /// Pages skipped because their XML was unusable.
+    pub malformed: u64,
+    /// Invalid UTF-8 sequences replaced with U+FFFD.
+    pub invalid_utf8: u64,
+    /// Input bytes read (compressed bytes for bz2).
+    pub input_bytes: u64,
+}
+
+impl std::fmt::Display for WikiStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pages read {}, kept {}, redirects {}, other namespaces {}, too short {}, \
+             malformed {}, invalid UTF-8 sequences replaced {}",
+            self.pages_read,
+            self.kept,
+            self.redirects,
+            self.other_namespaces,
+            self.too_short,
+            self.malformed,
+            self.invalid_utf8
+        )
+    }
+}
+
+/// One document of the corpus.
+#[derive(Serialize)]
+struct Document {
+    id: String,
+    title: String,
+    text: String,
+}
+
+/// What became of one page.
+enum Outcome {
+    Kept(Document),
+    Redirect,
+    OtherNamespace,
+    TooShort,
+    Malformed { offset: u64, problem: Malformed },
+}
+
+/// Messages from the reader thread.
+enum Batch {
+    /// The XML before the first page (siteinfo), sent once.
+    Header(Vec<u8>),
+    Pages(Vec<RawPage>),
+}
+
+/// Converts the dump at `input` into a corpus at `output` (written atomically).
+pub fn process_wiki(
+    input: &Path,
+    output: &Path,
+    options: &WikiOptions,
+) -> Result<WikiStats, PrepError> {
+    let open_error = |error| PrepError::Open {
+        path: input.to_path_buf(),
+        error,
+    };
+    let total_bytes = std::fs::metadata(input).map_err(open_error)?.len();
+    let consumed = Arc::new(AtomicU64::new(0));
+    let source = open_dump(input, options.threads, consumed.clone()).map_err(open_error)?;
+    let output_error = |error| PrepError::Output {
+        path: output.to_path_buf(),
+        error,
+    };
+    let mut out = AtomicFile::create(output).map_err(output_error)?;
+
+    let (sender, receiver) = sync_channel::<io::Result<Batch>>(QUEUE_BATCHES);
+    let reader = std::thread::spawn(move || {
+        let result = read_pages(source, |batch| sender.send(Ok(batch)).is_ok());
+        if let Err(error) = result {
+            let _ = sender.send(Err(error));
+        }
+    });
+
+    let mut stats = WikiStats::default();
+    let mut progress = Progress::new("process-wiki", "pages", Some(total_bytes));
+    let result = write_corpus(
+        &receiver,
+        &mut out,
+        options,
+        &mut stats,
+        &mut progress,
+        &consumed,
+    );
+    drop(receiver);
+    let _ = reader.join();
+    progress.finish();
+    stats.input_bytes = consumed.load(Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            out.commit().map_err(output_error)?;
+            Ok(stats)
+        }
+        Err(Failure::Output(source)) => Err(output_error(source)),
+        Err(Failure::Input(source)) => Err(PrepError::input_failed(
+            source,
+            out,
+            options.keep_partial,
+            stats.kept,
+            "pages",
+        )),
+    }
+}
+
+/// Where a failure came from.
+enum Failure {
+    Input(io::Error),
+    Output(io::Error),
+}
+
+/// Opens the dump as a stream of decompressed bytes: bz2 by its magic bytes, plain otherwise.
+fn open_dump(
+    path: &Path,
+    threads: usize,
+    consumed: Arc<AtomicU64>,
+) -> io::Result<Box<dyn Read + Send>> {
+    let mut magic = [0u8; 3];
+    let mut file = File::open(path)?;
+    let n = file.read(&mut magic)?;
+    if n == 3 && &magic == b"BZh" {
+        Ok(Box::new(Bz2Reader::open(path, threads, consumed)?))
+    } else {
+        Ok(Box::new(CountingReader {
+            inner: File::open(path)?,
+            consumed,
+        }))
+    }
+}
+
+/// Counts the bytes read through it, for progress.
+struct CountingReader<R> {
+    inner: R,
+    consumed: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The reader thread: transcodes, splits into pages and sends batches until `send` refuses.
+fn read_pages(source: Box<dyn Read + Send>, mut send: impl FnMut(Batch) -> bool) -> io::Result<()> {
+    let (xml, _encoding) = utf8_reader(source)?;
+    let mut splitter = PageSplitter::new(xml);
+    let mut batch = Vec::with_capacity(BATCH_PAGES);
+    let mut batch_bytes = 0;
+    let mut header_sent = false;
+    while let Some(page) = splitter.next() {
+        let page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                // The pages before the damage are whole: write them before reporting it.
+                if !batch.is_empty() {
+                    send(Batch::Pages(batch));
+                }
+                return Err(error);
+            }
+        };
+        if !header_sent {
+            header_sent = true;
+            if !send(Batch::Header(splitter.header().to_vec())) {
+                return Ok(());
+            }
+        }
+        batch_bytes += page.xml.len();
+        batch.push(page);
+        if batch.len() >= BATCH_PAGES || batch_bytes >= BATCH_BYTES {
+            batch_bytes = 0;
+            if !send(Batch::Pages(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(BATCH_PAGES),
+            ))) {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        send(Batch::Pages(batch));
+    }
+    Ok(())
+}
+
+/// Cleans the batches in parallel and writes them in order.
+fn write_corpus(
+    receiver: &Receiver<io::Result<Batch>>,
+    out: &mut AtomicFile,
+    options: &WikiOptions,
+    stats: &mut WikiStats,
+    progress: &mut Progress,
+    consumed: &AtomicU64,
+) -> Result<(), Failure> {
+    let mut namespaces: Vec<String> = Vec::new();
+    for message in receiver {
+        let pages = match message.map_err(Failure::Input)? {
+            Batch::Header(header) => {
+                namespaces = namespace_prefixes(&header);
+                continue;
+            }
+            Batch::Pages(pages) => pages,
+        };
+        let outcomes: Vec<(Outcome, u64)> = pages
+            .par_iter()
+            .map(|raw| process_page(raw, &namespaces, options))
+            .collect();
+        for (outcome, invalid_utf8) in outcomes {
+            stats.pages_read += 1;
+            stats.invalid_utf8 += invalid_utf8;
+            match outcome {
+                Outcome::Kept(document) => {
+                    write_document(out, &document, options, stats.kept == 0)
+                        .map_err(Failure::Output)?;
+                    stats.kept += 1;
+                }
+                Outcome::Redirect => stats.redirects += 1,
+                Outcome::OtherNamespace => stats.other_namespaces += 1,
+                Outcome::TooShort => stats.too_short += 1,
+                Outcome::Malformed { offset, problem } => {
+                    stats.malformed += 1;
+                    let name = problem
+                        .title
+                        .map_or_else(String::new, |t| format!(" {t:?}"));
+                    tracing::warn!(
+                        "skipped malformed page{name} at XML byte {offset}: {}",
+                        problem.reason
+                    );
+                }
+            }
+        }
+        progress.update(stats.pages_read, consumed.load(Ordering::Relaxed));
+    }
+    Ok(())
+}
+
+/// Parses, filters and cleans one page; also returns its count of replaced UTF-8 sequences.
+fn process_page(raw: &RawPage, namespaces: &[String], options: &WikiOptions) -> (Outcome, u64) {
+    let page: Page = match parse_page(raw) {
+        Ok(page) => page,
+        Err(problem) => {
+            return (
+                Outcome::Malformed {
+                    offset: raw.offset,
+                    problem,
+                },
+                0,
+            );
+        }
+    };
+    let invalid = page.invalid_utf8;
+    let main_namespace = match page.ns {
+        Some(ns) => ns == 0,
+        None => !has_namespace_prefix(&page.title, namespaces),
+    };
+    let outcome = if !main_namespace {
+        Outcome::OtherNamespace
+    } else if page.redirect_element || is_redirect_text(&page.text) {
+        Outcome::Redirect
+    } else {
+        let text = normalize(&clean(&page.text, LineMode::Wikitext), options.normalize);
+        if text.is_empty() || text.chars().count() < options.min_chars {
+            Outcome::TooShort
+        } else {
+            Outcome::Kept(Document {
+                id: page.id,
+                title: page.title,
+                text,
+            })
+        }
+    };
+    (outcome, invalid)
+}
+
+fn write_document(
+    out: &mut AtomicFile,
+    document: &Document,
+    options: &WikiOptions,
+    first: bool,
+) -> io::Result<()> {
+    match options.format {
+        OutputFormat::Text => {
+            if !first {
+                out.write_all(b"\n")?;
+            }
+            if options.title {
+                writeln!(out, "{}", document.title)?;
+            }
+            writeln!(out, "{}", document.text)
+        }
+        OutputFormat::Jsonl => {
+            serde_json::to_writer(&mut *out, document)?;
+            out.write_all(b"\n")
+        }
+    }
+}
+
+/// The names of the non-main namespaces that `<siteinfo>` declares, each with its colon.
+fn namespace_prefixes(header: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(header);
+    let mut prefixes = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(at) = rest.find("<namespace ") {
+        rest = &rest[at..];
+        let Some(open_end) = rest.find('>') else {
+            break;
+        };
+        let self_closing = rest[..open_end].ends_with('/');
+        let body = &rest[open_end + 1..];
+        if !self_closing
+            && let Some(close) = body.find("</namespace>")
+            && !body[..close].trim().is_empty()
+        {
+            prefixes.push(format!("{}:", body[..close].trim()));
+        }
+        rest = body;
+    }
+    prefixes
+}
+
+/// For dumps without `<ns>`: whether a title starts with a declared namespace prefix.
+fn has_namespace_prefix(title: &str, prefixes: &[String]) -> bool {
+    prefixes.iter().any(|p| title.starts_with(p.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_prefixes_come_from_siteinfo() {
+        let header = b"<siteinfo><namespaces><namespace key=\"0\" case=\"first-letter\" />\
+            <namespace key=\"4\">Wikip\xc3\xa9dia</namespace><namespace key=\"10\">Predefini\xc3\xa7\xc3\xa3o</namespace>\
+            </namespaces></siteinfo>";
+        let prefixes = namespace_prefixes(header);
+        assert_eq!(
+            prefixes,
+            vec!["Wikipédia:".to_string(), "Predefinição:".to_string()]
+        );
+        assert!(has_namespace_prefix("Predefinição:Info", &prefixes));
+        assert!(!has_namespace_prefix("Brasil: uma história", &prefixes));
+    }
+}

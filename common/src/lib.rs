@@ -1,0 +1,10 @@
+//! Sovereign's library: everything except sockets, gRPC and process management.
+//!
+//! - [`data`]: the data front end (dump decompression and parsing, the markup cleaner, the
+//!   normalizer, corpus cleaning).
+//! - [`output`]: files written whole or not at all.
+//! - [`progress`]: progress lines for long stages.
+
+pub mod data;
+pub mod output;
+pub mod progress;

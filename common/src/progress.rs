@@ -1,0 +1,111 @@
+//! Progress for long stages: a self-rewriting status line on a terminal (items, items/s, MB/s,
+//! percent and ETA), a plain log line every half minute otherwise.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Reports the progress of one stage on standard error.
+pub struct Progress {
+    label: &'static str,
+    unit: &'static str,
+    total_bytes: Option<u64>,
+    start: Instant,
+    last: Instant,
+    interval: Duration,
+    terminal: bool,
+    printed: bool,
+}
+
+impl Progress {
+    /// A reporter for `label` counting `unit`s (e.g. "pages"), over `total_bytes` of input when
+    /// known.
+    pub fn new(label: &'static str, unit: &'static str, total_bytes: Option<u64>) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let now = Instant::now();
+        Self {
+            label,
+            unit,
+            total_bytes,
+            start: now,
+            last: now,
+            interval: if terminal {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(30)
+            },
+            terminal,
+            printed: false,
+        }
+    }
+
+    /// Records that `items` units and `bytes` input bytes are done, printing when due.
+    pub fn update(&mut self, items: u64, bytes: u64) {
+        if self.last.elapsed() >= self.interval {
+            self.last = Instant::now();
+            self.print(items, bytes);
+        }
+    }
+
+    /// Ends the status line (on a terminal) so that what follows starts on a fresh line.
+    pub fn finish(&mut self) {
+        if self.terminal && self.printed {
+            eprintln!();
+        }
+    }
+
+    /// Seconds since the reporter was created.
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn print(&mut self, items: u64, bytes: u64) {
+        let secs = self.elapsed().max(1e-9);
+        let mut line = format!(
+            "{}: {items} {} ({:.0} {}/s), {:.1} MB/s",
+            self.label,
+            self.unit,
+            items as f64 / secs,
+            self.unit,
+            bytes as f64 / secs / 1e6
+        );
+        if let Some(total) = self.total_bytes.filter(|&t| t > 0 && bytes > 0) {
+            let fraction = (bytes as f64 / total as f64).min(1.0);
+            let eta = secs * (1.0 - fraction) / fraction;
+            line.push_str(&format!(
+                ", {:.1}%, ETA {}",
+                fraction * 100.0,
+                format_duration(eta)
+            ));
+        }
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+        self.printed = true;
+    }
+}
+
+/// "1h02m", "3m07s", "42s".
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(42.2), "42s");
+        assert_eq!(format_duration(187.0), "3m07s");
+        assert_eq!(format_duration(3720.0), "1h02m");
+    }
+}

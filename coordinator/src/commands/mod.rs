@@ -1,0 +1,33 @@
+//! One module per group of subcommands; [`run`] dispatches.
+
+mod demo;
+mod prep;
+
+use anyhow::{Result, bail};
+
+use crate::cli::Command;
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::ProcessWiki(args) => prep::process_wiki(&args).map(|_| ()),
+        Command::CleanCorpus(args) => prep::clean_corpus(&args).map(|_| ()),
+        Command::Demo(args) => demo::run(&args),
+        Command::TrainTokenizer(_) => planned("train-tokenizer", "the tokenizer stage"),
+        Command::Tokenize(_) => planned("tokenize", "the tokenizer stage"),
+        Command::Train(_) => planned("train", "the model and trainer stage"),
+        Command::Resume(_) => planned("resume", "the model and trainer stage"),
+        Command::TestModel(_) => planned("test-model", "the model and trainer stage"),
+        Command::Generate(_) => planned("generate", "the model and trainer stage"),
+        Command::Export(_) => planned("export", "the model and trainer stage"),
+        Command::Plot(_) => planned("plot", "the model and trainer stage"),
+    }
+}
+
+/// The answer of a subcommand that this release does not have yet.
+fn planned(name: &str, stage: &str) -> Result<()> {
+    bail!(
+        "`sovereign {name}` is not built yet: it arrives with {stage}. This release has \
+         process-wiki, clean-corpus and demo (see README.md, \"Status\")."
+    )
+}

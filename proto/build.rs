@@ -1,0 +1,12 @@
+//! Compiles `proto/*.proto` into Rust with protox (a pure-Rust protobuf compiler, so no system
+//! `protoc` is needed) and tonic-prost-build.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/sovereign.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Sovereign's wire protocols, generated at build time from `proto/*.proto`.
+
+/// Version 1 of the control-plane protocol (`package sovereign.v1`).
+pub mod v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("sovereign.v1");
+}
+
+/// The protocol package that this build speaks; workers and coordinators compare it on join.
+pub const PROTOCOL_PACKAGE: &str = "sovereign.v1";
