@@ -4,7 +4,7 @@
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
-use super::wikitext::blocks::collapse_spaces;
+use super::wikitext::tidy::collapse_spaces;
 
 /// What [`normalize`] does beyond NFC and space collapsing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

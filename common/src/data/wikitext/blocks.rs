@@ -1,7 +1,7 @@
 //! Block structure: tables, headings, lists, paragraphs, bold and italic quotes, and the final
 //! tidy-up of each paragraph (entities, magic words, spaces, emptied brackets).
 
-use super::tags::unshield;
+use super::tidy::tidy;
 
 /// Removes `{| … |}` tables, nested ones included. A table opens on a line starting with `{|`
 /// (after any `:` indentation) and closes on a line starting with `|}`; an unclosed table runs to
@@ -27,22 +27,20 @@ pub fn remove_tables(text: &str) -> String {
 
 /// Removes bold and italic quote runs (`''`, `'''`, `'''''`); single apostrophes stay.
 pub fn remove_quote_runs(text: &str) -> String {
+    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
-    let mut run = 0usize;
-    for c in text.chars() {
-        if c == '\'' {
-            run += 1;
-            continue;
+    let mut last = 0;
+    let mut i = 0;
+    while let Some(rel) = memchr::memchr(b'\'', &bytes[i..]) {
+        let start = i + rel;
+        let run = bytes[start..].iter().take_while(|&&b| b == b'\'').count();
+        if run >= 2 {
+            out.push_str(&text[last..start]);
+            last = start + run;
         }
-        if run == 1 {
-            out.push('\'');
-        }
-        run = 0;
-        out.push(c);
+        i = start + run;
     }
-    if run == 1 {
-        out.push('\'');
-    }
+    out.push_str(&text[last..]);
     out
 }
 
@@ -135,117 +133,6 @@ fn heading(line: &str) -> Option<(usize, &str)> {
     Some((level, line[level..line.len() - level].trim()))
 }
 
-/// Markup pairs that must never survive into the corpus, even from broken wikitext.
-const LEFTOVER_MARKUP: &[&str] = &["{{", "}}", "[[", "]]", "{|", "|}"];
-
-/// Tidies one paragraph: restores `<nowiki>` text, decodes HTML entities, removes magic words
-/// (`__NOTOC__`) and leftover markup pairs, and collapses white space (no-break spaces included).
-/// For wikitext it also removes brackets that
-/// the removals emptied ("lisboa ( ) é", "(, )") and the space they leave before punctuation
-/// ("texto , mais" → "texto, mais"); corpus text keeps its own brackets and spacing.
-pub fn tidy(paragraph: &str, mode: LineMode) -> String {
-    let unshielded = unshield(paragraph);
-    let decoded = html_escape::decode_html_entities(&unshielded);
-    let mut text = remove_magic_words(&decoded);
-    for pair in LEFTOVER_MARKUP {
-        if text.contains(pair) {
-            text = text.replace(pair, "");
-        }
-    }
-    let text = collapse_spaces(&text);
-    match mode {
-        LineMode::Wikitext => close_up_punctuation(&remove_emptied_brackets(&text)),
-        LineMode::LinePerParagraph => text,
-    }
-}
-
-/// Removes `( )`, `(, )`, `[ ]` and the like (brackets holding only spaces, commas and
-/// semicolons) where the bracket opens a word, so that code such as `Print()` stays.
-fn remove_emptied_brackets(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let opens_word = i == 0 || chars[i - 1] == ' ';
-        let close = match c {
-            '(' => Some(')'),
-            '[' => Some(']'),
-            _ => None,
-        };
-        if let (true, Some(close)) = (opens_word, close) {
-            let inner = chars[i + 1..]
-                .iter()
-                .take_while(|&&x| matches!(x, ' ' | ',' | ';'))
-                .count();
-            if chars.get(i + 1 + inner) == Some(&close) {
-                i += inner + 2;
-                continue;
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    if out.len() == text.len() {
-        out
-    } else {
-        collapse_spaces(&out)
-    }
-}
-
-/// Removes a space before `,` `.` `;` `:` `)` and after `(` when the punctuation ends a word.
-fn close_up_punctuation(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    for (i, &c) in chars.iter().enumerate() {
-        let next = chars.get(i + 1).copied();
-        let after_next = chars.get(i + 2).copied();
-        let before_punct = c == ' '
-            && matches!(next, Some(',' | '.' | ';' | ':' | ')'))
-            && after_next.is_none_or(|a| a == ' ');
-        let after_paren = c == ' ' && i > 0 && chars[i - 1] == '(';
-        if !before_punct && !after_paren {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Collapses every run of white space (tabs and no-break spaces included) into one space and
-/// trims the ends.
-pub fn collapse_spaces(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for word in text.split(char::is_whitespace).filter(|w| !w.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
-}
-
-/// Removes behaviour switches such as `__NOTOC__`, `__TOC__`, `__SEMTDC__`.
-fn remove_magic_words(text: &str) -> String {
-    if !text.contains("__") {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("__") {
-        let after = &rest[at + 2..];
-        let word_len = after.bytes().take_while(|b| b.is_ascii_uppercase()).count();
-        if word_len > 0 && after[word_len..].starts_with("__") {
-            out.push_str(&rest[..at]);
-            rest = &after[word_len + 2..];
-        } else {
-            out.push_str(&rest[..at + 2]);
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,35 +160,5 @@ mod tests {
             "Intro line one line two\nHistory\nEarly\nitem one\nitem two\nterm"
         );
         assert_eq!(paragraphs("a\nb", LineMode::LinePerParagraph), "a\nb");
-    }
-
-    #[test]
-    fn tidy_decodes_entities_and_cleans_leftovers() {
-        let wiki = LineMode::Wikitext;
-        assert_eq!(
-            tidy("A&nbsp;&amp;&nbsp;B &lt;3 &eacute; &#8212; x", wiki),
-            "A & B <3 é — x"
-        );
-        assert_eq!(
-            tidy("Lisboa ( ) é a capital (, ) de Portugal .", wiki),
-            "Lisboa é a capital de Portugal."
-        );
-        assert_eq!(
-            tidy("( nascido em 1990 ) , viveu", wiki),
-            "(nascido em 1990), viveu"
-        );
-        assert_eq!(tidy("__NOTOC__Texto __TOC__ aqui", wiki), "Texto aqui");
-        assert_eq!(tidy("broken [[ markup }} here", wiki), "broken markup here");
-    }
-
-    #[test]
-    fn tidy_leaves_code_and_corpus_spacing_alone() {
-        let corpus = LineMode::LinePerParagraph;
-        let text = "As funções InputBox(), Msgbox() e (;) ou [ ] no arquivo .py ; Sub , uma";
-        assert_eq!(tidy(text, corpus), text);
-        assert_eq!(
-            tidy("arquivo .py e Print()", LineMode::Wikitext),
-            "arquivo .py e Print()"
-        );
     }
 }

@@ -7,7 +7,8 @@
 //! 3. [`blocks::remove_tables`]: `{| … |}`;
 //! 4. [`links`]: `[[…]]` and `[http://… label]`;
 //! 5. bold and italic quotes;
-//! 6. [`blocks::paragraphs`]: headings, lists and paragraphs, each tidied (entities, spaces).
+//! 6. [`blocks::paragraphs`]: headings, lists and paragraphs, each tidied by [`tidy`]
+//!    (entities, spaces).
 //!
 //! docs/cleaner.md lists every rule with an example.
 
@@ -16,6 +17,7 @@ pub mod links;
 pub mod scan;
 pub mod tags;
 pub mod templates;
+pub mod tidy;
 
 pub use blocks::LineMode;
 

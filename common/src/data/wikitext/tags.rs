@@ -154,8 +154,12 @@ pub fn strip_tags(text: &str) -> String {
 }
 
 /// Puts back the characters that [`strip_tags`] shielded inside `<nowiki>` (done by
-/// [`super::blocks::tidy`], after the markup passes).
-pub fn unshield(text: &str) -> String {
+/// [`super::tidy::tidy`], after the markup passes).
+pub fn unshield(text: &str) -> std::borrow::Cow<'_, str> {
+    // Shielded characters are four-byte sequences starting 0xF3 0xB0.
+    if memchr::memmem::find(text.as_bytes(), &[0xF3, 0xB0]).is_none() {
+        return std::borrow::Cow::Borrowed(text);
+    }
     text.chars()
         .map(|c| {
             let code = c as u32;
@@ -165,7 +169,8 @@ pub fn unshield(text: &str) -> String {
                 c
             }
         })
-        .collect()
+        .collect::<String>()
+        .into()
 }
 
 fn shield(content: &str, out: &mut String) {
