@@ -63,7 +63,12 @@ pub fn shared_fixtures(test: &str) -> Option<PathBuf> {
         "{test}: fixtures required but {} is missing",
         dir.display()
     );
-    eprintln!("NOT RUN: {test} needs {} (present in CI)", dir.display());
+    // Written past the test harness's output capture, so that a skipped test is visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOT RUN: {test} needs {} (present in CI)",
+        dir.display()
+    );
     None
 }
 
@@ -115,4 +120,38 @@ pub fn utf16le_with_bom(text: &str) -> Vec<u8> {
         bytes.extend_from_slice(&unit.to_le_bytes());
     }
     bytes
+}
+
+/// Runs `sovereign` and panics with its standard error unless it succeeds; returns standard error.
+pub fn sovereign_ok(args: &[&str]) -> String {
+    let out = sovereign(args);
+    assert!(
+        out.status.success(),
+        "sovereign {args:?} failed:\n{}",
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+/// Whether `python3` can import every module named; when not, says "NOT RUN" like
+/// [`shared_fixtures`] (and fails under `SOVEREIGN_REQUIRE_FIXTURES=1`, as in CI, where
+/// `.ci/run` installs them).
+pub fn python_has(test: &str, modules: &[&str]) -> bool {
+    let import = format!("import {}", modules.join(", "));
+    let ok = Command::new("python3")
+        .args(["-c", &import])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{test}: python3 cannot `{import}` (CI installs it with pip)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT RUN: {test} needs python3 with {modules:?} (pip install)"
+        );
+    }
+    ok
 }

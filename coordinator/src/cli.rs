@@ -37,10 +37,19 @@ pub enum Command {
     /// lowercase) over each paragraph, drops exact-duplicate paragraphs and paragraphs under
     /// --min-chars, and reports how many it dropped and why.
     CleanCorpus(CleanCorpusArgs),
-    /// Train a byte-level BPE tokenizer and write a HuggingFace tokenizer.json. [not yet built]
-    TrainTokenizer(Planned),
-    /// Encode a corpus into train.bin / val.bin (u16 token ids). [not yet built]
-    Tokenize(Planned),
+    /// Train a byte-level BPE tokenizer and write a HuggingFace tokenizer.json.
+    ///
+    /// Byte-level BPE on GPT-2's byte alphabet (nothing is ever unknown), with a pre-tokenizer
+    /// split suited to Portuguese that HuggingFace `tokenizers` reproduces exactly. Special tokens
+    /// [PAD] [UNK] [BOS] [EOS] [SEP] take ids 0-4, the 256 bytes ids 5-260, merges follow. The
+    /// same corpus always gives a byte-identical file.
+    TrainTokenizer(TrainTokenizerArgs),
+    /// Encode a corpus into train.bin / val.bin (u16 little-endian ids) with .json sidecars.
+    ///
+    /// Each document's ids are followed by [EOS]. Documents are encoded in parallel and written
+    /// in corpus order: the output is byte-identical whatever --threads is. numpy reads it with
+    /// np.memmap(path, dtype=np.uint16).
+    Tokenize(TokenizeArgs),
     /// Train an RWKV-7 model, on one process or across workers (--hosts). [not yet built]
     Train(Planned),
     /// Continue a training run from its latest (or a chosen) checkpoint. [not yet built]
@@ -134,6 +143,61 @@ pub struct CleanCorpusArgs {
     pub keep_partial: bool,
     #[command(flatten)]
     pub normalize: NormalizeArgs,
+}
+
+/// Flags of train-tokenizer.
+#[derive(Args, Debug)]
+pub struct TrainTokenizerArgs {
+    /// Corpus files (documents separated by blank lines, or one per line with --line-docs).
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub corpus: Vec<PathBuf>,
+    /// Vocabulary size, special tokens and the 256 bytes included (261 to 65535).
+    #[arg(long, default_value_t = 32000)]
+    pub vocab_size: usize,
+    /// Never merge a pair seen fewer times than this.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub min_frequency: u64,
+    /// Where to write tokenizer.json.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Treat each input line as a document.
+    #[arg(long)]
+    pub line_docs: bool,
+    /// Replace invalid UTF-8 (and count it) instead of stopping at it.
+    #[arg(long)]
+    pub lossy: bool,
+    /// Worker threads (default: all cores); the result does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Flags of tokenize.
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// The corpus to encode.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The tokenizer.json to encode with.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: PathBuf,
+    /// Where to write the training ids (train.bin; its sidecar is train.bin.json).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Where to write held-out documents (val.bin); without it every document goes to --output.
+    #[arg(long, value_name = "FILE")]
+    pub val_output: Option<PathBuf>,
+    /// Share of documents held out for val.bin, chosen by a hash of the document index.
+    #[arg(long, default_value_t = 0.005, value_name = "F")]
+    pub val_fraction: f64,
+    /// Treat each input line as a document.
+    #[arg(long)]
+    pub line_docs: bool,
+    /// Replace invalid UTF-8 (and count it) instead of stopping at it.
+    #[arg(long)]
+    pub lossy: bool,
+    /// Worker threads (default: all cores); the output does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Flags of demo.

@@ -60,8 +60,6 @@ fn help_lists_every_subcommand() {
 #[test]
 fn planned_subcommands_say_so_and_fail() {
     for name in [
-        "train-tokenizer",
-        "tokenize",
         "train",
         "resume",
         "test-model",

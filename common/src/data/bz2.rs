@@ -261,7 +261,8 @@ impl SequentialStream {
                         io::ErrorKind::UnexpectedEof,
                         format!(
                             "{}: truncated bz2 data: the stream starting at byte {} ends at byte \
-                             {len} (end of file) before its end-of-stream marker",
+                             {len} (end of file) before its end-of-stream marker (the download is incomplete: check it with `bzip2 -t` and \
+                             download it again)",
                             path.display(),
                             self.start
                         ),
@@ -284,7 +285,7 @@ impl SequentialStream {
                         io::ErrorKind::InvalidData,
                         format!(
                             "{}: corrupt bz2 data near byte {at} (stream starting at byte {}): \
-                             {e}",
+                             {e}; check the file with `bzip2 -t` and download it again",
                             path.display(),
                             self.start
                         ),

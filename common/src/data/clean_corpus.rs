@@ -9,15 +9,15 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::PrepError;
+use super::corpus::{DocumentReader, Utf8Policy};
 use super::normalize::{NormalizeOptions, normalize};
-use super::wiki::page::decode_utf8_lossy;
 use super::wikitext::{LineMode, clean};
 use crate::output::AtomicFile;
 use crate::progress::Progress;
@@ -117,8 +117,8 @@ pub fn clean_corpus(
     };
     let file = File::open(input).map_err(open_error)?;
     let total = file.metadata().map_err(open_error)?.len();
-    let mut documents =
-        DocumentReader::new(BufReader::with_capacity(1 << 20, file), options.line_docs);
+    let reader = BufReader::with_capacity(1 << 20, file);
+    let mut documents = DocumentReader::new(reader, input, options.line_docs, Utf8Policy::Replace);
     let output_error = |error| PrepError::Output {
         path: output.to_path_buf(),
         error,
@@ -128,15 +128,13 @@ pub fn clean_corpus(
     let mut dedup = Dedup::new(options.dedup_memory_mb);
     let mut progress = Progress::new("clean-corpus", "documents", Some(total));
     loop {
-        let batch = match documents.next_batch(BATCH_DOCUMENTS) {
+        let batch = match documents.next_batch(BATCH_DOCUMENTS, 8 << 20) {
             Ok(batch) => batch,
-            Err(source) => {
+            Err(error) => {
                 progress.finish();
-                let source =
-                    io::Error::new(source.kind(), format!("{}: {source}", input.display()));
                 let written = stats.documents_written;
                 return Err(PrepError::input_failed(
-                    source,
+                    error,
                     out,
                     options.keep_partial,
                     written,
@@ -180,8 +178,8 @@ pub fn clean_corpus(
                 .map_err(output_error)?;
             stats.documents_written += 1;
         }
-        stats.invalid_utf8 = documents.invalid_utf8;
-        progress.update(stats.documents_read, documents.bytes_read);
+        stats.invalid_utf8 = documents.invalid_utf8();
+        progress.update(stats.documents_read, documents.bytes_read());
     }
     progress.finish();
     out.commit().map_err(output_error)?;
@@ -226,63 +224,6 @@ impl Dedup {
             }
         }
         true
-    }
-}
-
-/// Reads documents from corpus text; invalid UTF-8 is replaced and counted.
-struct DocumentReader<R> {
-    reader: R,
-    line_docs: bool,
-    invalid_utf8: u64,
-    bytes_read: u64,
-    eof: bool,
-}
-
-impl<R: BufRead> DocumentReader<R> {
-    fn new(reader: R, line_docs: bool) -> Self {
-        Self {
-            reader,
-            line_docs,
-            invalid_utf8: 0,
-            bytes_read: 0,
-            eof: false,
-        }
-    }
-
-    /// Up to `max` documents; empty at the end of the input.
-    fn next_batch(&mut self, max: usize) -> io::Result<Vec<String>> {
-        let mut batch = Vec::new();
-        let mut document = String::new();
-        let mut line = Vec::new();
-        while batch.len() < max && !self.eof {
-            line.clear();
-            let n = self.reader.read_until(b'\n', &mut line)?;
-            self.bytes_read += n as u64;
-            if n == 0 {
-                self.eof = true;
-                break;
-            }
-            let (text, invalid) = decode_utf8_lossy(&line);
-            self.invalid_utf8 += invalid;
-            let text = text.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                if !document.is_empty() {
-                    batch.push(std::mem::take(&mut document));
-                }
-                continue;
-            }
-            if !document.is_empty() {
-                document.push('\n');
-            }
-            document.push_str(text);
-            if self.line_docs {
-                batch.push(std::mem::take(&mut document));
-            }
-        }
-        if !document.is_empty() {
-            batch.push(document);
-        }
-        Ok(batch)
     }
 }
 

@@ -3,8 +3,12 @@
 
 pub mod bz2;
 pub mod clean_corpus;
+pub mod corpus;
+pub mod dataset;
 pub mod encoding;
 pub mod normalize;
+pub mod tokenize;
+pub mod train_tokenizer;
 pub mod wiki;
 pub mod wikitext;
 
@@ -25,10 +29,7 @@ pub enum PrepError {
         error: io::Error,
     },
     /// The input broke part-way (corrupt or truncated compression, unreadable data).
-    #[error(
-        "{error}\n{written} {unit} had been written before the error; {kept_note}\n\
-         Check the input (for bz2: `bzip2 -t FILE`) and obtain it again if it is damaged."
-    )]
+    #[error("{error}\n{written} {unit} had been written before the error; {kept_note}")]
     Input {
         /// What went wrong, with the file and position.
         error: io::Error,
@@ -39,6 +40,9 @@ pub enum PrepError {
         /// Where the partial output is, or that there is none.
         kept_note: String,
     },
+    /// A setting or a supporting file (such as a tokenizer.json) cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// The output could not be written.
     #[error("cannot write {path}: {error}")]
     Output {

@@ -13,8 +13,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::ProcessWiki(args) => prep::process_wiki(&args).map(|_| ()),
         Command::CleanCorpus(args) => prep::clean_corpus(&args).map(|_| ()),
         Command::Demo(args) => demo::run(&args),
-        Command::TrainTokenizer(_) => planned("train-tokenizer", "the tokenizer stage"),
-        Command::Tokenize(_) => planned("tokenize", "the tokenizer stage"),
+        Command::TrainTokenizer(args) => prep::train_tokenizer(&args).map(|_| ()),
+        Command::Tokenize(args) => prep::tokenize(&args).map(|_| ()),
         Command::Train(_) => planned("train", "the model and trainer stage"),
         Command::Resume(_) => planned("resume", "the model and trainer stage"),
         Command::TestModel(_) => planned("test-model", "the model and trainer stage"),
@@ -28,6 +28,6 @@ pub fn run(command: Command) -> Result<()> {
 fn planned(name: &str, stage: &str) -> Result<()> {
     bail!(
         "`sovereign {name}` is not built yet: it arrives with {stage}. This release has \
-         process-wiki, clean-corpus and demo (see README.md, \"Status\")."
+         process-wiki, clean-corpus, train-tokenizer, tokenize and demo (see README.md, \"Status\")."
     )
 }

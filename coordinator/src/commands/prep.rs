@@ -7,7 +7,12 @@ use sovereign_common::data::clean_corpus::{CleanOptions, CleanStats};
 use sovereign_common::data::normalize::NormalizeOptions;
 use sovereign_common::data::wiki::{OutputFormat, WikiOptions, WikiStats};
 
-use crate::cli::{CleanCorpusArgs, Format, NormalizeArgs, ProcessWikiArgs};
+use sovereign_common::data::tokenize::{TokenizeOptions, TokenizeStats};
+use sovereign_common::data::train_tokenizer::{TrainTokenizerOptions, TrainTokenizerStats};
+
+use crate::cli::{
+    CleanCorpusArgs, Format, NormalizeArgs, ProcessWikiArgs, TokenizeArgs, TrainTokenizerArgs,
+};
 
 /// `sovereign process-wiki`.
 pub fn process_wiki(args: &ProcessWikiArgs) -> Result<WikiStats> {
@@ -54,6 +59,94 @@ pub fn clean_corpus(args: &CleanCorpusArgs) -> Result<CleanStats> {
         start.elapsed().as_secs_f64(),
         args.output.display()
     );
+    Ok(stats)
+}
+
+/// `sovereign train-tokenizer`.
+pub fn train_tokenizer(args: &TrainTokenizerArgs) -> Result<TrainTokenizerStats> {
+    set_threads(args.threads)?;
+    let options = TrainTokenizerOptions {
+        vocab_size: args.vocab_size,
+        min_frequency: args.min_frequency,
+        line_docs: args.line_docs,
+        lossy: args.lossy,
+    };
+    let stats = sovereign_common::data::train_tokenizer::train_tokenizer(
+        &args.corpus,
+        &args.output,
+        &options,
+    )?;
+    eprintln!(
+        "train-tokenizer: {} documents, {:.1} MB, {} distinct words; vocabulary {} ({} merges); \
+         counting {:.1}s, merging {:.1}s; wrote {}",
+        stats.documents,
+        stats.bytes as f64 / 1e6,
+        stats.distinct_words,
+        stats.vocab_size,
+        stats.vocab_size.saturating_sub(261),
+        stats.count_seconds,
+        stats.merge_seconds,
+        args.output.display()
+    );
+    if stats.vocab_size < args.vocab_size {
+        eprintln!(
+            "train-tokenizer: the corpus ran out of pairs (seen at least --min-frequency {} times) \
+             before {} tokens",
+            args.min_frequency, args.vocab_size
+        );
+    }
+    if stats.invalid_utf8 > 0 {
+        eprintln!(
+            "train-tokenizer: {} invalid UTF-8 sequences replaced",
+            stats.invalid_utf8
+        );
+    }
+    Ok(stats)
+}
+
+/// `sovereign tokenize`.
+pub fn tokenize(args: &TokenizeArgs) -> Result<TokenizeStats> {
+    set_threads(args.threads)?;
+    if !(0.0..=1.0).contains(&args.val_fraction) {
+        anyhow::bail!(
+            "--val-fraction {} must be between 0 and 1",
+            args.val_fraction
+        );
+    }
+    let options = TokenizeOptions {
+        val_output: args.val_output.clone(),
+        val_fraction: args.val_fraction,
+        line_docs: args.line_docs,
+        lossy: args.lossy,
+    };
+    let start = Instant::now();
+    let stats = sovereign_common::data::tokenize::tokenize(
+        &args.input,
+        &args.tokenizer,
+        &args.output,
+        &options,
+    )?;
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "tokenize: train {} documents, {} tokens; val {} documents, {} tokens; {:.1}s, {:.1} MB/s; \
+         wrote {}{}",
+        stats.train_documents,
+        stats.train_tokens,
+        stats.val_documents,
+        stats.val_tokens,
+        secs,
+        stats.bytes as f64 / secs / 1e6,
+        args.output.display(),
+        args.val_output
+            .as_ref()
+            .map_or(String::new(), |v| format!(" and {}", v.display()))
+    );
+    if stats.invalid_utf8 > 0 {
+        eprintln!(
+            "tokenize: {} invalid UTF-8 sequences replaced",
+            stats.invalid_utf8
+        );
+    }
     Ok(stats)
 }
 

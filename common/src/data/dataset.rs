@@ -1,0 +1,529 @@
+//! [`TokenDataset`]: a memory-mapped stream of u16 token ids (train.bin), validated against its
+//! sidecar, split into equal token-aligned shards, and sampled deterministically.
+//!
+//! Accepted inputs: our train.bin with its `train.bin.json` sidecar; a RWKV-LM / Megatron binidx
+//! pair (`.bin` + `.idx`, dtype uint16); a bare u16 `.bin` without sidecar (nanoGPT's), with a
+//! warning, its vocabulary taken from the tokenizer or model in use.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::tokenize::{hex, splitmix64};
+
+/// The sidecar format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// How many ids the default (sampled) validation checks.
+const SAMPLED_IDS: u64 = 1 << 20;
+
+/// `train.bin.json`: what a token file holds (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sidecar {
+    /// Sidecar format version.
+    pub format_version: u32,
+    /// Always "uint16".
+    pub dtype: String,
+    /// Always "little".
+    pub byte_order: String,
+    /// Token count.
+    pub tokens: u64,
+    /// Document count (each ends with `[EOS]`).
+    pub documents: u64,
+    /// Vocabulary size of the tokenizer that wrote it.
+    pub vocab_size: u32,
+    /// The `[EOS]` id.
+    pub eos_id: u16,
+    /// sha256 of the tokenizer.json used.
+    pub tokenizer_sha256: String,
+    /// sha256 of the data file.
+    pub data_sha256: String,
+}
+
+/// The sidecar path of a data file: `train.bin` → `train.bin.json`.
+pub fn sidecar_path(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// How thoroughly [`TokenDataset::open`] checks the ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validation {
+    /// Up to about a million evenly spaced ids are checked against the vocabulary.
+    Sampled,
+    /// Every id, and the data checksum against the sidecar.
+    Full,
+}
+
+/// Where the ids came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Our format, with its sidecar.
+    Sidecar(Sidecar),
+    /// A Megatron/RWKV-LM binidx pair with this many documents.
+    BinIdx {
+        /// Documents listed in the .idx.
+        documents: u64,
+    },
+    /// A bare u16 stream.
+    Bare,
+}
+
+/// A byte-offset range of the data file, token-aligned: one worker's share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// First byte (even).
+    pub start_byte: u64,
+    /// One past the last byte (even).
+    pub end_byte: u64,
+}
+
+impl Shard {
+    /// Tokens in the shard.
+    pub fn tokens(&self) -> u64 {
+        (self.end_byte - self.start_byte) / 2
+    }
+}
+
+/// A validated, memory-mapped token file.
+pub struct TokenDataset {
+    path: PathBuf,
+    map: Mmap,
+    vocab_size: u32,
+    source: Source,
+}
+
+impl TokenDataset {
+    /// Opens and validates `path`. `vocab_size` is the vocabulary of the tokenizer or model in
+    /// use: it must agree with the sidecar, and it is required for files without one.
+    pub fn open(
+        path: &Path,
+        vocab_size: Option<u32>,
+        validation: Validation,
+    ) -> Result<Self, String> {
+        let name = path.display();
+        let file = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
+        // SAFETY: the file is mapped read-only; Sovereign never writes a data file in place (outputs
+        // are written to a temporary name and renamed), so the mapping does not change under us.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("cannot map {name}: {e}"))?;
+        let len = map.len() as u64;
+        if !len.is_multiple_of(2) {
+            return Err(format!(
+                "{name}: {len} bytes is an odd length, so it is not a stream of u16 ids (truncated copy?)"
+            ));
+        }
+        let tokens = len / 2;
+        let idx = path.with_extension("idx");
+        let sidecar = sidecar_path(path);
+        let (source, file_vocab) = if sidecar.exists() {
+            let text = std::fs::read_to_string(&sidecar)
+                .map_err(|e| format!("cannot read {}: {e}", sidecar.display()))?;
+            let meta: Sidecar =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sidecar.display()))?;
+            if meta.format_version != FORMAT_VERSION
+                || meta.dtype != "uint16"
+                || meta.byte_order != "little"
+            {
+                return Err(format!(
+                    "{}: format_version {} / dtype {} / byte_order {} is not one this build reads \
+                     (version {FORMAT_VERSION}, uint16, little)",
+                    sidecar.display(),
+                    meta.format_version,
+                    meta.dtype,
+                    meta.byte_order
+                ));
+            }
+            if meta.tokens != tokens {
+                return Err(format!(
+                    "{name}: holds {tokens} tokens but {} says {}; the data and its sidecar do not \
+                     belong together (re-run tokenize)",
+                    sidecar.display(),
+                    meta.tokens
+                ));
+            }
+            let vocab = meta.vocab_size;
+            (Source::Sidecar(meta), Some(vocab))
+        } else if idx.exists() {
+            let (documents, idx_tokens) = read_idx(&idx)?;
+            if idx_tokens != tokens {
+                return Err(format!(
+                    "{name}: holds {tokens} tokens but {} lists {idx_tokens}",
+                    idx.display()
+                ));
+            }
+            (Source::BinIdx { documents }, None)
+        } else {
+            tracing::warn!(
+                "{name} has no sidecar ({}) or .idx: reading it as a bare u16 token stream",
+                sidecar.display()
+            );
+            (Source::Bare, None)
+        };
+        let vocab_size = match (file_vocab, vocab_size) {
+            (Some(file), Some(used)) if file != used => {
+                return Err(format!(
+                    "{name} was tokenized with a vocabulary of {file} tokens, but the tokenizer or \
+                     model in use has {used}; use the tokenizer that wrote it or re-tokenize"
+                ));
+            }
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => {
+                return Err(format!(
+                    "{name} has no sidecar saying its vocabulary size; pass the tokenizer or model \
+                     it belongs to"
+                ));
+            }
+        };
+        let dataset = Self {
+            path: path.to_path_buf(),
+            map,
+            vocab_size,
+            source,
+        };
+        dataset.check_ids(validation)?;
+        Ok(dataset)
+    }
+
+    fn check_ids(&self, validation: Validation) -> Result<(), String> {
+        let tokens = self.len_tokens();
+        let step = match validation {
+            Validation::Full => 1,
+            Validation::Sampled => (tokens / SAMPLED_IDS).max(1),
+        };
+        let mut i = 0;
+        while i < tokens {
+            let id = self.token(i);
+            if u32::from(id) >= self.vocab_size {
+                return Err(format!(
+                    "{}: token {i} (byte {}) is id {id}, not below the vocabulary size {}; the file \
+                     was made with another tokenizer",
+                    self.path.display(),
+                    i * 2,
+                    self.vocab_size
+                ));
+            }
+            i += step;
+        }
+        if let (Validation::Full, Source::Sidecar(meta)) = (validation, &self.source) {
+            let sum = hex(&Sha256::digest(&self.map[..]));
+            if sum != meta.data_sha256 {
+                return Err(format!(
+                    "{}: sha256 {sum} differs from the sidecar's {}; the file changed after tokenize",
+                    self.path.display(),
+                    meta.data_sha256
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tokens in the file.
+    pub fn len_tokens(&self) -> u64 {
+        self.map.len() as u64 / 2
+    }
+
+    /// The vocabulary size the ids are checked against.
+    pub fn vocab_size(&self) -> u32 {
+        self.vocab_size
+    }
+
+    /// What kind of file this is.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The id at token index `i`.
+    pub fn token(&self, i: u64) -> u16 {
+        let at = (i * 2) as usize;
+        u16::from_le_bytes([self.map[at], self.map[at + 1]])
+    }
+
+    /// Ids `[start, end)`.
+    pub fn tokens(&self, start: u64, end: u64) -> Vec<u16> {
+        self.map[(start * 2) as usize..(end * 2) as usize]
+            .chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+            .collect()
+    }
+
+    /// Worker `rank`'s share of `world`: equal, token-aligned byte ranges (the remainder tokens
+    /// at the end are unused, so every rank runs the same number of steps).
+    pub fn shard(&self, rank: u32, world: u32) -> Result<Shard, String> {
+        if world == 0 || rank >= world {
+            return Err(format!("rank {rank} is not in a world of {world}"));
+        }
+        let per = self.len_tokens() / u64::from(world);
+        if per == 0 {
+            return Err(format!(
+                "{} has {} tokens, too few for {world} shards",
+                self.path.display(),
+                self.len_tokens()
+            ));
+        }
+        let start = u64::from(rank) * per * 2;
+        Ok(Shard {
+            start_byte: start,
+            end_byte: start + per * 2,
+        })
+    }
+
+    /// A window of `seq_len + 1` tokens inside `shard`, chosen by (seed, epoch, rank, step,
+    /// micro) alone, so runs are reproducible and resumable.
+    pub fn sample_window(
+        &self,
+        shard: Shard,
+        seq_len: usize,
+        key: SampleKey,
+    ) -> Result<Vec<u16>, String> {
+        let need = seq_len as u64 + 1;
+        if shard.tokens() < need {
+            return Err(format!(
+                "a shard of {} tokens cannot hold a window of {need}",
+                shard.tokens()
+            ));
+        }
+        let choices = shard.tokens() - need + 1;
+        let start = shard.start_byte / 2 + key.hash() % choices;
+        Ok(self.tokens(start, start + need))
+    }
+}
+
+/// What decides a sampled window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    /// The run's seed.
+    pub seed: u64,
+    /// Epoch number.
+    pub epoch: u64,
+    /// Worker rank.
+    pub rank: u32,
+    /// Global step.
+    pub step: u64,
+    /// Micro-batch index within the step.
+    pub micro: u32,
+}
+
+impl SampleKey {
+    fn hash(&self) -> u64 {
+        [
+            self.epoch,
+            u64::from(self.rank),
+            self.step,
+            u64::from(self.micro),
+        ]
+        .iter()
+        .fold(splitmix64(self.seed), |h, &x| splitmix64(h ^ x))
+    }
+}
+
+/// Reads a Megatron `.idx` (MMIDIDX, version 1, dtype uint16): (documents, tokens).
+fn read_idx(path: &Path) -> Result<(u64, u64), String> {
+    let name = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let u64_at = |at: usize| -> Result<u64, String> {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| format!("{name}: ends at byte {} inside its header", bytes.len()))
+    };
+    if !bytes.starts_with(b"MMIDIDX\x00\x00") {
+        return Err(format!(
+            "{name}: no MMIDIDX magic at byte 0; not a Megatron/RWKV-LM index"
+        ));
+    }
+    if u64_at(9)? != 1 {
+        return Err(format!(
+            "{name}: index version {} (only 1 is read)",
+            u64_at(9)?
+        ));
+    }
+    let dtype = bytes.get(17).copied().unwrap_or(0);
+    if dtype != 8 {
+        return Err(format!(
+            "{name}: dtype code {dtype} at byte 17; only 8 (uint16) is supported"
+        ));
+    }
+    let sequences = u64_at(18)? as usize;
+    let documents = u64_at(26)?;
+    let sizes = bytes.get(34..34 + sequences * 4).ok_or_else(|| {
+        format!(
+            "{name}: lists {sequences} sequences but ends at byte {}",
+            bytes.len()
+        )
+    })?;
+    let tokens = sizes
+        .chunks_exact(4)
+        .map(|s| u64::from(i32::from_le_bytes(s.try_into().expect("4 bytes")) as u32))
+        .sum();
+    Ok((documents.saturating_sub(1), tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_ids(dir: &Path, name: &str, ids: &[u16]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            ids.iter()
+                .flat_map(|i| i.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        path
+    }
+
+    fn sidecar(tokens: u64, vocab: u32, data: &[u8]) -> Sidecar {
+        Sidecar {
+            format_version: 1,
+            dtype: "uint16".into(),
+            byte_order: "little".into(),
+            tokens,
+            documents: 1,
+            vocab_size: vocab,
+            eos_id: 3,
+            tokenizer_sha256: String::new(),
+            data_sha256: hex(&Sha256::digest(data)),
+        }
+    }
+
+    #[test]
+    fn shards_are_equal_and_windows_stay_inside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<u16> = (0..1003).map(|i| (i % 300) as u16).collect();
+        let path = write_ids(dir.path(), "train.bin", &ids);
+        let data = std::fs::read(&path).unwrap();
+        std::fs::write(
+            sidecar_path(&path),
+            serde_json::to_string(&sidecar(1003, 300, &data)).unwrap(),
+        )
+        .unwrap();
+        let ds = TokenDataset::open(&path, Some(300), Validation::Full).unwrap();
+        let shards: Vec<Shard> = (0..3).map(|r| ds.shard(r, 3).unwrap()).collect();
+        assert_eq!(
+            shards[0],
+            Shard {
+                start_byte: 0,
+                end_byte: 668
+            }
+        );
+        assert_eq!(
+            shards[2],
+            Shard {
+                start_byte: 1336,
+                end_byte: 2004
+            }
+        );
+        for (rank, shard) in shards.iter().enumerate() {
+            for step in 0..50 {
+                let key = SampleKey {
+                    seed: 7,
+                    epoch: 0,
+                    rank: rank as u32,
+                    step,
+                    micro: 1,
+                };
+                let window = ds.sample_window(*shard, 16, key).unwrap();
+                assert_eq!(window.len(), 17);
+                assert_eq!(
+                    window,
+                    ds.sample_window(*shard, 16, key).unwrap(),
+                    "deterministic"
+                );
+                let first = u64::from(window[0]);
+                let start = (shard.start_byte / 2..shard.end_byte / 2 - 16)
+                    .find(|&i| ds.token(i) as u64 == first && ds.tokens(i, i + 17) == window);
+                assert!(start.is_some(), "window outside shard {rank}");
+            }
+        }
+        let key = |step| SampleKey {
+            seed: 7,
+            epoch: 0,
+            rank: 0,
+            step,
+            micro: 0,
+        };
+        assert_ne!(
+            ds.sample_window(shards[0], 16, key(1)),
+            ds.sample_window(shards[0], 16, key(2))
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("odd.bin");
+        std::fs::write(&odd, [1u8, 0, 2]).unwrap();
+        assert!(
+            TokenDataset::open(&odd, Some(10), Validation::Sampled)
+                .err()
+                .unwrap()
+                .contains("odd length")
+        );
+
+        let path = write_ids(dir.path(), "t.bin", &[1, 2, 400]);
+        let data = std::fs::read(&path).unwrap();
+        std::fs::write(
+            sidecar_path(&path),
+            serde_json::to_string(&sidecar(4, 500, &data)).unwrap(),
+        )
+        .unwrap();
+        let err = TokenDataset::open(&path, None, Validation::Sampled)
+            .err()
+            .unwrap();
+        assert!(err.contains("holds 3 tokens but"), "{err}");
+
+        std::fs::write(
+            sidecar_path(&path),
+            serde_json::to_string(&sidecar(3, 500, &data)).unwrap(),
+        )
+        .unwrap();
+        let err = TokenDataset::open(&path, Some(300), Validation::Sampled)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("vocabulary of 500 tokens, but the tokenizer or model in use has 300"),
+            "{err}"
+        );
+
+        let bare = write_ids(dir.path(), "bare.bin", &[1, 2, 400]);
+        let err = TokenDataset::open(&bare, Some(300), Validation::Sampled)
+            .err()
+            .unwrap();
+        assert!(err.contains("token 2 (byte 4) is id 400"), "{err}");
+        assert!(
+            TokenDataset::open(&bare, None, Validation::Sampled)
+                .err()
+                .unwrap()
+                .contains("no sidecar")
+        );
+        let ok = TokenDataset::open(&bare, Some(401), Validation::Full).unwrap();
+        assert_eq!(ok.source(), &Source::Bare);
+    }
+
+    #[test]
+    fn binidx_pairs_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = write_ids(dir.path(), "data.bin", &[5, 6, 7, 0, 8, 9, 0]);
+        let mut idx = b"MMIDIDX\x00\x00".to_vec();
+        idx.extend_from_slice(&1u64.to_le_bytes());
+        idx.push(8);
+        idx.extend_from_slice(&2u64.to_le_bytes()); // sequences
+        idx.extend_from_slice(&3u64.to_le_bytes()); // doc_idx entries (documents + 1)
+        idx.extend_from_slice(&4i32.to_le_bytes());
+        idx.extend_from_slice(&3i32.to_le_bytes());
+        idx.extend_from_slice(&0i64.to_le_bytes());
+        idx.extend_from_slice(&8i64.to_le_bytes());
+        for d in [0i64, 1, 2] {
+            idx.extend_from_slice(&d.to_le_bytes());
+        }
+        std::fs::write(dir.path().join("data.idx"), idx).unwrap();
+        let ds = TokenDataset::open(&bin, Some(10), Validation::Full).unwrap();
+        assert_eq!(ds.source(), &Source::BinIdx { documents: 2 });
+        assert_eq!(ds.tokens(0, 7), [5, 6, 7, 0, 8, 9, 0]);
+    }
+}

@@ -1,0 +1,249 @@
+//! `tokenize`: corpus + tokenizer.json in, train.bin / val.bin (u16 little-endian ids, each
+//! document followed by `[EOS]`) and their `.json` sidecars out.
+//!
+//! Documents are read in batches, encoded in parallel and written in corpus order, so the output
+//! is byte-identical whatever the thread count; the corpus is never held whole. A document goes to
+//! val when a hash of its index falls under `val_fraction`: deterministic, independent of
+//! threads, and spread evenly through the corpus.
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::PrepError;
+use super::corpus::{DocumentReader, Utf8Policy};
+use super::dataset::{FORMAT_VERSION, Sidecar, sidecar_path};
+use crate::output::AtomicFile;
+use crate::progress::Progress;
+use crate::tokenizer::Tokenizer;
+
+/// Options of `tokenize`.
+#[derive(Clone, Debug)]
+pub struct TokenizeOptions {
+    /// Where held-out documents go; `None` sends every document to the train output.
+    pub val_output: Option<PathBuf>,
+    /// Share of documents that go to val (when `val_output` is set).
+    pub val_fraction: f64,
+    /// Each line is a document.
+    pub line_docs: bool,
+    /// Replace invalid UTF-8 instead of failing.
+    pub lossy: bool,
+}
+
+/// What `tokenize` wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TokenizeStats {
+    /// Documents and tokens written to train.
+    pub train_documents: u64,
+    /// Tokens in train, `[EOS]` included.
+    pub train_tokens: u64,
+    /// Documents written to val.
+    pub val_documents: u64,
+    /// Tokens in val.
+    pub val_tokens: u64,
+    /// Corpus bytes read.
+    pub bytes: u64,
+    /// Invalid UTF-8 sequences replaced (with `lossy`).
+    pub invalid_utf8: u64,
+}
+
+/// Whether document `index` is held out for validation.
+pub fn is_val(index: u64, fraction: f64) -> bool {
+    ((splitmix64(index ^ 0x5EED_0F5A_11D0_C5EE) >> 11) as f64 / (1u64 << 53) as f64) < fraction
+}
+
+/// SplitMix64: a fast, well-mixed 64-bit hash of an integer.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One output stream (train or val) with its running counts and checksum.
+struct Stream {
+    file: AtomicFile,
+    sha: Sha256,
+    tokens: u64,
+    documents: u64,
+}
+
+impl Stream {
+    fn create(path: &Path) -> Result<Self, PrepError> {
+        let file = AtomicFile::create(path).map_err(|error| PrepError::Output {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Ok(Self {
+            file,
+            sha: Sha256::new(),
+            tokens: 0,
+            documents: 0,
+        })
+    }
+
+    fn write(&mut self, ids: &[u16]) -> std::io::Result<()> {
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        self.sha.update(&bytes);
+        self.tokens += ids.len() as u64;
+        self.documents += 1;
+        self.file.write_all(&bytes)
+    }
+
+    /// Commits the data file, then its sidecar.
+    fn finish(
+        self,
+        path: &Path,
+        tokenizer: &Tokenizer,
+        tokenizer_sha256: &str,
+        eos: u16,
+    ) -> Result<(), PrepError> {
+        let output_error = |error| PrepError::Output {
+            path: path.to_path_buf(),
+            error,
+        };
+        self.file.commit().map_err(output_error)?;
+        let sidecar = Sidecar {
+            format_version: FORMAT_VERSION,
+            dtype: "uint16".into(),
+            byte_order: "little".into(),
+            tokens: self.tokens,
+            documents: self.documents,
+            vocab_size: tokenizer.vocab_size() as u32,
+            eos_id: eos,
+            tokenizer_sha256: tokenizer_sha256.to_string(),
+            data_sha256: hex(&self.sha.finalize()),
+        };
+        let json_path = sidecar_path(path);
+        let mut json = AtomicFile::create(&json_path).map_err(output_error)?;
+        let text = serde_json::to_string_pretty(&sidecar)
+            .map_err(std::io::Error::other)
+            .map_err(output_error)?;
+        json.write_all(text.as_bytes())
+            .and_then(|()| json.write_all(b"\n"))
+            .map_err(output_error)?;
+        json.commit().map_err(output_error)
+    }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Tokenizes `input` with the tokenizer at `tokenizer_path` into `output` (and val).
+pub fn tokenize(
+    input: &Path,
+    tokenizer_path: &Path,
+    output: &Path,
+    options: &TokenizeOptions,
+) -> Result<TokenizeStats, PrepError> {
+    let bad_tokenizer = PrepError::Invalid;
+    let tokenizer_bytes = std::fs::read(tokenizer_path).map_err(|error| PrepError::Open {
+        path: tokenizer_path.to_path_buf(),
+        error,
+    })?;
+    let tokenizer = Tokenizer::from_file(tokenizer_path).map_err(bad_tokenizer)?;
+    let eos = tokenizer.eos_id().ok_or_else(|| {
+        bad_tokenizer(format!(
+            "{}: the tokenizer has no [EOS] token",
+            tokenizer_path.display()
+        ))
+    })?;
+    let eos = u16::try_from(eos).map_err(|_| bad_tokenizer("[EOS] id does not fit u16".into()))?;
+    let tokenizer_sha256 = hex(&Sha256::digest(&tokenizer_bytes));
+
+    let file = File::open(input).map_err(|error| PrepError::Open {
+        path: input.to_path_buf(),
+        error,
+    })?;
+    let total = file.metadata().map(|m| m.len()).ok();
+    let policy = if options.lossy {
+        Utf8Policy::Replace
+    } else {
+        Utf8Policy::Strict
+    };
+    let mut reader = DocumentReader::new(
+        BufReader::with_capacity(1 << 20, file),
+        input,
+        options.line_docs,
+        policy,
+    );
+    let mut train = Stream::create(output)?;
+    let mut val = options
+        .val_output
+        .as_deref()
+        .map(Stream::create)
+        .transpose()?;
+    let mut progress = Progress::new("tokenize", "documents", total);
+    let mut index = 0u64;
+    loop {
+        let batch = match reader.next_batch(8192, 8 << 20) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let written = train.tokens;
+                return Err(PrepError::input_failed(
+                    error, train.file, false, written, "tokens",
+                ));
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let encoded: Vec<Vec<u16>> = batch
+            .par_iter()
+            .map(|doc| {
+                let mut ids: Vec<u16> = tokenizer
+                    .encode(doc, false)
+                    .into_iter()
+                    .map(|id| id as u16)
+                    .collect();
+                ids.push(eos);
+                ids
+            })
+            .collect();
+        for ids in encoded {
+            let stream = match val.as_mut() {
+                Some(val) if is_val(index, options.val_fraction) => val,
+                _ => &mut train,
+            };
+            stream.write(&ids).map_err(|error| PrepError::Output {
+                path: output.to_path_buf(),
+                error,
+            })?;
+            index += 1;
+        }
+        progress.update(index, reader.bytes_read());
+    }
+    progress.finish();
+    let stats = TokenizeStats {
+        train_documents: train.documents,
+        train_tokens: train.tokens,
+        val_documents: val.as_ref().map_or(0, |v| v.documents),
+        val_tokens: val.as_ref().map_or(0, |v| v.tokens),
+        bytes: reader.bytes_read(),
+        invalid_utf8: reader.invalid_utf8(),
+    };
+    train.finish(output, &tokenizer, &tokenizer_sha256, eos)?;
+    if let (Some(val), Some(path)) = (val, options.val_output.as_deref()) {
+        val.finish(path, &tokenizer, &tokenizer_sha256, eos)?;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn val_split_is_deterministic_and_close_to_the_fraction() {
+        let held: usize = (0..100_000).filter(|&i| is_val(i, 0.005)).count();
+        assert!((400..600).contains(&held), "{held}");
+        assert_eq!((0..1000).filter(|&i| is_val(i, 0.0)).count(), 0);
+        assert_eq!((0..1000).filter(|&i| is_val(i, 1.0)).count(), 1000);
+    }
+}

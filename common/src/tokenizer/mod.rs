@@ -1,0 +1,361 @@
+//! Byte-level BPE, compatible with HuggingFace `tokenizers`: training ([`train`]), the
+//! tokenizer.json format ([`json`]) and [`Tokenizer`], which encodes and decodes.
+//!
+//! Encoding: split the text into words ([`pretokenize`]), turn each word's UTF-8 bytes into
+//! byte symbols, then apply merges lowest rank first (leftmost first among equals) until none
+//! applies. Word results are cached in a bounded LRU cache.
+
+pub mod bytelevel;
+pub mod json;
+pub mod pretokenize;
+pub mod train;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Mutex;
+
+use lru::LruCache;
+use rayon::prelude::*;
+use regex::Regex;
+
+use bytelevel::{byte_to_char, char_to_byte, encode_bytes};
+use json::{SPECIAL_TOKENS, TokenizerSpec};
+
+/// Words cached per tokenizer, as the seed had it.
+pub const DEFAULT_CACHE_WORDS: usize = 50_000;
+/// The cache is split into shards so that parallel encoders rarely wait on each other.
+const CACHE_SHARDS: usize = 16;
+/// Smallest vocabulary: five special tokens and 256 bytes.
+pub const MIN_VOCAB: usize = 261;
+/// Largest vocabulary: ids must fit in u16.
+pub const MAX_VOCAB: usize = 65_535;
+
+/// A loaded byte-level BPE tokenizer.
+pub struct Tokenizer {
+    spec: TokenizerSpec,
+    token_ids: HashMap<String, u32>,
+    /// The id of each byte's symbol.
+    byte_ids: [u32; 256],
+    /// (left id, right id) → (rank, merged id).
+    merges: HashMap<(u32, u32), (u32, u32)>,
+    split: Option<Regex>,
+    cache: Vec<Mutex<LruCache<String, Vec<u32>>>>,
+}
+
+impl Tokenizer {
+    /// Trains a tokenizer of `vocab_size` tokens (specials and bytes included) from word counts.
+    pub fn train(
+        counts: &train::WordCounts,
+        vocab_size: usize,
+        min_frequency: u64,
+    ) -> Result<Self, String> {
+        if !(MIN_VOCAB..=MAX_VOCAB).contains(&vocab_size) {
+            return Err(format!(
+                "vocab size {vocab_size} is out of range: it must be between {MIN_VOCAB} (5 special \
+                 tokens + 256 bytes) and {MAX_VOCAB} (ids are stored as u16)"
+            ));
+        }
+        let learned = train::learn_merges(counts, vocab_size - MIN_VOCAB, min_frequency);
+        let mut symbols: Vec<String> = byte_to_char().iter().map(|c| c.to_string()).collect();
+        let mut merges = Vec::with_capacity(learned.len());
+        for &(a, b) in &learned {
+            let (left, right) = (symbols[a as usize].clone(), symbols[b as usize].clone());
+            symbols.push(format!("{left}{right}"));
+            merges.push((left, right));
+        }
+        let mut vocab: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
+        vocab.extend(symbols);
+        let special = SPECIAL_TOKENS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), i as u32))
+            .collect();
+        Self::from_spec(TokenizerSpec {
+            vocab,
+            merges,
+            special,
+            split_pattern: json::default_split_pattern(),
+        })
+    }
+
+    /// Loads a tokenizer.json; an unsupported file is refused with the field at fault.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let spec = json::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_spec(spec).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Builds a tokenizer from its parts, checking that they fit together.
+    pub fn from_spec(spec: TokenizerSpec) -> Result<Self, String> {
+        if spec.vocab.len() > MAX_VOCAB + 1 {
+            return Err(format!(
+                "model.vocab has {} tokens; ids must fit in u16",
+                spec.vocab.len()
+            ));
+        }
+        let token_ids: HashMap<String, u32> = spec
+            .vocab
+            .iter()
+            .enumerate()
+            .map(|(id, t)| (t.clone(), id as u32))
+            .collect();
+        let mut byte_ids = [0u32; 256];
+        for (b, c) in byte_to_char().iter().enumerate() {
+            byte_ids[b] = *token_ids.get(&c.to_string()).ok_or_else(|| {
+                format!("model.vocab has no symbol for byte 0x{b:02x} ({c:?}); only byte-level BPE is supported")
+            })?;
+        }
+        let mut merges = HashMap::with_capacity(spec.merges.len());
+        for (rank, (a, b)) in spec.merges.iter().enumerate() {
+            let id = |t: &str| {
+                token_ids.get(t).copied().ok_or_else(|| {
+                    format!("model.merges[{rank}] uses {t:?}, which is not in model.vocab")
+                })
+            };
+            let merged = id(&format!("{a}{b}"))?;
+            merges
+                .entry((id(a)?, id(b)?))
+                .or_insert((rank as u32, merged));
+        }
+        let split = match &spec.split_pattern {
+            Some(p) => {
+                Some(Regex::new(p).map_err(|e| format!("pre_tokenizer Split.pattern: {e}"))?)
+            }
+            None => None,
+        };
+        let per_shard =
+            NonZeroUsize::new(DEFAULT_CACHE_WORDS.div_ceil(CACHE_SHARDS)).expect("non-zero");
+        let cache = (0..CACHE_SHARDS)
+            .map(|_| Mutex::new(LruCache::new(per_shard)))
+            .collect();
+        Ok(Self {
+            spec,
+            token_ids,
+            byte_ids,
+            merges,
+            split,
+            cache,
+        })
+    }
+
+    /// The tokenizer.json text (deterministic for a given tokenizer).
+    pub fn to_json(&self) -> String {
+        json::to_json(&self.spec)
+    }
+
+    /// How many ids there are.
+    pub fn vocab_size(&self) -> usize {
+        self.spec.vocab.len()
+    }
+
+    /// The id of a token string, if it has one.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.token_ids.get(token).copied()
+    }
+
+    /// The id of `[EOS]`, which ends every document in train.bin.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.token_id("[EOS]")
+    }
+
+    /// Encodes `text`. Special-token strings in the text become their ids only when
+    /// `allow_special`; otherwise they are encoded as ordinary text.
+    pub fn encode(&self, text: &str, allow_special: bool) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(text.len() / 3);
+        if !allow_special || self.spec.special.is_empty() {
+            self.encode_plain(text, &mut ids);
+            return ids;
+        }
+        let mut rest = text;
+        while !rest.is_empty() {
+            let next = self
+                .spec
+                .special
+                .iter()
+                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
+                .min_by_key(|&(at, len, _)| (at, usize::MAX - len));
+            match next {
+                Some((at, len, id)) => {
+                    self.encode_plain(&rest[..at], &mut ids);
+                    ids.push(id);
+                    rest = &rest[at + len..];
+                }
+                None => {
+                    self.encode_plain(rest, &mut ids);
+                    break;
+                }
+            }
+        }
+        ids
+    }
+
+    /// Encodes many texts in parallel.
+    pub fn encode_batch(&self, texts: &[&str], allow_special: bool) -> Vec<Vec<u32>> {
+        texts
+            .par_iter()
+            .map(|t| self.encode(t, allow_special))
+            .collect()
+    }
+
+    /// Decodes ids back to text; special tokens are skipped when `skip_special`. Bytes that do not
+    /// form UTF-8 (a sequence cut mid-character) become U+FFFD.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            let Some(token) = self.spec.vocab.get(id as usize) else {
+                continue;
+            };
+            if let Some((name, _)) = self.spec.special.iter().find(|(_, sid)| *sid == id) {
+                if !skip_special {
+                    bytes.extend_from_slice(name.as_bytes());
+                }
+                continue;
+            }
+            bytes.extend(token.chars().filter_map(char_to_byte));
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) {
+        match &self.split {
+            Some(split) => {
+                for word in split.find_iter(text) {
+                    self.encode_word(word.as_str(), ids);
+                }
+            }
+            None => self.encode_word(text, ids),
+        }
+    }
+
+    fn encode_word(&self, word: &str, ids: &mut Vec<u32>) {
+        if word.is_empty() {
+            return;
+        }
+        let shard = &self.cache[shard_of(word)];
+        if let Some(hit) = shard.lock().ok().and_then(|mut c| c.get(word).cloned()) {
+            ids.extend_from_slice(&hit);
+            return;
+        }
+        let symbols = self.apply_merges(word);
+        ids.extend_from_slice(&symbols);
+        if let Ok(mut cache) = shard.lock() {
+            cache.put(word.to_string(), symbols);
+        }
+    }
+
+    /// Applies the merges to one word: the lowest-ranked adjacent pair first, the leftmost one
+    /// among equals, until no pair has a merge.
+    fn apply_merges(&self, word: &str) -> Vec<u32> {
+        let mut symbols: Vec<u32> = word.bytes().map(|b| self.byte_ids[b as usize]).collect();
+        loop {
+            let best = symbols
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    self.merges
+                        .get(&(w[0], w[1]))
+                        .map(|&(rank, id)| (rank, i, id))
+                })
+                .min();
+            let Some((_, at, id)) = best else { break };
+            symbols[at] = id;
+            symbols.remove(at + 1);
+        }
+        symbols
+    }
+
+    /// The byte-level form of a text, as HuggingFace shows tokens.
+    pub fn byte_level(text: &str) -> String {
+        encode_bytes(text.as_bytes())
+    }
+}
+
+fn shard_of(word: &str) -> usize {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    word.hash(&mut hasher);
+    hasher.finish() as usize % CACHE_SHARDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trained() -> Tokenizer {
+        let texts: Vec<String> = [
+            "a casa é bonita",
+            "as casas são bonitas",
+            "São Paulo e a casa",
+        ]
+        .iter()
+        .map(|s| s.repeat(3))
+        .collect();
+        Tokenizer::train(&train::count_words(&texts), 285, 1).unwrap()
+    }
+
+    #[test]
+    fn layout_specials_bytes_then_merges() {
+        let tok = trained();
+        assert_eq!(tok.vocab_size(), 285);
+        assert_eq!(tok.token_id("[PAD]"), Some(0));
+        assert_eq!(tok.eos_id(), Some(3));
+        assert_eq!(tok.token_id("Ā"), Some(5), "byte 0x00");
+        assert_eq!(tok.token_id("!"), Some(5 + 0x21));
+        assert_eq!(tok.token_id("Ġ"), Some(5 + 0x20));
+        assert!(tok.token_id("Ġcasa").is_some());
+        let Err(error) = Tokenizer::train(&train::WordCounts::new(), 260, 1) else {
+            panic!("260 accepted")
+        };
+        assert!(error.contains("between 261"));
+    }
+
+    #[test]
+    fn decode_inverts_encode_for_any_text() {
+        let tok = trained();
+        for text in [
+            "a casa",
+            "São Paulo é 2024!",
+            "emoji 🦀 e \u{0}\u{7f} e \n\t fim",
+            "",
+            "[EOS] literal",
+        ] {
+            let ids = tok.encode(text, false);
+            assert_eq!(tok.decode(&ids, false), text);
+        }
+        assert_eq!(tok.encode("x[EOS]", true).last(), Some(&3));
+        assert_ne!(tok.encode("x[EOS]", false).last(), Some(&3));
+    }
+
+    #[test]
+    fn json_round_trip_is_byte_identical() {
+        let tok = trained();
+        let text = tok.to_json();
+        let again = Tokenizer::from_spec(json::from_json(&text).unwrap()).unwrap();
+        assert_eq!(again.to_json(), text);
+        assert_eq!(
+            again.encode("as casas bonitas", false),
+            tok.encode("as casas bonitas", false)
+        );
+    }
+
+    #[test]
+    fn foreign_files_are_refused_with_the_field() {
+        let tok = trained();
+        let mut value: serde_json::Value = serde_json::from_str(&tok.to_json()).unwrap();
+        value["pre_tokenizer"] =
+            serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true});
+        assert!(
+            json::from_json(&value.to_string())
+                .unwrap_err()
+                .contains("ByteLevel.use_regex")
+        );
+        value["model"]["type"] = "WordPiece".into();
+        assert!(
+            json::from_json(&value.to_string())
+                .unwrap_err()
+                .contains("model.type")
+        );
+    }
+}
