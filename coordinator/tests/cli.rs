@@ -88,6 +88,13 @@ fn demo_runs_the_stages_that_exist() {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("demo: 4 of 10 pages kept"), "{stdout}");
+    assert!(stdout.contains("demo: tokenizer of "), "{stdout}");
+    let train = std::fs::read(dir.path().join("train.bin")).unwrap();
+    let val = std::fs::read(dir.path().join("val.bin")).unwrap();
+    assert!(!train.is_empty() && !val.is_empty());
+    assert!(
+        dir.path().join("train.bin.json").exists() && dir.path().join("tokenizer.json").exists()
+    );
     assert!(
         stdout.contains("A independência foi proclamada em 7 de setembro de 1822."),
         "{stdout}"

@@ -198,7 +198,7 @@ fn parse_pre_tokenizer(pre: &Value) -> Result<Option<String>, String> {
                         "pre_tokenizer Split.behavior must be \"Isolated\" (not inverted)".into(),
                     );
                 }
-                regex::Regex::new(regex)
+                super::pretokenize::PreTokenizer::new(regex)
                     .map_err(|e| format!("pre_tokenizer Split.pattern: {e}"))?;
                 pattern = Some(regex.to_string());
             }

@@ -17,10 +17,10 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 use rayon::prelude::*;
-use regex::Regex;
 
 use bytelevel::{byte_to_char, char_to_byte, encode_bytes};
 use json::{SPECIAL_TOKENS, TokenizerSpec};
+use pretokenize::PreTokenizer;
 
 /// Words cached per tokenizer, as the seed had it.
 pub const DEFAULT_CACHE_WORDS: usize = 50_000;
@@ -39,9 +39,33 @@ pub struct Tokenizer {
     byte_ids: [u32; 256],
     /// (left id, right id) → (rank, merged id).
     merges: HashMap<(u32, u32), (u32, u32)>,
-    split: Option<Regex>,
-    cache: Vec<Mutex<LruCache<String, Vec<u32>>>>,
+    split: Option<PreTokenizer>,
+    cache: Vec<Mutex<LruCache<String, Vec<u32>, FnvBuild>>>,
 }
+
+/// FNV-1a: a fast hash for short words (the cache's keys), where SipHash's cost shows.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
 impl Tokenizer {
     /// Trains a tokenizer of `vocab_size` tokens (specials and bytes included) from word counts.
@@ -120,15 +144,15 @@ impl Tokenizer {
                 .or_insert((rank as u32, merged));
         }
         let split = match &spec.split_pattern {
-            Some(p) => {
-                Some(Regex::new(p).map_err(|e| format!("pre_tokenizer Split.pattern: {e}"))?)
-            }
+            Some(p) => Some(
+                PreTokenizer::new(p).map_err(|e| format!("pre_tokenizer Split.pattern: {e}"))?,
+            ),
             None => None,
         };
         let per_shard =
             NonZeroUsize::new(DEFAULT_CACHE_WORDS.div_ceil(CACHE_SHARDS)).expect("non-zero");
         let cache = (0..CACHE_SHARDS)
-            .map(|_| Mutex::new(LruCache::new(per_shard)))
+            .map(|_| Mutex::new(LruCache::with_hasher(per_shard, FnvBuild::default())))
             .collect();
         Ok(Self {
             spec,
@@ -220,11 +244,9 @@ impl Tokenizer {
 
     fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) {
         match &self.split {
-            Some(split) => {
-                for word in split.find_iter(text) {
-                    self.encode_word(word.as_str(), ids);
-                }
-            }
+            Some(split) => split
+                .words(text)
+                .for_each(|word| self.encode_word(word, ids)),
             None => self.encode_word(text, ids),
         }
     }
@@ -234,8 +256,10 @@ impl Tokenizer {
             return;
         }
         let shard = &self.cache[shard_of(word)];
-        if let Some(hit) = shard.lock().ok().and_then(|mut c| c.get(word).cloned()) {
-            ids.extend_from_slice(&hit);
+        if let Ok(mut cache) = shard.lock()
+            && let Some(hit) = cache.get(word)
+        {
+            ids.extend_from_slice(hit);
             return;
         }
         let symbols = self.apply_merges(word);
@@ -273,10 +297,10 @@ impl Tokenizer {
 }
 
 fn shard_of(word: &str) -> usize {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut hasher = DefaultHasher::new();
-    word.hash(&mut hasher);
-    hasher.finish() as usize % CACHE_SHARDS
+    use std::hash::Hasher;
+    let mut hasher = Fnv::default();
+    hasher.write(word.as_bytes());
+    (hasher.finish() >> 32) as usize % CACHE_SHARDS
 }
 
 #[cfg(test)]

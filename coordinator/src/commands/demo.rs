@@ -1,12 +1,17 @@
 //! `sovereign demo`: the pipeline on a bundled Portuguese mini-dump, with every stage built so
-//! far (today: process-wiki, then clean-corpus).
+//! far (today: process-wiki, clean-corpus, train-tokenizer, tokenize).
 
 use std::fs;
 
 use anyhow::{Context, Result};
 
 use super::prep;
-use crate::cli::{CleanCorpusArgs, DemoArgs, Format, NormalizeArgs, ProcessWikiArgs};
+use sovereign_common::tokenizer::Tokenizer;
+
+use crate::cli::{
+    CleanCorpusArgs, DemoArgs, Format, NormalizeArgs, ProcessWikiArgs, TokenizeArgs,
+    TrainTokenizerArgs,
+};
 
 /// The bundled dump: a handful of Portuguese articles with the markup real dumps have, plus a
 /// redirect, pages of other namespaces, an empty stub and a malformed page.
@@ -22,7 +27,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lowercase: false,
     };
 
-    eprintln!("== 1/2 process-wiki: {} → corpus.txt", dump.display());
+    eprintln!("== 1/4 process-wiki: {} → corpus.txt", dump.display());
     let raw = args.out.join("corpus.txt");
     let wiki = prep::process_wiki(&ProcessWikiArgs {
         input: dump,
@@ -35,7 +40,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         normalize,
     })?;
 
-    eprintln!("== 2/2 clean-corpus: corpus.txt → clean.txt");
+    eprintln!("== 2/4 clean-corpus: corpus.txt → clean.txt");
     let clean = args.out.join("clean.txt");
     let cleaned = prep::clean_corpus(&CleanCorpusArgs {
         input: raw,
@@ -48,9 +53,43 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         normalize,
     })?;
 
+    eprintln!("== 3/4 train-tokenizer: clean.txt → tokenizer.json");
+    let tokenizer_path = args.out.join("tokenizer.json");
+    let trained = prep::train_tokenizer(&TrainTokenizerArgs {
+        corpus: vec![clean.clone()],
+        vocab_size: 512,
+        min_frequency: 2,
+        output: tokenizer_path.clone(),
+        line_docs: true,
+        lossy: false,
+        threads: Some(2),
+    })?;
+
+    // Paragraphs as documents, so that the tiny corpus still gives val.bin a share.
+    eprintln!("== 4/4 tokenize: clean.txt → train.bin + val.bin");
+    let tokens = prep::tokenize(&TokenizeArgs {
+        input: clean.clone(),
+        tokenizer: tokenizer_path.clone(),
+        output: args.out.join("train.bin"),
+        val_output: Some(args.out.join("val.bin")),
+        val_fraction: 0.25,
+        line_docs: true,
+        lossy: false,
+        threads: Some(2),
+    })?;
+
     let text =
         fs::read_to_string(&clean).with_context(|| format!("reading {}", clean.display()))?;
     println!("{text}");
+    let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(anyhow::Error::msg)?;
+    let first = text.lines().next().unwrap_or_default();
+    let pieces: Vec<String> = tokenizer
+        .encode(first, false)
+        .iter()
+        .take(16)
+        .map(|&id| tokenizer.decode(&[id], false))
+        .collect();
+    println!("demo: the first sentence as tokens: {pieces:?} …");
     println!(
         "demo: {} of {} pages kept; {} paragraphs in {} documents in {}",
         wiki.kept,
@@ -60,8 +99,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         clean.display()
     );
     println!(
-        "demo: later stages (train-tokenizer, tokenize, train, generate) join the demo as they \
-         are built."
+        "demo: tokenizer of {} tokens; train.bin {} tokens ({} documents), val.bin {} tokens ({} \
+         documents)",
+        trained.vocab_size,
+        tokens.train_tokens,
+        tokens.train_documents,
+        tokens.val_tokens,
+        tokens.val_documents
     );
+    println!("demo: later stages (train, generate) join the demo as they are built.");
     Ok(())
 }
