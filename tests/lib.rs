@@ -155,3 +155,21 @@ pub fn python_has(test: &str, modules: &[&str]) -> bool {
     }
     ok
 }
+
+/// Runs `sovereign process-wiki --input INPUT --output OUTPUT EXTRA…`.
+pub fn process_wiki(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "process-wiki",
+        "--input",
+        path_str(input),
+        "--output",
+        path_str(output),
+    ];
+    args.extend_from_slice(extra);
+    sovereign(&args)
+}
+
+/// A path as `&str` (test paths are UTF-8).
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}

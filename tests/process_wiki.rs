@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use sovereign_tests::{bz2, bz2_multistream, demo_dump, sovereign, stderr, utf16le_with_bom};
+use sovereign_tests::{bz2, bz2_multistream, demo_dump, process_wiki, stderr, utf16le_with_bom};
 
 /// The demo dump's articles, cleaned: the whole expected corpus, byte for byte.
 const DEMO_CORPUS: &str = "O Brasil, oficialmente República Federativa do Brasil (Federative Republic of Brazil), é o maior país da América do Sul e da América Latina. Ocupa uma área de 8510000 km2, com fronteiras com quase todos os países do continente.
@@ -40,20 +40,8 @@ O português brasileiro e o português europeu diferem na pronúncia, no vocabul
 const DEMO_SUMMARY: &str = "pages read 10, kept 4, redirects 2, other namespaces 2, too short 1, \
                             malformed 1, invalid UTF-8 sequences replaced 0";
 
-fn process(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "process-wiki",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    sovereign(&args)
-}
-
 fn process_ok(input: &Path, output: &Path, extra: &[&str]) -> String {
-    let run = process(input, output, extra);
+    let run = process_wiki(input, output, extra);
     assert!(
         run.status.success(),
         "process-wiki failed: {}",
@@ -80,7 +68,7 @@ fn demo_dump_is_cleaned_exactly_from_xml_bz2_multistream_and_utf16() {
         fs::write(&input, bytes).unwrap();
         for threads in ["1", "2"] {
             let output = dir.path().join(format!("{name}.{threads}.txt"));
-            let run = process(&input, &output, &["--threads", threads]);
+            let run = process_wiki(&input, &output, &["--threads", threads]);
             assert!(run.status.success(), "{name}: {}", stderr(&run));
             assert!(
                 stderr(&run).contains(DEMO_SUMMARY),
@@ -144,7 +132,7 @@ fn titles_jsonl_and_min_chars() {
         .collect();
     assert_eq!(texts.join("\n"), DEMO_CORPUS);
 
-    let run = process(
+    let run = process_wiki(
         &input,
         &dir.path().join("long.txt"),
         &["--min-chars", "500"],
@@ -165,7 +153,7 @@ fn truncated_bz2_names_the_offset_and_pages_written_and_leaves_no_output() {
     fs::write(&input, &multi[..cut]).unwrap();
     let output = dir.path().join("corpus.txt");
     for threads in ["1", "2"] {
-        let run = process(&input, &output, &["--threads", threads]);
+        let run = process_wiki(&input, &output, &["--threads", threads]);
         let log = stderr(&run);
         assert_eq!(run.status.code(), Some(1), "{log}");
         assert!(
@@ -183,7 +171,7 @@ fn truncated_bz2_names_the_offset_and_pages_written_and_leaves_no_output() {
             .collect();
         assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
     }
-    let run = process(&input, &output, &["--keep-partial"]);
+    let run = process_wiki(&input, &output, &["--keep-partial"]);
     assert!(!run.status.success());
     assert!(!output.exists());
     let partial = fs::read_to_string(dir.path().join("corpus.txt.partial")).unwrap();
@@ -201,7 +189,7 @@ fn corrupt_bz2_is_an_error_naming_a_byte_offset() {
     }
     let input = dir.path().join("bad.xml.bz2");
     fs::write(&input, data).unwrap();
-    let run = process(&input, &dir.path().join("o.txt"), &[]);
+    let run = process_wiki(&input, &dir.path().join("o.txt"), &[]);
     let log = stderr(&run);
     assert_eq!(run.status.code(), Some(1));
     assert!(log.contains("corrupt bz2 data near byte"), "{log}");
@@ -223,7 +211,7 @@ fn invalid_utf8_is_replaced_and_counted_and_a_missing_input_is_a_clear_error() {
     bytes[at] = 0xFF;
     let input = dir.path().join("bad-utf8.xml");
     fs::write(&input, bytes).unwrap();
-    let run = process(&input, &dir.path().join("o.txt"), &[]);
+    let run = process_wiki(&input, &dir.path().join("o.txt"), &[]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
         stderr(&run).contains("invalid UTF-8 sequences replaced 1"),
@@ -233,7 +221,7 @@ fn invalid_utf8_is_replaced_and_counted_and_a_missing_input_is_a_clear_error() {
     let text = fs::read_to_string(dir.path().join("o.txt")).unwrap();
     assert!(text.contains("Ocupa uma \u{FFFD}área"));
 
-    let run = process(
+    let run = process_wiki(
         &dir.path().join("nope.xml.bz2"),
         &dir.path().join("o2.txt"),
         &[],

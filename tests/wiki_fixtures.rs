@@ -7,21 +7,13 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use sovereign_tests::{bz2_multistream, shared_fixtures, sovereign, stderr};
+use sovereign_tests::{bz2_multistream, process_wiki, shared_fixtures, stderr};
 
 /// Markup that must never reach the corpus.
 const MARKUP: &[&str] = &["{{", "}}", "[[", "]]", "<ref", "{|", "|}", "&amp;"];
 
 fn run(input: &Path, output: &Path, extra: &[&str]) -> (String, String) {
-    let mut args = vec![
-        "process-wiki",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = sovereign(&args);
+    let out = process_wiki(input, output, extra);
     assert!(
         out.status.success(),
         "{}: {}",

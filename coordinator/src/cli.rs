@@ -145,6 +145,20 @@ pub struct CleanCorpusArgs {
     pub normalize: NormalizeArgs,
 }
 
+/// How the tokenizer stages read a corpus.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct CorpusReadArgs {
+    /// Treat each input line as a document.
+    #[arg(long)]
+    pub line_docs: bool,
+    /// Replace invalid UTF-8 (and count it) instead of stopping at it.
+    #[arg(long)]
+    pub lossy: bool,
+    /// Worker threads (default: all cores); the output does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
 /// Flags of train-tokenizer.
 #[derive(Args, Debug)]
 pub struct TrainTokenizerArgs {
@@ -160,15 +174,8 @@ pub struct TrainTokenizerArgs {
     /// Where to write tokenizer.json.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Treat each input line as a document.
-    #[arg(long)]
-    pub line_docs: bool,
-    /// Replace invalid UTF-8 (and count it) instead of stopping at it.
-    #[arg(long)]
-    pub lossy: bool,
-    /// Worker threads (default: all cores); the result does not depend on it.
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub read: CorpusReadArgs,
 }
 
 /// Flags of tokenize.
@@ -189,15 +196,8 @@ pub struct TokenizeArgs {
     /// Share of documents held out for val.bin, chosen by a hash of the document index.
     #[arg(long, default_value_t = 0.005, value_name = "F")]
     pub val_fraction: f64,
-    /// Treat each input line as a document.
-    #[arg(long)]
-    pub line_docs: bool,
-    /// Replace invalid UTF-8 (and count it) instead of stopping at it.
-    #[arg(long)]
-    pub lossy: bool,
-    /// Worker threads (default: all cores); the output does not depend on it.
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub read: CorpusReadArgs,
 }
 
 /// Flags of demo.

@@ -10,24 +10,28 @@ fn sovereign(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-const SUBCOMMANDS: &[&str] = &[
+/// The subcommands this release implements.
+const BUILT: &[&str] = &[
     "process-wiki",
     "clean-corpus",
     "train-tokenizer",
     "tokenize",
+    "demo",
+];
+/// The subcommands a later release implements.
+const PLANNED: &[&str] = &[
     "train",
     "resume",
     "test-model",
     "generate",
     "export",
     "plot",
-    "demo",
 ];
 
 #[test]
 fn help_lists_every_subcommand() {
     let help = String::from_utf8(sovereign(&["--help"]).stdout).unwrap();
-    for name in SUBCOMMANDS {
+    for name in BUILT.iter().chain(PLANNED) {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(name)),
             "{name} missing:\n{help}"
@@ -59,14 +63,7 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn planned_subcommands_say_so_and_fail() {
-    for name in [
-        "train",
-        "resume",
-        "test-model",
-        "generate",
-        "export",
-        "plot",
-    ] {
+    for &name in PLANNED {
         let out = sovereign(&[name, "--some-flag", "x"]);
         assert_eq!(out.status.code(), Some(1), "{name}");
         let err = String::from_utf8(out.stderr).unwrap();

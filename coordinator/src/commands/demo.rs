@@ -9,8 +9,8 @@ use super::prep;
 use sovereign_common::tokenizer::Tokenizer;
 
 use crate::cli::{
-    CleanCorpusArgs, DemoArgs, Format, NormalizeArgs, ProcessWikiArgs, TokenizeArgs,
-    TrainTokenizerArgs,
+    CleanCorpusArgs, CorpusReadArgs, DemoArgs, Format, NormalizeArgs, ProcessWikiArgs,
+    TokenizeArgs, TrainTokenizerArgs,
 };
 
 /// The bundled dump: a handful of Portuguese articles with the markup real dumps have, plus a
@@ -53,6 +53,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         normalize,
     })?;
 
+    // Paragraphs as documents, so that the tiny corpus still gives val.bin a share.
+    let read = CorpusReadArgs {
+        line_docs: true,
+        lossy: false,
+        threads: Some(2),
+    };
     eprintln!("== 3/4 train-tokenizer: clean.txt → tokenizer.json");
     let tokenizer_path = args.out.join("tokenizer.json");
     let trained = prep::train_tokenizer(&TrainTokenizerArgs {
@@ -60,12 +66,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         vocab_size: 512,
         min_frequency: 2,
         output: tokenizer_path.clone(),
-        line_docs: true,
-        lossy: false,
-        threads: Some(2),
+        read,
     })?;
 
-    // Paragraphs as documents, so that the tiny corpus still gives val.bin a share.
     eprintln!("== 4/4 tokenize: clean.txt → train.bin + val.bin");
     let tokens = prep::tokenize(&TokenizeArgs {
         input: clean.clone(),
@@ -73,9 +76,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         output: args.out.join("train.bin"),
         val_output: Some(args.out.join("val.bin")),
         val_fraction: 0.25,
-        line_docs: true,
-        lossy: false,
-        threads: Some(2),
+        read,
     })?;
 
     let text =

@@ -64,12 +64,12 @@ pub fn clean_corpus(args: &CleanCorpusArgs) -> Result<CleanStats> {
 
 /// `sovereign train-tokenizer`.
 pub fn train_tokenizer(args: &TrainTokenizerArgs) -> Result<TrainTokenizerStats> {
-    set_threads(args.threads)?;
+    set_threads(args.read.threads)?;
     let options = TrainTokenizerOptions {
         vocab_size: args.vocab_size,
         min_frequency: args.min_frequency,
-        line_docs: args.line_docs,
-        lossy: args.lossy,
+        line_docs: args.read.line_docs,
+        lossy: args.read.lossy,
     };
     let stats = sovereign_common::data::train_tokenizer::train_tokenizer(
         &args.corpus,
@@ -106,7 +106,7 @@ pub fn train_tokenizer(args: &TrainTokenizerArgs) -> Result<TrainTokenizerStats>
 
 /// `sovereign tokenize`.
 pub fn tokenize(args: &TokenizeArgs) -> Result<TokenizeStats> {
-    set_threads(args.threads)?;
+    set_threads(args.read.threads)?;
     if !(0.0..=1.0).contains(&args.val_fraction) {
         anyhow::bail!(
             "--val-fraction {} must be between 0 and 1",
@@ -116,8 +116,8 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<TokenizeStats> {
     let options = TokenizeOptions {
         val_output: args.val_output.clone(),
         val_fraction: args.val_fraction,
-        line_docs: args.line_docs,
-        lossy: args.lossy,
+        line_docs: args.read.line_docs,
+        lossy: args.read.lossy,
     };
     let start = Instant::now();
     let stats = sovereign_common::data::tokenize::tokenize(

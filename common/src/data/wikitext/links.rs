@@ -5,7 +5,7 @@
 //! Portuguese names) vanish with their captions, links nested in the caption included; category
 //! and interlanguage links vanish. `[http://x label]` becomes label and `[http://x]` vanishes.
 
-use super::scan::{find_matching, split_top_level};
+use super::scan::{replace_balanced, split_top_level};
 
 /// Namespace prefixes of media links, lowercase.
 const MEDIA_PREFIXES: &[&str] = &[
@@ -26,23 +26,7 @@ pub fn replace_links(text: &str) -> String {
 }
 
 fn internal_into(text: &str, out: &mut String) {
-    let bytes = text.as_bytes();
-    let mut last = 0;
-    let mut i = 0;
-    while let Some(rel) = memchr::memmem::find(&bytes[i..], b"[[") {
-        let start = i + rel;
-        out.push_str(&text[last..start]);
-        match find_matching(bytes, start, *b"[[", *b"]]") {
-            Some(end) => {
-                render_link(&text[start + 2..end - 2], out);
-                i = end;
-            }
-            // Unbalanced brackets: drop them, keep the text.
-            None => i = start + 2,
-        }
-        last = i;
-    }
-    out.push_str(&text[last..]);
+    replace_balanced(text, *b"[[", *b"]]", out, render_link);
 }
 
 fn render_link(inner: &str, out: &mut String) {

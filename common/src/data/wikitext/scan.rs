@@ -27,6 +27,34 @@ pub fn find_matching(bytes: &[u8], start: usize, open: [u8; 2], close: [u8; 2]) 
     None
 }
 
+/// Copies `text` into `out`, handing the inside of each outermost `open … close` construct
+/// (nesting counted) to `render` instead; an unclosed opener loses its two bytes and the text
+/// after it is copied on.
+pub fn replace_balanced(
+    text: &str,
+    open: [u8; 2],
+    close: [u8; 2],
+    out: &mut String,
+    mut render: impl FnMut(&str, &mut String),
+) {
+    let bytes = text.as_bytes();
+    let mut last = 0;
+    let mut i = 0;
+    while let Some(rel) = memchr::memmem::find(&bytes[i..], &open) {
+        let start = i + rel;
+        out.push_str(&text[last..start]);
+        match find_matching(bytes, start, open, close) {
+            Some(end) => {
+                render(&text[start + 2..end - 2], out);
+                i = end;
+            }
+            None => i = start + 2,
+        }
+        last = i;
+    }
+    out.push_str(&text[last..]);
+}
+
 /// Splits `text` at each `sep` byte that is not inside `{{…}}` or `[[…]]`.
 pub fn split_top_level(text: &str, sep: u8) -> Vec<&str> {
     let bytes = text.as_bytes();

@@ -5,7 +5,7 @@
 //! words render them; [`KEPT_TEMPLATES`] lists them for the docs. Names are matched case-blind,
 //! with `_` as a space and without a `Template:`/`Predefinição:` prefix.
 
-use super::scan::{find_matching, split_top_level};
+use super::scan::{replace_balanced, split_top_level};
 
 /// The templates that render text, with what they render (docs/cleaner.md repeats this list).
 pub const KEPT_TEMPLATES: &[(&str, &str)] = &[
@@ -47,23 +47,7 @@ pub fn expand_templates(text: &str) -> String {
 }
 
 fn expand_into(text: &str, out: &mut String) {
-    let bytes = text.as_bytes();
-    let mut last = 0;
-    let mut i = 0;
-    while let Some(rel) = memchr::memmem::find(&bytes[i..], b"{{") {
-        let start = i + rel;
-        out.push_str(&text[last..start]);
-        match find_matching(bytes, start, *b"{{", *b"}}") {
-            Some(end) => {
-                render(&text[start + 2..end - 2], out);
-                i = end;
-            }
-            // An unclosed template: drop its braces and keep the text.
-            None => i = start + 2,
-        }
-        last = i;
-    }
-    out.push_str(&text[last..]);
+    replace_balanced(text, *b"{{", *b"}}", out, render);
 }
 
 /// Renders one template from its inner text (between the braces).
