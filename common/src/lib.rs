@@ -2,11 +2,13 @@
 //!
 //! - [`data`]: the data front end (dump decompression and parsing, the markup cleaner, the
 //!   normalizer, corpus cleaning).
+//! - [`model`]: RWKV-7 (x070) in Burn.
 //! - [`tokenizer`]: byte-level BPE (training, tokenizer.json, encoding and decoding).
 //! - [`output`]: files written whole or not at all.
 //! - [`progress`]: progress lines for long stages.
 
 pub mod data;
+pub mod model;
 pub mod output;
 pub mod progress;
 pub mod tokenizer;

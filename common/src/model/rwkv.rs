@@ -1,0 +1,396 @@
+//! The RWKV-7 (x070) network in Burn, parameter for parameter as RWKV-LM names and shapes them
+//! (Linear weights `[out, in]`, LoRA matrices `[in, out]`, mix vectors `[C]` here where RWKV-LM
+//! stores `[1, 1, C]`), and its sequence forward. The equations are DESIGN §4's.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::activation::{relu, sigmoid};
+
+use super::config::{HEAD_SIZE, ModelConfig};
+
+/// Epsilon of the LayerNorms (PyTorch's default).
+const LN_EPS: f64 = 1e-5;
+/// Epsilon of the per-head GroupNorm on the time-mix output.
+const GN_EPS: f64 = 64e-5;
+
+/// A LayerNorm's affine parameters.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    /// Scale, `[C]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift, `[C]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Norm<B> {
+    /// LayerNorm over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let last = D - 1;
+        let mean = x.clone().mean_dim(last);
+        let centered = x - mean;
+        let var = centered.clone().powi_scalar(2).mean_dim(last);
+        let normed = centered / (var + LN_EPS).sqrt();
+        normed * broadcast(self.weight.val()) + broadcast(self.bias.val())
+    }
+}
+
+/// Reshapes a `[C]` vector to broadcast against `[…, C]`.
+fn broadcast<B: Backend, const D: usize>(v: Tensor<B, 1>) -> Tensor<B, D> {
+    let c = v.dims()[0];
+    let mut shape = [1usize; D];
+    shape[D - 1] = c;
+    v.reshape(shape)
+}
+
+/// `x @ w^T` for a Linear weight stored `[out, in]`.
+fn linear<B: Backend>(x: Tensor<B, 3>, w: &Param<Tensor<B, 2>>) -> Tensor<B, 3> {
+    let [b, t, _] = x.dims();
+    let wt = w.val().transpose();
+    let out = wt.dims()[1];
+    x.reshape([b * t, wt.dims()[0]])
+        .matmul(wt)
+        .reshape([b, t, out])
+}
+
+/// `x @ m` for a LoRA matrix stored `[in, out]`.
+fn lora<B: Backend>(x: Tensor<B, 3>, m: &Param<Tensor<B, 2>>) -> Tensor<B, 3> {
+    let [b, t, c] = x.dims();
+    let m = m.val();
+    let out = m.dims()[1];
+    x.reshape([b * t, c]).matmul(m).reshape([b, t, out])
+}
+
+/// The time mix (attention replacement) of one block.
+#[derive(Module, Debug)]
+pub struct TimeMix<B: Backend> {
+    /// Token-shift mix for r.
+    pub x_r: Param<Tensor<B, 1>>,
+    /// Token-shift mix for the decay.
+    pub x_w: Param<Tensor<B, 1>>,
+    /// Token-shift mix for k.
+    pub x_k: Param<Tensor<B, 1>>,
+    /// Token-shift mix for v.
+    pub x_v: Param<Tensor<B, 1>>,
+    /// Token-shift mix for a.
+    pub x_a: Param<Tensor<B, 1>>,
+    /// Token-shift mix for the gate.
+    pub x_g: Param<Tensor<B, 1>>,
+    /// Decay bias.
+    pub w0: Param<Tensor<B, 1>>,
+    /// Decay LoRA, `[C, Dw]`.
+    pub w1: Param<Tensor<B, 2>>,
+    /// Decay LoRA, `[Dw, C]`.
+    pub w2: Param<Tensor<B, 2>>,
+    /// In-context learning rate bias.
+    pub a0: Param<Tensor<B, 1>>,
+    /// a LoRA, `[C, Da]`.
+    pub a1: Param<Tensor<B, 2>>,
+    /// a LoRA, `[Da, C]`.
+    pub a2: Param<Tensor<B, 2>>,
+    /// Value-residual bias (unused in layer 0).
+    pub v0: Param<Tensor<B, 1>>,
+    /// Value-residual LoRA, `[C, Dv]`.
+    pub v1: Param<Tensor<B, 2>>,
+    /// Value-residual LoRA, `[Dv, C]`.
+    pub v2: Param<Tensor<B, 2>>,
+    /// Gate LoRA, `[C, Dg]`.
+    pub g1: Param<Tensor<B, 2>>,
+    /// Gate LoRA, `[Dg, C]`.
+    pub g2: Param<Tensor<B, 2>>,
+    /// Key scale for the normalized removal key κ.
+    pub k_k: Param<Tensor<B, 1>>,
+    /// How much a rescales k.
+    pub k_a: Param<Tensor<B, 1>>,
+    /// Bonus weights, `[H, N]`.
+    pub r_k: Param<Tensor<B, 2>>,
+    /// W_r, `[C, C]`.
+    pub receptance: Param<Tensor<B, 2>>,
+    /// W_k, `[C, C]`.
+    pub key: Param<Tensor<B, 2>>,
+    /// W_v, `[C, C]`.
+    pub value: Param<Tensor<B, 2>>,
+    /// W_o, `[C, C]`.
+    pub output: Param<Tensor<B, 2>>,
+    /// Per-head GroupNorm affine.
+    pub ln_x: Norm<B>,
+}
+
+/// The channel mix (feed-forward) of one block.
+#[derive(Module, Debug)]
+pub struct ChannelMix<B: Backend> {
+    /// Token-shift mix.
+    pub x_k: Param<Tensor<B, 1>>,
+    /// `[4C, C]`.
+    pub key: Param<Tensor<B, 2>>,
+    /// `[C, 4C]`.
+    pub value: Param<Tensor<B, 2>>,
+}
+
+/// One block: (ln0 in block 0), time mix and channel mix with their pre-norms.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// The input norm, block 0 only.
+    pub ln0: Option<Norm<B>>,
+    /// Pre-norm of the time mix.
+    pub ln1: Norm<B>,
+    /// Pre-norm of the channel mix.
+    pub ln2: Norm<B>,
+    /// Time mix.
+    pub att: TimeMix<B>,
+    /// Channel mix.
+    pub ffn: ChannelMix<B>,
+}
+
+/// The whole network.
+#[derive(Module, Debug)]
+pub struct Rwkv<B: Backend> {
+    /// Token embeddings, `[V, C]`.
+    pub emb: Param<Tensor<B, 2>>,
+    /// The blocks.
+    pub blocks: Vec<Block<B>>,
+    /// The final norm.
+    pub ln_out: Norm<B>,
+    /// Output projection, `[V, C]`.
+    pub head: Param<Tensor<B, 2>>,
+}
+
+/// The recurrent state of one layer.
+#[derive(Clone, Debug)]
+pub struct LayerState<B: Backend> {
+    /// The previous ln1 output, `[B, C]`.
+    pub att_x_prev: Tensor<B, 2>,
+    /// The WKV state, `[B, H, N, N]` indexed [value, key].
+    pub att_kv: Tensor<B, 4>,
+    /// The previous ln2 output, `[B, C]`.
+    pub ffn_x_prev: Tensor<B, 2>,
+}
+
+/// The recurrent state of the network: one [`LayerState`] per layer.
+pub type State<B> = Vec<LayerState<B>>;
+
+/// A state of zeros for `batch` sequences.
+pub fn zero_state<B: Backend>(config: &ModelConfig, batch: usize, device: &B::Device) -> State<B> {
+    let (c, h) = (config.embd, config.heads());
+    (0..config.layers)
+        .map(|_| LayerState {
+            att_x_prev: Tensor::zeros([batch, c], device),
+            att_kv: Tensor::zeros([batch, h, HEAD_SIZE, HEAD_SIZE], device),
+            ffn_x_prev: Tensor::zeros([batch, c], device),
+        })
+        .collect()
+}
+
+/// `[prev, x_0, …, x_{T-2}]`: the token shift, with `prev` standing before the first token.
+fn shift<B: Backend>(x: Tensor<B, 3>, prev: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [b, t, c] = x.dims();
+    let prev = prev.reshape([b, 1, c]);
+    if t == 1 {
+        return prev;
+    }
+    Tensor::cat(vec![prev, x.slice([0..b, 0..t - 1, 0..c])], 1)
+}
+
+/// The last time step of `[B, T, C]` as `[B, C]`.
+fn last<B: Backend>(x: &Tensor<B, 3>) -> Tensor<B, 2> {
+    let [b, t, c] = x.dims();
+    x.clone().slice([0..b, t - 1..t, 0..c]).reshape([b, c])
+}
+
+impl<B: Backend> TimeMix<B> {
+    /// The time mix over a sequence. `x` is the ln1 output `[B, T, C]`; `v_first` is layer 0's
+    /// value (set by layer 0, read by the others). Updates `state`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        v_first: &mut Option<Tensor<B, 3>>,
+        state: &mut LayerState<B>,
+    ) -> Tensor<B, 3> {
+        let [b, t, c] = x.dims();
+        let h = c / HEAD_SIZE;
+        let n = HEAD_SIZE;
+        let delta = shift(x.clone(), state.att_x_prev.clone()) - x.clone();
+        state.att_x_prev = last(&x);
+        let mix = |m: &Param<Tensor<B, 1>>| x.clone() + delta.clone() * broadcast(m.val());
+        let (xr, xw, xk, xv, xa, xg) = (
+            mix(&self.x_r),
+            mix(&self.x_w),
+            mix(&self.x_k),
+            mix(&self.x_v),
+            mix(&self.x_a),
+            mix(&self.x_g),
+        );
+
+        let r = linear(xr, &self.receptance);
+        let k = linear(xk, &self.key);
+        let mut v = linear(xv.clone(), &self.value);
+        // d = exp(-exp(-0.5) * sigmoid(w0 + tanh(x_w W1) W2))
+        let w_logit = broadcast::<B, 3>(self.w0.val()) + lora(lora(xw, &self.w1).tanh(), &self.w2);
+        let decay = (sigmoid(w_logit) * (-(-0.5f64).exp())).exp();
+        match v_first {
+            None => *v_first = Some(v.clone()),
+            Some(first) => {
+                let gate =
+                    sigmoid(broadcast::<B, 3>(self.v0.val()) + lora(lora(xv, &self.v1), &self.v2));
+                v = v.clone() + (first.clone() - v) * gate;
+            }
+        }
+        let a = sigmoid(broadcast::<B, 3>(self.a0.val()) + lora(lora(xa, &self.a1), &self.a2));
+        let g = lora(sigmoid(lora(xg, &self.g1)), &self.g2);
+
+        // κ = L2-normalise per head (k * k_k); k = k * (1 + (a - 1) * k_a)
+        let kk = (k.clone() * broadcast(self.k_k.val())).reshape([b, t, h, n]);
+        let norm = kk.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-12);
+        let kappa = kk / norm;
+        let k = k * ((a.clone() - 1.0) * broadcast(self.k_a.val()) + 1.0);
+
+        let heads = |x: Tensor<B, 3>| x.reshape([b, t, h, n]);
+        let (r4, w4, k4, v4, a4) = (
+            heads(r.clone()),
+            heads(decay),
+            heads(k.clone()),
+            heads(v.clone()),
+            heads(a),
+        );
+        let ak = a4 * kappa.clone();
+        let mut s = state.att_kv.clone();
+        let mut ys = Vec::with_capacity(t);
+        let step = |x: &Tensor<B, 4>, i: usize| {
+            x.clone()
+                .slice([0..b, i..i + 1, 0..h, 0..n])
+                .reshape([b, h, n])
+        };
+        for i in 0..t {
+            let (ri, wi, ki, vi) = (step(&r4, i), step(&w4, i), step(&k4, i), step(&v4, i));
+            let (kappa_i, ak_i) = (step(&kappa, i), step(&ak, i));
+            // S = S diag(d) - (S κ)(a κ)^T + v k^T ;  y = S r
+            let s_kappa = s.clone().matmul(kappa_i.reshape([b, h, n, 1]));
+            s = s * wi.reshape([b, h, 1, n]) - s_kappa.matmul(ak_i.reshape([b, h, 1, n]))
+                + vi.reshape([b, h, n, 1]).matmul(ki.reshape([b, h, 1, n]));
+            ys.push(
+                s.clone()
+                    .matmul(ri.reshape([b, h, n, 1]))
+                    .reshape([b, 1, h, n]),
+            );
+        }
+        state.att_kv = s;
+        let y = Tensor::cat(ys, 1);
+
+        // GroupNorm per head, then the affine of ln_x.
+        let mean = y.clone().mean_dim(3);
+        let centered = y - mean;
+        let var = centered.clone().powi_scalar(2).mean_dim(3);
+        let y = (centered / (var + GN_EPS).sqrt()).reshape([b, t, c]);
+        let y = y * broadcast(self.ln_x.weight.val()) + broadcast(self.ln_x.bias.val());
+        // Bonus: (sum over the head of r * k * r_k) * v.
+        let rk = self.r_k.val().reshape([1, 1, h, n]);
+        let bonus = (r4 * heads(k) * rk).sum_dim(3) * heads(v);
+        let y = y + bonus.reshape([b, t, c]);
+        linear(y * g, &self.output)
+    }
+}
+
+impl<B: Backend> ChannelMix<B> {
+    /// `W_v relu(W_k (x + Δ μ_k))²` over a sequence; updates `x_prev`.
+    pub fn forward(&self, x: Tensor<B, 3>, x_prev: &mut Tensor<B, 2>) -> Tensor<B, 3> {
+        let delta = shift(x.clone(), x_prev.clone()) - x.clone();
+        *x_prev = last(&x);
+        let k = x + delta * broadcast(self.x_k.val());
+        let hidden = relu(linear(k, &self.key)).powi_scalar(2);
+        linear(hidden, &self.value)
+    }
+}
+
+impl<B: Backend> Rwkv<B> {
+    /// Logits `[B, T, V]` for `tokens` `[B, T]`, continuing from `state` (updated in place).
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>, state: &mut State<B>) -> Tensor<B, 3> {
+        let [b, t] = tokens.dims();
+        let c = self.emb.val().dims()[1];
+        let mut x = self
+            .emb
+            .val()
+            .select(0, tokens.reshape([b * t]))
+            .reshape([b, t, c]);
+        let mut v_first = None;
+        for (block, layer) in self.blocks.iter().zip(state.iter_mut()) {
+            if let Some(ln0) = &block.ln0 {
+                x = ln0.forward(x);
+            }
+            x = x.clone() + block.att.forward(block.ln1.forward(x), &mut v_first, layer);
+            x = x.clone()
+                + block
+                    .ffn
+                    .forward(block.ln2.forward(x), &mut layer.ffn_x_prev);
+        }
+        linear(self.ln_out.forward(x), &self.head)
+    }
+}
+
+/// A parameter of either rank.
+pub enum ParamRef<'a, B: Backend> {
+    /// A `[C]` vector (RWKV-LM stores mix vectors and biases as `[1, 1, C]`).
+    Vector(&'a Param<Tensor<B, 1>>),
+    /// A matrix.
+    Matrix(&'a Param<Tensor<B, 2>>),
+}
+
+impl<B: Backend> Norm<B> {
+    fn named<'a>(&'a self, prefix: &str, out: &mut Vec<(String, ParamRef<'a, B>)>) {
+        out.push((format!("{prefix}.weight"), ParamRef::Vector(&self.weight)));
+        out.push((format!("{prefix}.bias"), ParamRef::Vector(&self.bias)));
+    }
+}
+
+impl<B: Backend> Rwkv<B> {
+    /// Every parameter under its RWKV-LM name, in a fixed order.
+    pub fn named_params(&self) -> Vec<(String, ParamRef<'_, B>)> {
+        let mut out = vec![("emb.weight".to_string(), ParamRef::Matrix(&self.emb))];
+        for (i, block) in self.blocks.iter().enumerate() {
+            let name = |n: &str| format!("blocks.{i}.{n}");
+            if let Some(ln0) = &block.ln0 {
+                ln0.named(&name("ln0"), &mut out);
+            }
+            block.ln1.named(&name("ln1"), &mut out);
+            block.ln2.named(&name("ln2"), &mut out);
+            let a = &block.att;
+            for (n, p) in [
+                ("x_r", &a.x_r),
+                ("x_w", &a.x_w),
+                ("x_k", &a.x_k),
+                ("x_v", &a.x_v),
+                ("x_a", &a.x_a),
+                ("x_g", &a.x_g),
+                ("w0", &a.w0),
+                ("a0", &a.a0),
+                ("v0", &a.v0),
+                ("k_k", &a.k_k),
+                ("k_a", &a.k_a),
+            ] {
+                out.push((name(&format!("att.{n}")), ParamRef::Vector(p)));
+            }
+            for (n, p) in [
+                ("w1", &a.w1),
+                ("w2", &a.w2),
+                ("a1", &a.a1),
+                ("a2", &a.a2),
+                ("v1", &a.v1),
+                ("v2", &a.v2),
+                ("g1", &a.g1),
+                ("g2", &a.g2),
+                ("r_k", &a.r_k),
+                ("receptance.weight", &a.receptance),
+                ("key.weight", &a.key),
+                ("value.weight", &a.value),
+                ("output.weight", &a.output),
+            ] {
+                out.push((name(&format!("att.{n}")), ParamRef::Matrix(p)));
+            }
+            a.ln_x.named(&name("att.ln_x"), &mut out);
+            out.push((name("ffn.x_k"), ParamRef::Vector(&block.ffn.x_k)));
+            out.push((name("ffn.key.weight"), ParamRef::Matrix(&block.ffn.key)));
+            out.push((name("ffn.value.weight"), ParamRef::Matrix(&block.ffn.value)));
+        }
+        self.ln_out.named("ln_out", &mut out);
+        out.push(("head.weight".to_string(), ParamRef::Matrix(&self.head)));
+        out
+    }
+}
