@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use safetensors::SafeTensors;
 use sovereign_common::model::rwkv::{ParamRef, zero_state};
-use sovereign_common::model::weights::{TensorFile, load_rwkv};
+use sovereign_common::model::weights::{TensorFile, load_rwkv, save_rwkv};
 
 type B = Flex;
 
@@ -208,4 +208,32 @@ fn loss_and_every_gradient_match_the_float64_reference() {
         without_grad,
         ["blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"]
     );
+}
+
+#[test]
+fn saving_writes_the_official_layout_back_unchanged() {
+    let Some(dir) = fixture_dir() else { return };
+    let device = Default::default();
+    let original = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let weights = TensorFile::read(&dir.join("model.safetensors")).unwrap();
+    let (model, _) = load_rwkv::<B>(&weights, &device).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("model.safetensors");
+    save_rwkv(&model, &path).unwrap();
+    let saved = std::fs::read(&path).unwrap();
+    let (a, b) = (
+        SafeTensors::deserialize(&original).unwrap(),
+        SafeTensors::deserialize(&saved).unwrap(),
+    );
+    let mut names: Vec<String> = a.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut saved_names: Vec<String> = b.names().into_iter().map(str::to_string).collect();
+    saved_names.sort();
+    assert_eq!(names, saved_names);
+    for name in names {
+        let (x, y) = (a.tensor(&name).unwrap(), b.tensor(&name).unwrap());
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        assert_eq!(x.dtype(), y.dtype(), "{name}");
+        assert_eq!(x.data(), y.data(), "{name}");
+    }
 }

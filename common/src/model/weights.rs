@@ -4,12 +4,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use std::io::Write;
+
 use burn::module::Param;
 use burn::prelude::*;
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::ModelConfig;
-use super::rwkv::{Block, ChannelMix, Norm, Rwkv, TimeMix};
+use super::rwkv::{Block, ChannelMix, Norm, ParamRef, Rwkv, TimeMix};
+use crate::output::AtomicFile;
 
 /// The tensors of a safetensors file as f32, with their shapes.
 pub struct TensorFile {
@@ -176,4 +180,62 @@ pub fn load_rwkv<B: Backend>(
         head: matrix("head.weight", v, c)?,
     };
     Ok((model, config))
+}
+
+/// Whether RWKV-LM stores this vector parameter as `[1, 1, C]` (mixes and LoRA biases) rather
+/// than `[C]` (norm weights and biases).
+fn stored_3d(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or_default();
+    matches!(
+        last,
+        "x_r" | "x_w" | "x_k" | "x_v" | "x_a" | "x_g" | "w0" | "a0" | "v0" | "k_k" | "k_a"
+    )
+}
+
+/// Writes the model as RWKV-LM's `model.safetensors` (f32, RWKV-LM names and shapes),
+/// atomically.
+pub fn save_rwkv<B: Backend>(model: &Rwkv<B>, path: &Path) -> std::io::Result<()> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, param) in model.named_params() {
+        let (shape, values): (Vec<usize>, Vec<f32>) = match param {
+            ParamRef::Vector(p) => {
+                let t = p.val();
+                let c = t.dims()[0];
+                let shape = if stored_3d(&name) {
+                    vec![1, 1, c]
+                } else {
+                    vec![c]
+                };
+                (
+                    shape,
+                    t.into_data()
+                        .to_vec()
+                        .map_err(|e| std::io::Error::other(format!("{e:?}")))?,
+                )
+            }
+            ParamRef::Matrix(p) => {
+                let t = p.val();
+                (
+                    t.dims().to_vec(),
+                    t.into_data()
+                        .to_vec()
+                        .map_err(|e| std::io::Error::other(format!("{e:?}")))?,
+                )
+            }
+        };
+        let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((name, shape, bytes));
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view =
+                TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(std::io::Error::other)?;
+            Ok((name.clone(), view))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(std::io::Error::other)?;
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(&bytes)?;
+    file.commit()
 }
