@@ -4,6 +4,7 @@
 //!   normalizer, corpus cleaning).
 //! - [`model`]: RWKV-7 (x070) in Burn.
 //! - [`tokenizer`]: byte-level BPE (training, tokenizer.json, encoding and decoding).
+//! - [`train`]: schedule, gradients and AdamW.
 //! - [`output`]: files written whole or not at all.
 //! - [`progress`]: progress lines for long stages.
 
@@ -12,3 +13,4 @@ pub mod model;
 pub mod output;
 pub mod progress;
 pub mod tokenizer;
+pub mod train;
