@@ -50,10 +50,18 @@ pub enum Command {
     /// in corpus order: the output is byte-identical whatever --threads is. numpy reads it with
     /// np.memmap(path, dtype=np.uint16).
     Tokenize(TokenizeArgs),
-    /// Train an RWKV-7 model, on one process or across workers (--hosts). [not yet built]
-    Train(Planned),
-    /// Continue a training run from its latest (or a chosen) checkpoint. [not yet built]
-    Resume(Planned),
+    /// Train an RWKV-7 model (one process; distributed training is a later release).
+    ///
+    /// Settings come from --config run.toml (fields named like the flags, with underscores) and
+    /// are overridden by flags. Writes RUN_DIR/metrics.jsonl and checkpoints RUN_DIR/ckpt-<step>/
+    /// (model.safetensors in RWKV-LM's layout, optimizer.safetensors, meta.json), with `latest`
+    /// naming the newest whole one.
+    Train(TrainArgs),
+    /// Continue a training run from its latest checkpoint, or an earlier one with --from.
+    ///
+    /// Sampling depends only on (seed, step), so the continued run is identical to one that never
+    /// stopped: the same batches, weights and metrics.
+    Resume(ResumeArgs),
     /// Evaluate a checkpoint: loss and perplexity on held-out data. [not yet built]
     TestModel(Planned),
     /// Generate text from a checkpoint with the recurrent state. [not yet built]
@@ -198,6 +206,88 @@ pub struct TokenizeArgs {
     pub val_fraction: f64,
     #[command(flatten)]
     pub read: CorpusReadArgs,
+}
+
+/// Flags of train; each is also a run.toml field.
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// A TOML file of run settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// train.bin (u16 ids; its sidecar gives the vocabulary).
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// val.bin for evaluation.
+    #[arg(long, value_name = "FILE")]
+    pub val_data: Option<PathBuf>,
+    /// The tokenizer.json of the data (gives the vocabulary of a bare .bin).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Model size: micro (L8 C128), mini (L16 C192) or 85m (L12 C576).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Layers (with --embd, instead of --model).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Width, a multiple of 64 (with --layers).
+    #[arg(long)]
+    pub embd: Option<usize>,
+    /// Tokens per sequence, a multiple of 16.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    pub micro_bsz: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    pub accum: Option<usize>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Final learning rate of the cosine.
+    #[arg(long)]
+    pub min_lr: Option<f64>,
+    /// Warmup steps.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Weight decay of the 2-D .weight matrices.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Seed of the initialization and the sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Steps between checkpoints.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Steps between evaluations on --val-data.
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Checkpoints kept (0: all).
+    #[arg(long)]
+    pub keep: Option<usize>,
+    /// The run directory.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Device: cpu (GPU backends come with a later release).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
+    #[arg(long, value_name = "FILE")]
+    pub init_from: Option<PathBuf>,
+}
+
+/// Flags of resume.
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The run directory.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// A checkpoint directory to continue from instead of `latest` (to roll back).
+    #[arg(long, value_name = "CKPT_DIR")]
+    pub from: Option<PathBuf>,
 }
 
 /// Flags of demo.

@@ -87,6 +87,13 @@ impl TensorFile {
         self.tensors.get(key).map(|(s, _)| s.as_slice())
     }
 
+    /// The names of the float tensors, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tensors.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Whether the file has `key`.
     pub fn contains(&self, key: &str) -> bool {
         self.tensors.contains_key(key)

@@ -1,6 +1,9 @@
 //! Training: the learning-rate schedule ([`schedule`]), the optimizer with its gradients
-//! ([`optimizer`]) and one training step ([`step`]).
+//! ([`optimizer`]), one training step ([`step`]), checkpoints ([`checkpoint`]) and the run loop
+//! with resume ([`run`]).
 
+pub mod checkpoint;
 pub mod optimizer;
+pub mod run;
 pub mod schedule;
 pub mod step;

@@ -1,16 +1,16 @@
 //! `sovereign demo`: the pipeline on a bundled Portuguese mini-dump, with every stage built so
-//! far (today: process-wiki, clean-corpus, train-tokenizer, tokenize).
+//! far (today: process-wiki, clean-corpus, train-tokenizer, tokenize, train).
 
 use std::fs;
 
 use anyhow::{Context, Result};
 
-use super::prep;
+use super::{prep, train};
 use sovereign_common::tokenizer::Tokenizer;
 
 use crate::cli::{
     CleanCorpusArgs, CorpusReadArgs, DemoArgs, Format, NormalizeArgs, ProcessWikiArgs,
-    TokenizeArgs, TrainTokenizerArgs,
+    TokenizeArgs, TrainArgs, TrainTokenizerArgs,
 };
 
 /// The bundled dump: a handful of Portuguese articles with the markup real dumps have, plus a
@@ -27,7 +27,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lowercase: false,
     };
 
-    eprintln!("== 1/4 process-wiki: {} → corpus.txt", dump.display());
+    eprintln!("== 1/5 process-wiki: {} → corpus.txt", dump.display());
     let raw = args.out.join("corpus.txt");
     let wiki = prep::process_wiki(&ProcessWikiArgs {
         input: dump,
@@ -40,7 +40,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         normalize,
     })?;
 
-    eprintln!("== 2/4 clean-corpus: corpus.txt → clean.txt");
+    eprintln!("== 2/5 clean-corpus: corpus.txt → clean.txt");
     let clean = args.out.join("clean.txt");
     let cleaned = prep::clean_corpus(&CleanCorpusArgs {
         input: raw,
@@ -59,7 +59,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lossy: false,
         threads: Some(2),
     };
-    eprintln!("== 3/4 train-tokenizer: clean.txt → tokenizer.json");
+    eprintln!("== 3/5 train-tokenizer: clean.txt → tokenizer.json");
     let tokenizer_path = args.out.join("tokenizer.json");
     let trained = prep::train_tokenizer(&TrainTokenizerArgs {
         corpus: vec![clean.clone()],
@@ -69,7 +69,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         read,
     })?;
 
-    eprintln!("== 4/4 tokenize: clean.txt → train.bin + val.bin");
+    eprintln!("== 4/5 tokenize: clean.txt → train.bin + val.bin");
     let tokens = prep::tokenize(&TokenizeArgs {
         input: clean.clone(),
         tokenizer: tokenizer_path.clone(),
@@ -78,6 +78,31 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         val_fraction: 0.25,
         read,
     })?;
+
+    eprintln!("== 5/5 train: a tiny RWKV-7 (2 layers, width 64) for 20 steps on train.bin");
+    let run_dir = args.out.join("run");
+    if run_dir.exists() {
+        fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
+    }
+    train::train(&TrainArgs {
+        data: Some(args.out.join("train.bin")),
+        val_data: Some(args.out.join("val.bin")),
+        layers: Some(2),
+        embd: Some(64),
+        seq_len: Some(16),
+        micro_bsz: Some(4),
+        steps: Some(20),
+        warmup: Some(2),
+        lr: Some(3e-3),
+        min_lr: Some(3e-4),
+        checkpoint_every: Some(10),
+        eval_every: Some(10),
+        out: Some(run_dir.clone()),
+        device: "cpu".into(),
+        ..TrainArgs::default()
+    })?;
+    let metrics =
+        fs::read_to_string(run_dir.join("metrics.jsonl")).context("reading metrics.jsonl")?;
 
     let text =
         fs::read_to_string(&clean).with_context(|| format!("reading {}", clean.display()))?;
@@ -108,6 +133,23 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         tokens.val_tokens,
         tokens.val_documents
     );
-    println!("demo: later stages (train, generate) join the demo as they are built.");
+    let (first_loss, last_loss) = (
+        loss_of(metrics.lines().next()),
+        loss_of(metrics.lines().last()),
+    );
+    println!(
+        "demo: trained 20 steps: loss {first_loss:.3} → {last_loss:.3}; checkpoints in {}",
+        run_dir.display()
+    );
+    println!(
+        "demo: later stages (generate, distributed training) join the demo as they are built."
+    );
     Ok(())
+}
+
+/// The `loss` field of a metrics.jsonl line (NaN when absent).
+fn loss_of(line: Option<&str>) -> f64 {
+    line.and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["loss"].as_f64())
+        .unwrap_or(f64::NAN)
 }

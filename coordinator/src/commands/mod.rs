@@ -2,6 +2,7 @@
 
 mod demo;
 mod prep;
+mod train;
 
 use anyhow::{Result, bail};
 
@@ -15,8 +16,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::TrainTokenizer(args) => prep::train_tokenizer(&args).map(|_| ()),
         Command::Tokenize(args) => prep::tokenize(&args).map(|_| ()),
-        Command::Train(_) => planned("train", "the model and trainer stage"),
-        Command::Resume(_) => planned("resume", "the model and trainer stage"),
+        Command::Train(args) => train::train(&args),
+        Command::Resume(args) => train::resume(&args),
         Command::TestModel(_) => planned("test-model", "the model and trainer stage"),
         Command::Generate(_) => planned("generate", "the model and trainer stage"),
         Command::Export(_) => planned("export", "the model and trainer stage"),
@@ -28,6 +29,7 @@ pub fn run(command: Command) -> Result<()> {
 fn planned(name: &str, stage: &str) -> Result<()> {
     bail!(
         "`sovereign {name}` is not built yet: it arrives with {stage}. This release has \
-         process-wiki, clean-corpus, train-tokenizer, tokenize and demo (see README.md, \"Status\")."
+         process-wiki, clean-corpus, train-tokenizer, tokenize, train, resume\
+         and demo (see README.md, \"Status\")."
     )
 }

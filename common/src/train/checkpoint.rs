@@ -1,0 +1,215 @@
+//! Checkpoints (DESIGN §3): a directory `ckpt-<step>/` holding `model.safetensors` (RWKV-LM
+//! names and shapes), `optimizer.safetensors` (AdamW's moments as `<name>.exp_avg` and
+//! `<name>.exp_avg_sq`) and `meta.json`. It is written under a temporary name, fsynced and
+//! renamed; `latest` then names it. A killed run leaves every earlier checkpoint whole.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::optimizer::{AdamW, AdamWConfig};
+use crate::data::tokenize::hex;
+use crate::model::rwkv::Rwkv;
+use crate::model::weights::{TensorFile, load_rwkv, save_rwkv};
+use crate::output::AtomicFile;
+
+/// The name of the file that names the newest whole checkpoint.
+pub const LATEST: &str = "latest";
+
+/// `meta.json`: where the run stood.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Training tokens consumed.
+    pub tokens_seen: u64,
+    /// The learning rate of the last step.
+    pub lr: f64,
+    /// The effective run configuration, as JSON.
+    pub config: serde_json::Value,
+    /// The sampling seed.
+    pub seed: u64,
+    /// Workers in the run.
+    pub world_size: u32,
+    /// sha256 of the tokenizer.json the data was made with (from its sidecar), if known.
+    pub tokenizer_sha256: Option<String>,
+    /// sha256 of each file in the checkpoint directory.
+    pub files: HashMap<String, String>,
+}
+
+/// The directory name of step `step`.
+pub fn checkpoint_name(step: u64) -> String {
+    format!("ckpt-{step:06}")
+}
+
+/// Writes a checkpoint of `model` and `optimizer` into `run_dir`, updates `latest`, and keeps
+/// only the newest `keep` checkpoints (0 keeps all). Returns its directory.
+pub fn save_checkpoint<A: AutodiffBackend>(
+    run_dir: &Path,
+    model: &Rwkv<A>,
+    optimizer: &AdamW<A::InnerBackend>,
+    mut meta: CheckpointMeta,
+    keep: usize,
+) -> std::io::Result<PathBuf> {
+    let name = checkpoint_name(meta.step);
+    let final_dir = run_dir.join(&name);
+    let temp_dir = run_dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    if temp_dir.exists() {
+        fs::remove_dir_all(&temp_dir)?;
+    }
+    fs::create_dir_all(&temp_dir)?;
+    save_rwkv(model, &temp_dir.join("model.safetensors"))?;
+    save_optimizer(optimizer, &temp_dir.join("optimizer.safetensors"))?;
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        meta.files.insert(
+            file.into(),
+            hex(&Sha256::digest(fs::read(temp_dir.join(file))?)),
+        );
+    }
+    let mut json = AtomicFile::create(&temp_dir.join("meta.json"))?;
+    json.write_all(
+        serde_json::to_string_pretty(&meta)
+            .map_err(std::io::Error::other)?
+            .as_bytes(),
+    )?;
+    json.commit()?;
+    fs::File::open(&temp_dir)?.sync_all()?;
+    if final_dir.exists() {
+        fs::remove_dir_all(&final_dir)?;
+    }
+    fs::rename(&temp_dir, &final_dir)?;
+    let mut latest = AtomicFile::create(&run_dir.join(LATEST))?;
+    latest.write_all(format!("{name}\n").as_bytes())?;
+    latest.commit()?;
+    prune(run_dir, keep)?;
+    Ok(final_dir)
+}
+
+/// Removes all but the newest `keep` checkpoints (0 keeps all).
+fn prune(run_dir: &Path, keep: usize) -> std::io::Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let mut steps: Vec<(u64, PathBuf)> = fs::read_dir(run_dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("ckpt-")
+                .and_then(|s| s.parse().ok())
+                .map(|step| (step, e.path()))
+        })
+        .collect();
+    steps.sort();
+    let excess = steps.len().saturating_sub(keep);
+    for (_, dir) in steps.into_iter().take(excess) {
+        fs::remove_dir_all(dir)?;
+    }
+    Ok(())
+}
+
+/// The checkpoint `latest` names in `run_dir`.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
+    let latest = run_dir.join(LATEST);
+    let name = fs::read_to_string(&latest).map_err(|e| {
+        format!(
+            "{}: {e}; is {} a run directory with a checkpoint?",
+            latest.display(),
+            run_dir.display()
+        )
+    })?;
+    Ok(run_dir.join(name.trim()))
+}
+
+/// Loads a checkpoint directory: model, optimizer and meta, checking the files' checksums.
+pub fn load_checkpoint<A: AutodiffBackend>(
+    dir: &Path,
+    adam: AdamWConfig,
+    device: &A::Device,
+) -> Result<(Rwkv<A>, AdamW<A::InnerBackend>, CheckpointMeta), String> {
+    let meta_path = dir.join("meta.json");
+    let text =
+        fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    for (file, sum) in &meta.files {
+        let path = dir.join(file);
+        let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let actual = hex(&Sha256::digest(&bytes));
+        if &actual != sum {
+            return Err(format!(
+                "{}: sha256 {actual} differs from meta.json's {sum}; the checkpoint is damaged",
+                path.display()
+            ));
+        }
+    }
+    let (model, _) = load_rwkv::<A>(&TensorFile::read(&dir.join("model.safetensors"))?, device)?;
+    let optimizer = load_optimizer(&dir.join("optimizer.safetensors"), adam, meta.step, device)?;
+    Ok((model, optimizer, meta))
+}
+
+fn save_optimizer<B: Backend>(optimizer: &AdamW<B>, path: &Path) -> std::io::Result<()> {
+    let mut names: Vec<&String> = optimizer.moments.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, usize, Vec<u8>)> = Vec::new();
+    for name in names {
+        let (m, v) = &optimizer.moments[name];
+        for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
+            let values: Vec<f32> = t
+                .clone()
+                .into_data()
+                .to_vec()
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            tensors.push((
+                format!("{name}.{suffix}"),
+                values.len(),
+                values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, n, bytes)| {
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, vec![*n], bytes).map_err(std::io::Error::other)?,
+            ))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(std::io::Error::other)?;
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(&bytes)?;
+    file.commit()
+}
+
+fn load_optimizer<B: Backend>(
+    path: &Path,
+    config: AdamWConfig,
+    step: u64,
+    device: &B::Device,
+) -> Result<AdamW<B>, String> {
+    let file = TensorFile::read(path)?;
+    let mut optimizer = AdamW::new(config);
+    optimizer.step = step;
+    for name in file.names() {
+        let Some(param) = name.strip_suffix(".exp_avg") else {
+            continue;
+        };
+        let m = file.get(&name, file.shape(&name).map_or(0, |s| s.iter().product()))?;
+        let v_name = format!("{param}.exp_avg_sq");
+        let v = file.get(&v_name, m.len())?;
+        let tensor =
+            |x: &[f32]| Tensor::<B, 1>::from_data(TensorData::new(x.to_vec(), [x.len()]), device);
+        optimizer
+            .moments
+            .insert(param.to_string(), (tensor(m), tensor(v)));
+    }
+    Ok(optimizer)
+}
