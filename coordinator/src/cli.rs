@@ -56,7 +56,7 @@ pub enum Command {
     /// are overridden by flags. Writes RUN_DIR/metrics.jsonl and checkpoints RUN_DIR/ckpt-<step>/
     /// (model.safetensors in RWKV-LM's layout, optimizer.safetensors, meta.json), with `latest`
     /// naming the newest whole one.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Continue a training run from its latest checkpoint, or an earlier one with --from.
     ///
     /// Sampling depends only on (seed, step), so the continued run is identical to one that never

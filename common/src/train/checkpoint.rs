@@ -128,12 +128,19 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
     Ok(run_dir.join(name.trim()))
 }
 
+/// What a checkpoint restores: the model, the optimizer and where the run stood.
+pub type Restored<A> = (
+    Rwkv<A>,
+    AdamW<<A as AutodiffBackend>::InnerBackend>,
+    CheckpointMeta,
+);
+
 /// Loads a checkpoint directory: model, optimizer and meta, checking the files' checksums.
 pub fn load_checkpoint<A: AutodiffBackend>(
     dir: &Path,
     adam: AdamWConfig,
     device: &A::Device,
-) -> Result<(Rwkv<A>, AdamW<A::InnerBackend>, CheckpointMeta), String> {
+) -> Result<Restored<A>, String> {
     let meta_path = dir.join("meta.json");
     let text =
         fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
