@@ -62,10 +62,15 @@ pub enum Command {
     /// Sampling depends only on (seed, step), so the continued run is identical to one that never
     /// stopped: the same batches, weights and metrics.
     Resume(ResumeArgs),
-    /// Evaluate a checkpoint: loss and perplexity on held-out data. [not yet built]
-    TestModel(Planned),
-    /// Generate text from a checkpoint with the recurrent state. [not yet built]
-    Generate(Planned),
+    /// Evaluate a model: mean cross-entropy and perplexity on held-out tokens.
+    ///
+    /// Reads consecutive, non-overlapping windows of T+1 tokens (input the first T, targets the
+    /// next T); no L2Wrap. The model's shape is read from the weights.
+    TestModel(TestModelArgs),
+    /// Generate text from a model, one token at a time with the recurrent state.
+    ///
+    /// Streams the text as it is produced, stops at [EOS], and reports tokens/s.
+    Generate(GenerateArgs),
     /// Export a checkpoint's weights for other RWKV tools. [not yet built]
     Export(Planned),
     /// Plot a run's loss curves to a PNG. [not yet built]
@@ -288,6 +293,62 @@ pub struct ResumeArgs {
     /// A checkpoint directory to continue from instead of `latest` (to roll back).
     #[arg(long, value_name = "CKPT_DIR")]
     pub from: Option<PathBuf>,
+}
+
+/// Where a model's weights come from.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct WeightsArgs {
+    /// A checkpoint directory (ckpt-<step>/).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
+    /// An RWKV-LM model.safetensors (a released RWKV-7 converted to safetensors works too).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+}
+
+/// Flags of test-model.
+#[derive(Args, Debug)]
+pub struct TestModelArgs {
+    #[command(flatten)]
+    pub source: WeightsArgs,
+    /// The tokens to evaluate on (val.bin).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Tokens per window, a multiple of 16.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Windows evaluated at a time.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Print one JSON object {"loss", "perplexity", "tokens"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of generate.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub source: WeightsArgs,
+    /// The tokenizer.json (default: the one the checkpoint's run names).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// The text to continue.
+    #[arg(long)]
+    pub prompt: String,
+    /// The most tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 always picks the most likely token.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Nucleus sampling: draw among the most likely tokens that sum to this probability.
+    #[arg(long, default_value_t = 0.85)]
+    pub top_p: f64,
+    /// Seed of the draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Flags of demo.

@@ -1,7 +1,9 @@
 //! The RWKV-7 (x070) model: shapes ([`config`]), initialization ([`init`]), the loss ([`loss`]),
-//! the network in Burn ([`rwkv`]) and RWKV-LM weights ([`weights`]).
+//! the network in Burn ([`rwkv`]), RWKV-LM weights ([`weights`]), and evaluation and sampling
+//! ([`generate`]).
 
 pub mod config;
+pub mod generate;
 pub mod init;
 pub mod loss;
 pub mod rwkv;

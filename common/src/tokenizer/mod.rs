@@ -226,6 +226,11 @@ impl Tokenizer {
     /// Decodes ids back to text; special tokens are skipped when `skip_special`. Bytes that do not
     /// form UTF-8 (a sequence cut mid-character) become U+FFFD.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        String::from_utf8_lossy(&self.decode_bytes(ids, skip_special)).into_owned()
+    }
+
+    /// The bytes `ids` stand for (a prefix of a multi-byte character may end them).
+    pub fn decode_bytes(&self, ids: &[u32], skip_special: bool) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
             let Some(token) = self.spec.vocab.get(id as usize) else {
@@ -239,7 +244,7 @@ impl Tokenizer {
             }
             bytes.extend(token.chars().filter_map(char_to_byte));
         }
-        String::from_utf8_lossy(&bytes).into_owned()
+        bytes
     }
 
     fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) {

@@ -1,16 +1,16 @@
 //! `sovereign demo`: the pipeline on a bundled Portuguese mini-dump, with every stage built so
-//! far (today: process-wiki, clean-corpus, train-tokenizer, tokenize, train).
+//! far (today: process-wiki, clean-corpus, train-tokenizer, tokenize, train, generate).
 
 use std::fs;
 
 use anyhow::{Context, Result};
 
-use super::{prep, train};
+use super::{infer, prep, train};
 use sovereign_common::tokenizer::Tokenizer;
 
 use crate::cli::{
-    CleanCorpusArgs, CorpusReadArgs, DemoArgs, Format, NormalizeArgs, ProcessWikiArgs,
-    TokenizeArgs, TrainArgs, TrainTokenizerArgs,
+    CleanCorpusArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs,
+    ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs, WeightsArgs,
 };
 
 /// The bundled dump: a handful of Portuguese articles with the markup real dumps have, plus a
@@ -27,7 +27,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lowercase: false,
     };
 
-    eprintln!("== 1/5 process-wiki: {} → corpus.txt", dump.display());
+    eprintln!("== 1/6 process-wiki: {} → corpus.txt", dump.display());
     let raw = args.out.join("corpus.txt");
     let wiki = prep::process_wiki(&ProcessWikiArgs {
         input: dump,
@@ -40,7 +40,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         normalize,
     })?;
 
-    eprintln!("== 2/5 clean-corpus: corpus.txt → clean.txt");
+    eprintln!("== 2/6 clean-corpus: corpus.txt → clean.txt");
     let clean = args.out.join("clean.txt");
     let cleaned = prep::clean_corpus(&CleanCorpusArgs {
         input: raw,
@@ -59,7 +59,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lossy: false,
         threads: Some(2),
     };
-    eprintln!("== 3/5 train-tokenizer: clean.txt → tokenizer.json");
+    eprintln!("== 3/6 train-tokenizer: clean.txt → tokenizer.json");
     let tokenizer_path = args.out.join("tokenizer.json");
     let trained = prep::train_tokenizer(&TrainTokenizerArgs {
         corpus: vec![clean.clone()],
@@ -69,7 +69,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         read,
     })?;
 
-    eprintln!("== 4/5 tokenize: clean.txt → train.bin + val.bin");
+    eprintln!("== 4/6 tokenize: clean.txt → train.bin + val.bin");
     let tokens = prep::tokenize(&TokenizeArgs {
         input: clean.clone(),
         tokenizer: tokenizer_path.clone(),
@@ -79,7 +79,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         read,
     })?;
 
-    eprintln!("== 5/5 train: a tiny RWKV-7 (2 layers, width 64) for 20 steps on train.bin");
+    eprintln!("== 5/6 train: a tiny RWKV-7 (2 layers, width 64) for 20 steps on train.bin");
     let run_dir = args.out.join("run");
     if run_dir.exists() {
         fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
@@ -87,6 +87,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     train::train(&TrainArgs {
         data: Some(args.out.join("train.bin")),
         val_data: Some(args.out.join("val.bin")),
+        tokenizer: Some(tokenizer_path.clone()),
         layers: Some(2),
         embd: Some(64),
         seq_len: Some(16),
@@ -137,13 +138,24 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         loss_of(metrics.lines().next()),
         loss_of(metrics.lines().last()),
     );
+    eprintln!("== 6/6 generate: 40 tokens after \"O Brasil\"");
+    infer::generate(&GenerateArgs {
+        source: WeightsArgs {
+            checkpoint: Some(run_dir.join("ckpt-000020")),
+            weights: None,
+        },
+        tokenizer: None,
+        prompt: "O Brasil".into(),
+        max_tokens: 40,
+        temperature: 0.8,
+        top_p: 0.9,
+        seed: 0,
+    })?;
     println!(
         "demo: trained 20 steps: loss {first_loss:.3} → {last_loss:.3}; checkpoints in {}",
         run_dir.display()
     );
-    println!(
-        "demo: later stages (generate, distributed training) join the demo as they are built."
-    );
+    println!("demo: distributed training joins the demo when it is built.");
     Ok(())
 }
 

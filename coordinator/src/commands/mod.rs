@@ -1,6 +1,7 @@
 //! One module per group of subcommands; [`run`] dispatches.
 
 mod demo;
+mod infer;
 mod prep;
 mod train;
 
@@ -18,8 +19,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Tokenize(args) => prep::tokenize(&args).map(|_| ()),
         Command::Train(args) => train::train(&args),
         Command::Resume(args) => train::resume(&args),
-        Command::TestModel(_) => planned("test-model", "the model and trainer stage"),
-        Command::Generate(_) => planned("generate", "the model and trainer stage"),
+        Command::TestModel(args) => infer::test_model(&args),
+        Command::Generate(args) => infer::generate(&args),
         Command::Export(_) => planned("export", "the model and trainer stage"),
         Command::Plot(_) => planned("plot", "the model and trainer stage"),
     }
@@ -29,7 +30,7 @@ pub fn run(command: Command) -> Result<()> {
 fn planned(name: &str, stage: &str) -> Result<()> {
     bail!(
         "`sovereign {name}` is not built yet: it arrives with {stage}. This release has \
-         process-wiki, clean-corpus, train-tokenizer, tokenize, train, resume\
-         and demo (see README.md, \"Status\")."
+         process-wiki, clean-corpus, train-tokenizer, tokenize, train, resume,\
+         test-model, generate and demo (see README.md, \"Status\")."
     )
 }

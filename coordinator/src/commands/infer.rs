@@ -1,0 +1,160 @@
+//! `sovereign test-model` and `sovereign generate`: a trained model, on the CPU backend.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use burn::backend::Flex;
+use sovereign_common::data::dataset::{TokenDataset, Validation};
+use sovereign_common::model::config::ModelConfig;
+use sovereign_common::model::generate::{
+    GenerateOptions, Sampling, evaluate, generate as sample_tokens,
+};
+use sovereign_common::model::rwkv::Rwkv;
+use sovereign_common::model::weights::{TensorFile, load_rwkv};
+use sovereign_common::tokenizer::Tokenizer;
+
+use crate::cli::{GenerateArgs, TestModelArgs, WeightsArgs};
+
+/// Inference runs without autodiff.
+type Cpu = Flex;
+
+/// The weights file a `--checkpoint`/`--weights` pair points at.
+fn weights_path(source: &WeightsArgs) -> Result<PathBuf> {
+    match (&source.checkpoint, &source.weights) {
+        (Some(dir), _) => Ok(dir.join("model.safetensors")),
+        (None, Some(file)) => Ok(file.clone()),
+        (None, None) => Err(anyhow!("give --checkpoint DIR or --weights FILE")),
+    }
+}
+
+fn load(source: &WeightsArgs) -> Result<(Rwkv<Cpu>, ModelConfig)> {
+    let path = weights_path(source)?;
+    let file = TensorFile::read(&path).map_err(anyhow::Error::msg)?;
+    let (model, config) =
+        load_rwkv::<Cpu>(&file, &Default::default()).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        "{}: {} layers, width {}, vocabulary {}, {} parameters",
+        path.display(),
+        config.layers,
+        config.embd,
+        config.vocab,
+        config.parameter_count()
+    );
+    Ok((model, config))
+}
+
+/// `sovereign test-model`.
+pub fn test_model(args: &TestModelArgs) -> Result<()> {
+    if args.seq_len == 0 || !args.seq_len.is_multiple_of(16) {
+        anyhow::bail!(
+            "--seq-len {} must be a positive multiple of 16",
+            args.seq_len
+        );
+    }
+    let (model, config) = load(&args.source)?;
+    let data = TokenDataset::open(&args.data, Some(config.vocab as u32), Validation::Full)
+        .map_err(anyhow::Error::msg)?;
+    let result = evaluate(
+        &model,
+        &config,
+        &data,
+        args.seq_len,
+        args.batch.max(1),
+        &Default::default(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "loss {:.4}, perplexity {:.2}, tokens {}",
+            result.loss, result.perplexity, result.tokens
+        );
+    }
+    Ok(())
+}
+
+/// The tokenizer for generation: `--tokenizer`, or the one the checkpoint's run config names.
+fn tokenizer_for(args: &GenerateArgs) -> Result<Tokenizer> {
+    let path = match (&args.tokenizer, &args.source.checkpoint) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => run_tokenizer(dir)?,
+        (None, None) => anyhow::bail!("--weights needs --tokenizer"),
+    };
+    Tokenizer::from_file(&path).map_err(anyhow::Error::msg)
+}
+
+fn run_tokenizer(checkpoint: &Path) -> Result<PathBuf> {
+    let meta = std::fs::read_to_string(checkpoint.join("meta.json"))
+        .with_context(|| format!("reading {}/meta.json", checkpoint.display()))?;
+    let meta: serde_json::Value = serde_json::from_str(&meta)?;
+    meta["config"]["tokenizer"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            anyhow!(
+                "{}'s run names no tokenizer; pass --tokenizer",
+                checkpoint.display()
+            )
+        })
+}
+
+/// `sovereign generate`.
+pub fn generate(args: &GenerateArgs) -> Result<()> {
+    let tokenizer = tokenizer_for(args)?;
+    let (model, config) = load(&args.source)?;
+    if tokenizer.vocab_size() != config.vocab {
+        anyhow::bail!(
+            "the tokenizer has {} tokens but the model {}; use the tokenizer the model was trained with",
+            tokenizer.vocab_size(),
+            config.vocab
+        );
+    }
+    let prompt = tokenizer.encode(&args.prompt, false);
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_p: args.top_p,
+        },
+        seed: args.seed,
+        stop: tokenizer.eos_id(),
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", args.prompt)?;
+    let mut generated: Vec<u32> = Vec::new();
+    let mut printed = 0;
+    let start = Instant::now();
+    let count = sample_tokens(
+        &model,
+        &config,
+        &prompt,
+        options,
+        &Default::default(),
+        |token| {
+            if Some(token) == options.stop {
+                return;
+            }
+            generated.push(token);
+            // Print the bytes that form whole characters so far.
+            let bytes = tokenizer.decode_bytes(&generated, true);
+            let valid = match std::str::from_utf8(&bytes[printed..]) {
+                Ok(s) => s.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            let _ = out.write_all(&bytes[printed..printed + valid]);
+            let _ = out.flush();
+            printed += valid;
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    writeln!(out)?;
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "generate: {count} tokens in {secs:.2}s, {:.1} tokens/s",
+        count as f64 / secs
+    );
+    Ok(())
+}
