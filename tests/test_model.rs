@@ -47,4 +47,43 @@ fn test_model_reproduces_the_reference_loss() {
         "loss {loss} vs float64 {expected}"
     );
     assert_eq!(result["tokens"], 64);
+
+    // Exports: f32 gives the same loss to the bit, bf16 and f16 come close at half the size.
+    let original = fs::metadata(dir.join("model.safetensors")).unwrap().len();
+    for (dtype, tolerance) in [("f32", 0.0), ("bf16", 1e-2), ("f16", 1e-3)] {
+        let exported = out.path().join(format!("{dtype}.safetensors"));
+        let export = sovereign(&[
+            "export",
+            "--weights",
+            path_str(&dir.join("model.safetensors")),
+            "--dtype",
+            dtype,
+            "--output",
+            path_str(&exported),
+        ]);
+        assert!(export.status.success(), "{}", stderr(&export));
+        let size = fs::metadata(&exported).unwrap().len();
+        if dtype != "f32" {
+            assert!(
+                size < original * 6 / 10,
+                "{dtype}: {size} bytes vs {original}"
+            );
+        }
+        let run = sovereign(&[
+            "test-model",
+            "--weights",
+            path_str(&exported),
+            "--data",
+            path_str(&data),
+            "--seq-len",
+            "32",
+            "--json",
+        ]);
+        let again: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let again = again["loss"].as_f64().unwrap();
+        assert!(
+            (again - loss).abs() <= tolerance * loss,
+            "{dtype}: loss {again} vs {loss}"
+        );
+    }
 }

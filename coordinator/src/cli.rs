@@ -71,8 +71,11 @@ pub enum Command {
     ///
     /// Streams the text as it is produced, stops at [EOS], and reports tokens/s.
     Generate(GenerateArgs),
-    /// Export a checkpoint's weights for other RWKV tools. [not yet built]
-    Export(Planned),
+    /// Export a model's weights for inference tools (RWKV-LM names and shapes, one file).
+    ///
+    /// The `rwkv` pip package and RWKV-LM's converters read the result after a two-line torch
+    /// conversion (safetensors to .pth).
+    Export(ExportArgs),
     /// Plot a run's loss curves to a PNG. [not yet built]
     Plot(Planned),
     /// Run the whole pipeline on a small bundled Portuguese corpus.
@@ -349,6 +352,30 @@ pub struct GenerateArgs {
     /// Seed of the draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// The element type of an export.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ExportDtype {
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+/// Flags of export.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub source: WeightsArgs,
+    /// Element type of the exported weights.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: ExportDtype,
+    /// Where to write the weights file.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 /// Flags of demo.

@@ -24,7 +24,7 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Reads every float tensor of `path` (f32, f64 or bf16) as f32.
+    /// Reads every float tensor of `path` (f32, f64, bf16 or f16) as f32.
     pub fn read(path: &Path) -> Result<Self, String> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
@@ -46,6 +46,10 @@ impl TensorFile {
                 Dtype::BF16 => data
                     .chunks_exact(2)
                     .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+                    .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
                     .collect(),
                 other => {
                     other_dtypes.insert(key, other);
@@ -199,9 +203,76 @@ fn stored_3d(name: &str) -> bool {
     )
 }
 
+/// The element type of exported weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportDtype {
+    /// 32-bit float.
+    F32,
+    /// bfloat16 (truncated to nearest-even from f32).
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
 /// Writes the model as RWKV-LM's `model.safetensors` (f32, RWKV-LM names and shapes),
 /// atomically.
 pub fn save_rwkv<B: Backend>(model: &Rwkv<B>, path: &Path) -> std::io::Result<()> {
+    save_rwkv_as(model, path, ExportDtype::F32)
+}
+
+/// Converts one f32 to the bytes of `dtype`.
+fn encode(x: f32, dtype: ExportDtype, out: &mut Vec<u8>) {
+    match dtype {
+        ExportDtype::F32 => out.extend_from_slice(&x.to_le_bytes()),
+        ExportDtype::Bf16 => {
+            let bits = x.to_bits();
+            let rounded = if x.is_nan() {
+                (bits >> 16) | 0x40
+            } else {
+                (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+            };
+            out.extend_from_slice(&(rounded as u16).to_le_bytes());
+        }
+        ExportDtype::F16 => out.extend_from_slice(&f32_to_f16(x).to_le_bytes()),
+    }
+}
+
+/// IEEE binary16 from f32, rounding to nearest even; overflow becomes infinity.
+fn f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xFF) as i32;
+    let mant = bits & 0x7F_FFFF;
+    if exp == 0xFF {
+        return sign | 0x7C00 | if mant != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1F {
+        return sign | 0x7C00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = mant | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1 << (shift - 1);
+        let rounded = (m + half - 1 + ((m >> shift) & 1)) >> shift;
+        return sign | rounded as u16;
+    }
+    let rounded = mant + 0xFFF + ((mant >> 13) & 1);
+    if rounded & 0x80_0000 != 0 {
+        return sign | (((e + 1) as u16) << 10);
+    }
+    sign | ((e as u16) << 10) | (rounded >> 13) as u16
+}
+
+/// Writes the model's weights in RWKV-LM names and shapes as `dtype`, atomically.
+pub fn save_rwkv_as<B: Backend>(
+    model: &Rwkv<B>,
+    path: &Path,
+    dtype: ExportDtype,
+) -> std::io::Result<()> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, param) in model.named_params() {
         let (shape, values): (Vec<usize>, Vec<f32>) = match param {
@@ -230,14 +301,20 @@ pub fn save_rwkv<B: Backend>(model: &Rwkv<B>, path: &Path) -> std::io::Result<()
                 )
             }
         };
-        let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut bytes = Vec::with_capacity(values.len() * 4);
+        values.iter().for_each(|&x| encode(x, dtype, &mut bytes));
         tensors.push((name, shape, bytes));
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
+            let st_dtype = match dtype {
+                ExportDtype::F32 => Dtype::F32,
+                ExportDtype::Bf16 => Dtype::BF16,
+                ExportDtype::F16 => Dtype::F16,
+            };
             let view =
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(std::io::Error::other)?;
+                TensorView::new(st_dtype, shape.clone(), bytes).map_err(std::io::Error::other)?;
             Ok((name.clone(), view))
         })
         .collect::<std::io::Result<_>>()?;
@@ -245,4 +322,56 @@ pub fn save_rwkv<B: Backend>(model: &Rwkv<B>, path: &Path) -> std::io::Result<()
     let mut file = AtomicFile::create(path)?;
     file.write_all(&bytes)?;
     file.commit()
+}
+
+/// f32 from IEEE binary16.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let exp = u32::from((h >> 10) & 0x1F);
+    let mant = u32::from(h & 0x3FF);
+    let bits = match (exp, mant) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: normalize.
+            let shift = m.leading_zeros() - 21;
+            sign | ((113 - shift) << 23) | ((m << shift) & 0x3FF) << 13
+        }
+        (0x1F, m) => sign | 0x7F80_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_round_trips_representable_values() {
+        for x in [
+            0.0f32,
+            -0.0,
+            1.0,
+            -2.5,
+            65504.0,
+            6.1035156e-5,
+            5.9604645e-8,
+            0.333_251_95,
+        ] {
+            assert_eq!(f16_to_f32(f32_to_f16(x)), x, "{x}");
+        }
+        assert_eq!(f32_to_f16(1e6), 0x7C00);
+        assert_eq!(
+            f32_to_f16(1.0 + 1.0 / 4096.0),
+            f32_to_f16(1.0),
+            "ties round to even"
+        );
+        let mut bf = Vec::new();
+        encode(1.0 + 1.0 / 256.0, ExportDtype::Bf16, &mut bf);
+        assert_eq!(
+            u16::from_le_bytes([bf[0], bf[1]]),
+            0x3F80,
+            "bf16 ties round to even"
+        );
+    }
 }

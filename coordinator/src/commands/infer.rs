@@ -12,10 +12,10 @@ use sovereign_common::model::generate::{
     GenerateOptions, Sampling, evaluate, generate as sample_tokens,
 };
 use sovereign_common::model::rwkv::Rwkv;
-use sovereign_common::model::weights::{TensorFile, load_rwkv};
+use sovereign_common::model::weights::{ExportDtype, TensorFile, load_rwkv, save_rwkv_as};
 use sovereign_common::tokenizer::Tokenizer;
 
-use crate::cli::{GenerateArgs, TestModelArgs, WeightsArgs};
+use crate::cli::{self, ExportArgs, GenerateArgs, TestModelArgs, WeightsArgs};
 
 /// Inference runs without autodiff.
 type Cpu = Flex;
@@ -156,5 +156,19 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         "generate: {count} tokens in {secs:.2}s, {:.1} tokens/s",
         count as f64 / secs
     );
+    Ok(())
+}
+
+/// `sovereign export`.
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let (model, _) = load(&args.source)?;
+    let dtype = match args.dtype {
+        cli::ExportDtype::F32 => ExportDtype::F32,
+        cli::ExportDtype::Bf16 => ExportDtype::Bf16,
+        cli::ExportDtype::F16 => ExportDtype::F16,
+    };
+    save_rwkv_as(&model, &args.output, dtype)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!("export: wrote {} ({:?})", args.output.display(), args.dtype);
     Ok(())
 }

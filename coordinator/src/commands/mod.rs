@@ -21,7 +21,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Resume(args) => train::resume(&args),
         Command::TestModel(args) => infer::test_model(&args),
         Command::Generate(args) => infer::generate(&args),
-        Command::Export(_) => planned("export", "the model and trainer stage"),
+        Command::Export(args) => infer::export(&args),
         Command::Plot(_) => planned("plot", "the model and trainer stage"),
     }
 }
@@ -31,6 +31,6 @@ fn planned(name: &str, stage: &str) -> Result<()> {
     bail!(
         "`sovereign {name}` is not built yet: it arrives with {stage}. This release has \
          process-wiki, clean-corpus, train-tokenizer, tokenize, train, resume,\
-         test-model, generate and demo (see README.md, \"Status\")."
+         test-model, generate, export and demo (see README.md, \"Status\")."
     )
 }
