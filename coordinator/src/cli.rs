@@ -279,7 +279,7 @@ pub struct TrainArgs {
     /// The run directory.
     #[arg(long, value_name = "RUN_DIR")]
     pub out: Option<PathBuf>,
-    /// Device: cpu (GPU backends come with a later release).
+    /// Device: cpu, cuda:N or wgpu:N (GPU backends need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
@@ -296,6 +296,9 @@ pub struct ResumeArgs {
     /// A checkpoint directory to continue from instead of `latest` (to roll back).
     #[arg(long, value_name = "CKPT_DIR")]
     pub from: Option<PathBuf>,
+    /// Device: cpu, cuda:N or wgpu:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Where a model's weights come from.

@@ -1,6 +1,7 @@
 //! One module per group of subcommands; [`run`] dispatches.
 
 mod demo;
+mod device;
 mod infer;
 mod prep;
 mod train;

@@ -1,14 +1,12 @@
 //! `sovereign train` and `sovereign resume`: the run settings (TOML, then flags) and the Burn
 //! backend, over `sovereign_common::train::run`.
 
-use anyhow::{Context, Result, bail};
-use burn::backend::{Autodiff, Flex};
+use anyhow::{Context, Result};
+use burn::backend::Autodiff;
 use sovereign_common::train::run::{self, RunConfig};
 
+use super::device::{Device, with_backend};
 use crate::cli::{ResumeArgs, TrainArgs};
-
-/// The CPU training backend.
-type Cpu = Autodiff<Flex>;
 
 /// The effective settings: defaults, then the TOML file, then the flags.
 fn run_config(args: &TrainArgs) -> Result<RunConfig> {
@@ -45,29 +43,26 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
     Ok(config)
 }
 
-fn check_device(device: &str) -> Result<()> {
-    if device != "cpu" {
-        bail!(
-            "--device {device}: this build trains on the CPU only; GPU backends arrive with a later release"
-        );
-    }
-    Ok(())
-}
-
 /// `sovereign train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
-    check_device(&args.device)?;
+    let device = Device::parse(&args.device)?;
     let config = run_config(args)?;
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
-    let last = run::train::<Cpu>(&config, &Default::default()).map_err(anyhow::Error::msg)?;
+    let last = with_backend!(device, |B, dev| run::train::<Autodiff<B>>(&config, &dev))
+        .map_err(anyhow::Error::msg)?;
     eprintln!("train: done; last checkpoint {}", last.display());
     Ok(())
 }
 
 /// `sovereign resume`.
 pub fn resume(args: &ResumeArgs) -> Result<()> {
-    let last = run::resume::<Cpu>(&args.run, args.from.as_deref(), &Default::default())
-        .map_err(anyhow::Error::msg)?;
+    let device = Device::parse(&args.device)?;
+    let last = with_backend!(device, |B, dev| run::resume::<Autodiff<B>>(
+        &args.run,
+        args.from.as_deref(),
+        &dev
+    ))
+    .map_err(anyhow::Error::msg)?;
     eprintln!("resume: done; last checkpoint {}", last.display());
     Ok(())
 }

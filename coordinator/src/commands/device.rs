@@ -1,0 +1,79 @@
+//! `--device cpu|cuda:N|wgpu:N`: which Burn backend runs the model. CPU (Burn's `flex`, pure
+//! Rust with rayon threads) is always built; CUDA and wgpu need `--features cuda` / `wgpu`.
+
+use anyhow::{Result, bail};
+
+/// A parsed `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// CUDA GPU N.
+    Cuda(usize),
+    /// wgpu (Vulkan/Metal/…) GPU N.
+    Wgpu(usize),
+}
+
+impl Device {
+    /// Parses `cpu`, `cuda:N` or `wgpu:N` (`cuda` and `wgpu` mean device 0).
+    pub fn parse(text: &str) -> Result<Self> {
+        let (kind, index) = text.split_once(':').unwrap_or((text, "0"));
+        let Ok(index) = index.parse() else {
+            bail!("--device {text}: the device number must be a whole number, as in cuda:0");
+        };
+        match kind {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(index)),
+            "wgpu" => Ok(Device::Wgpu(index)),
+            _ => bail!("--device {text}: use cpu, cuda:N or wgpu:N"),
+        }
+    }
+}
+
+/// Runs `$body` with `$B` bound to the backend type and `$device` to the device value of
+/// `$choice`; a backend this binary was built without is an error.
+macro_rules! with_backend {
+    ($choice:expr, |$B:ident, $device:ident| $body:expr) => {{
+        use $crate::commands::device::Device;
+        match $choice {
+            Device::Cpu => {
+                type $B = burn::backend::Flex;
+                let $device = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(index) => {
+                type $B = burn::backend::Cuda;
+                let $device = burn::backend::cuda::CudaDevice::new(index);
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(index) => {
+                type $B = burn::backend::Wgpu;
+                let $device = burn::backend::wgpu::WgpuDevice::DiscreteGpu(index);
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => anyhow::bail!(
+                "--device {other:?}: this binary was built without that backend; rebuild with \
+                 `cargo build --release --features cuda` (or wgpu)"
+            ),
+        }
+    }};
+}
+
+pub(crate) use with_backend;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
+        assert_eq!(Device::parse("cuda:1").unwrap(), Device::Cuda(1));
+        assert_eq!(Device::parse("wgpu").unwrap(), Device::Wgpu(0));
+        assert!(Device::parse("tpu:0").is_err());
+        assert!(Device::parse("cuda:x").is_err());
+    }
+}
