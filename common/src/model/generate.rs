@@ -4,7 +4,7 @@
 use burn::prelude::*;
 
 use super::config::ModelConfig;
-use super::loss::cross_entropy;
+use super::loss::{cross_entropy, window_tensors};
 use super::rwkv::{Rwkv, State, zero_state};
 use crate::data::dataset::TokenDataset;
 use crate::data::tokenize::splitmix64;
@@ -45,27 +45,7 @@ pub fn evaluate<B: Backend>(
         let rows: Vec<Vec<u16>> = (0..n as u64)
             .map(|i| data.tokens((start + i) * window, (start + i + 1) * window))
             .collect();
-        let input: Vec<i64> = rows
-            .iter()
-            .flat_map(|w| w[..seq_len].iter().map(|&x| i64::from(x)))
-            .collect();
-        let target: Vec<i64> = rows
-            .iter()
-            .flat_map(|w| w[1..].iter().map(|&x| i64::from(x)))
-            .collect();
-        let logits = model.forward(
-            Tensor::from_data(TensorData::new(input, [n, seq_len]), device),
-            &mut zero_state(config, n, device),
-        );
-        let loss = cross_entropy(
-            logits,
-            Tensor::from_data(TensorData::new(target, [n, seq_len]), device),
-        );
-        let value = loss
-            .into_data()
-            .to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))?[0];
-        total += f64::from(value) * n as f64;
+        total += windows_loss(model, config, &rows, device)? * n as f64;
         start += n as u64;
     }
     let loss = total / windows as f64;
@@ -74,6 +54,23 @@ pub fn evaluate<B: Backend>(
         perplexity: loss.exp(),
         tokens: windows * seq_len as u64,
     })
+}
+
+/// Mean cross-entropy (no L2Wrap) of the windows of T + 1 tokens, from a zero state.
+pub fn windows_loss<B: Backend>(
+    model: &Rwkv<B>,
+    config: &ModelConfig,
+    windows: &[Vec<u16>],
+    device: &B::Device,
+) -> Result<f64, String> {
+    let (input, target) = window_tensors(windows, device);
+    let logits = model.forward(input, &mut zero_state(config, windows.len(), device));
+    let loss = cross_entropy(logits, target);
+    Ok(f64::from(
+        loss.into_data()
+            .to_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?[0],
+    ))
 }
 
 /// How the next token is drawn.

@@ -10,6 +10,27 @@ use burn::tensor::activation::log_softmax;
 /// L2Wrap's factor before the 1 / (B·T).
 const L2WRAP: f64 = 1e-4;
 
+/// The inputs (first T tokens) and targets (last T tokens) of windows of T + 1 tokens, as
+/// `[B, T]` tensors.
+pub fn window_tensors<B: Backend>(
+    windows: &[Vec<u16>],
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let (b, t) = (windows.len(), windows.first().map_or(1, Vec::len) - 1);
+    let input: Vec<i64> = windows
+        .iter()
+        .flat_map(|w| w[..t].iter().map(|&x| i64::from(x)))
+        .collect();
+    let target: Vec<i64> = windows
+        .iter()
+        .flat_map(|w| w[1..].iter().map(|&x| i64::from(x)))
+        .collect();
+    (
+        Tensor::from_data(TensorData::new(input, [b, t]), device),
+        Tensor::from_data(TensorData::new(target, [b, t]), device),
+    )
+}
+
 /// Mean cross-entropy of `logits` `[B, T, V]` against `targets` `[B, T]`.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();

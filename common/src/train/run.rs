@@ -20,9 +20,9 @@ use super::schedule::Schedule;
 use super::step::train_step;
 use crate::data::dataset::{SampleKey, Source, TokenDataset, Validation};
 use crate::model::config::ModelConfig;
+use crate::model::generate::windows_loss;
 use crate::model::init::init_rwkv;
-use crate::model::loss::cross_entropy;
-use crate::model::rwkv::{Rwkv, zero_state};
+use crate::model::rwkv::Rwkv;
 use crate::model::weights::{TensorFile, load_rwkv};
 
 /// Everything a training run needs; every field is also a CLI flag.
@@ -306,29 +306,7 @@ fn evaluate<B: Backend>(
                 )
             })
             .collect::<Result<_, _>>()?;
-        let t = config.seq_len;
-        let input: Vec<i64> = windows
-            .iter()
-            .flat_map(|w| w[..t].iter().map(|&x| i64::from(x)))
-            .collect();
-        let target: Vec<i64> = windows
-            .iter()
-            .flat_map(|w| w[1..].iter().map(|&x| i64::from(x)))
-            .collect();
-        let b = windows.len();
-        let logits = model.forward(
-            Tensor::from_data(TensorData::new(input, [b, t]), device),
-            &mut zero_state(model_config, b, device),
-        );
-        let loss = cross_entropy(
-            logits,
-            Tensor::from_data(TensorData::new(target, [b, t]), device),
-        );
-        total += f64::from(
-            loss.into_data()
-                .to_vec::<f32>()
-                .map_err(|e| format!("{e:?}"))?[0],
-        );
+        total += windows_loss(model, model_config, &windows, device)?;
     }
     Ok(Some(total / config.eval_batches as f64))
 }

@@ -1,12 +1,11 @@
 //! One optimizer step, top to bottom: micro-batches forward and backward, gradients summed and
 //! averaged, the divergence guard, clipping at global norm 1.0, and AdamW.
 
-use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::optimizer::{AdamW, Gradients};
 use crate::model::config::ModelConfig;
-use crate::model::loss::lm_loss;
+use crate::model::loss::{lm_loss, window_tensors};
 use crate::model::rwkv::{Rwkv, zero_state};
 
 /// Gradients are clipped to this global norm.
@@ -21,26 +20,6 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// The learning rate used.
     pub lr: f64,
-}
-
-/// Input and target tokens of one micro-batch: windows of T + 1 tokens → `[B, T]` each.
-fn batch<B: Backend>(
-    windows: &[Vec<u16>],
-    device: &B::Device,
-) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let (b, t) = (windows.len(), windows[0].len() - 1);
-    let input: Vec<i64> = windows
-        .iter()
-        .flat_map(|w| w[..t].iter().map(|&x| i64::from(x)))
-        .collect();
-    let target: Vec<i64> = windows
-        .iter()
-        .flat_map(|w| w[1..].iter().map(|&x| i64::from(x)))
-        .collect();
-    (
-        Tensor::from_data(TensorData::new(input, [b, t]), device),
-        Tensor::from_data(TensorData::new(target, [b, t]), device),
-    )
 }
 
 /// Runs one optimizer step over `micro_batches` (each a list of windows of T + 1 tokens) and
@@ -58,7 +37,7 @@ pub fn train_step<A: AutodiffBackend>(
     let mut total: Option<Gradients<A::InnerBackend>> = None;
     let mut loss_sum = 0.0;
     for windows in micro_batches {
-        let (input, target) = batch::<A>(windows, device);
+        let (input, target) = window_tensors::<A>(windows, device);
         let logits = model.forward(input, &mut zero_state(config, windows.len(), device));
         let loss = lm_loss(logits, target);
         let value = f64::from(
@@ -158,8 +137,8 @@ mod tests {
     impl burn::module::ModuleMapper<A> for Poison {
         fn map_float<const D: usize>(
             &mut self,
-            param: burn::module::Param<Tensor<A, D>>,
-        ) -> burn::module::Param<Tensor<A, D>> {
+            param: burn::module::Param<burn::tensor::Tensor<A, D>>,
+        ) -> burn::module::Param<burn::tensor::Tensor<A, D>> {
             let (id, tensor, mapper) = param.consume();
             burn::module::Param::from_mapped_value(id, tensor * f32::NAN, mapper)
         }
