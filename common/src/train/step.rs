@@ -85,6 +85,7 @@ mod tests {
     use crate::model::init::init_rwkv;
     use crate::train::optimizer::AdamWConfig;
     use burn::backend::{Autodiff, Flex};
+    use burn::module::Module;
 
     type A = Autodiff<Flex>;
 
