@@ -49,16 +49,19 @@ fn huggingface_tokenizers_reproduces_our_ids_and_we_reproduce_theirs() {
         "--output",
         &path("ours.json"),
     ]);
-    sovereign_ok(&[
-        "tokenize",
-        "--input",
-        corpus,
-        "--line-docs",
-        "--tokenizer",
-        &path("ours.json"),
-        "--output",
-        &path("ours.bin"),
-    ]);
+    let tokenize = |tokenizer: &str, output: &str| {
+        sovereign_ok(&[
+            "tokenize",
+            "--input",
+            corpus,
+            "--line-docs",
+            "--tokenizer",
+            tokenizer,
+            "--output",
+            output,
+        ]);
+    };
+    tokenize(&path("ours.json"), &path("ours.bin"));
     check(corpus, &path("ours.json"), &path("ours.bin"));
 
     let trainer = workspace().join("tests/interop/hf_train.py");
@@ -73,16 +76,7 @@ fn huggingface_tokenizers_reproduces_our_ids_and_we_reproduce_theirs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    sovereign_ok(&[
-        "tokenize",
-        "--input",
-        corpus,
-        "--line-docs",
-        "--tokenizer",
-        &path("hf.json"),
-        "--output",
-        &path("hf.bin"),
-    ]);
+    tokenize(&path("hf.json"), &path("hf.bin"));
     check(corpus, &path("hf.json"), &path("hf.bin"));
 
     let out = sovereign(&[

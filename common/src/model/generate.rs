@@ -201,6 +201,10 @@ mod tests {
 
     #[test]
     fn greedy_temperature_and_nucleus() {
+        let full = Sampling {
+            temperature: 1.0,
+            top_p: 1.0,
+        };
         let logits = [0.0f32, 3.0, 1.0, 2.9];
         assert_eq!(
             sample(
@@ -228,27 +232,7 @@ mod tests {
             );
         }
         // With the whole distribution, a draw near 1 reaches the least likely token.
-        assert_eq!(
-            sample(
-                &logits,
-                Sampling {
-                    temperature: 1.0,
-                    top_p: 1.0
-                },
-                0.9999
-            ),
-            0
-        );
-        assert_eq!(
-            sample(
-                &logits,
-                Sampling {
-                    temperature: 1.0,
-                    top_p: 1.0
-                },
-                0.0
-            ),
-            1
-        );
+        assert_eq!(sample(&logits, full, 0.9999), 0);
+        assert_eq!(sample(&logits, full, 0.0), 1);
     }
 }
