@@ -9,7 +9,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use safetensors::SafeTensors;
-use sovereign_common::model::rwkv::{ParamRef, zero_state};
+use sovereign_common::model::rwkv::{LayerState, ParamRef, zero_state};
 use sovereign_common::model::weights::{TensorFile, load_rwkv, save_rwkv};
 
 type B = Flex;
@@ -97,11 +97,41 @@ fn sequence_and_recurrent_forward_match_the_official_package() {
             .get(&format!("official.logits.{b}"), t * 300)
             .unwrap();
         let dev = deviation(ours, official);
+        eprintln!("parity: sequence logits of row {b}: max|Δ|/std = {dev:.2e}");
         assert!(
             dev <= 1e-4,
             "sequence logits of row {b}: max|Δ|/std = {dev:e}"
         );
     }
+    assert_states_match(&state, &reference, "sequence (prefill)");
+
+    // One token at a time from the zero state: the recurrent form.
+    let mut state = zero_state::<B>(&config, 2, &device);
+    let mut steps = [Vec::new(), Vec::new()];
+    for i in 0..t {
+        let token = input.clone().slice([0..2, i..i + 1]);
+        let out = values(model.forward(token, &mut state));
+        for (b, row) in steps.iter_mut().enumerate() {
+            row.extend_from_slice(&out[b * 300..(b + 1) * 300]);
+        }
+    }
+    for (b, ours) in steps.iter().enumerate() {
+        let official = reference
+            .get(&format!("official.rnn_logits.{b}"), t * 300)
+            .unwrap();
+        let dev = deviation(ours, official);
+        eprintln!("parity: recurrent logits of row {b}: max|Δ|/std = {dev:.2e}");
+        assert!(
+            dev <= 1e-4,
+            "recurrent logits of row {b}: max|Δ|/std = {dev:e}"
+        );
+    }
+    // The state a prefill hands over equals the state of the token-by-token form.
+    assert_states_match(&state, &reference, "recurrent");
+}
+
+/// Every layer's state against the official package's state after the 32 tokens.
+fn assert_states_match(state: &[LayerState<B>], reference: &TensorFile, form: &str) {
     for (layer, s) in state.iter().enumerate() {
         let (att_x, kv, ffn_x) = (
             values(s.att_x_prev.clone()),
@@ -120,33 +150,13 @@ fn sequence_and_recurrent_forward_match_the_official_package() {
                     .get(&format!("official.state.{b}.{layer}.{name}"), ours.len())
                     .unwrap();
                 let dev = deviation(ours, official);
+                eprintln!("parity: {form} state {b}.{layer}.{name}: max|Δ|/std = {dev:.2e}");
                 assert!(
                     dev <= 1e-4,
-                    "state {b}.{layer}.{name}: max|Δ|/std = {dev:e}"
+                    "{form} state {b}.{layer}.{name}: max|Δ|/std = {dev:e}"
                 );
             }
         }
-    }
-
-    // One token at a time from the zero state: the recurrent form.
-    let mut state = zero_state::<B>(&config, 2, &device);
-    let mut steps = [Vec::new(), Vec::new()];
-    for i in 0..t {
-        let token = input.clone().slice([0..2, i..i + 1]);
-        let out = values(model.forward(token, &mut state));
-        for (b, row) in steps.iter_mut().enumerate() {
-            row.extend_from_slice(&out[b * 300..(b + 1) * 300]);
-        }
-    }
-    for (b, ours) in steps.iter().enumerate() {
-        let official = reference
-            .get(&format!("official.rnn_logits.{b}"), t * 300)
-            .unwrap();
-        let dev = deviation(ours, official);
-        assert!(
-            dev <= 1e-4,
-            "recurrent logits of row {b}: max|Δ|/std = {dev:e}"
-        );
     }
 }
 
@@ -170,6 +180,10 @@ fn loss_and_every_gradient_match_the_float64_reference() {
     let loss = -log_probs.gather(1, target).mean();
     let ours = f64::from(loss.clone().into_data().to_vec::<f32>().unwrap()[0]);
     let expected = f64::from(reference.get("f64.loss", 1).unwrap()[0]);
+    eprintln!(
+        "parity: loss {ours} vs float64 {expected}: relative {:.2e}",
+        ((ours - expected) / expected).abs()
+    );
     assert!(
         ((ours - expected) / expected).abs() <= 1e-5,
         "loss {ours} vs float64 {expected}"
@@ -200,6 +214,7 @@ fn loss_and_every_gradient_match_the_float64_reference() {
                     .sum();
                 let norm: f64 = r.iter().map(|&b| f64::from(b).powi(2)).sum();
                 let rel = (diff / norm).sqrt();
+                eprintln!("parity: gradient of {name}: relative L2 error {rel:.2e}");
                 assert!(rel <= 1e-3, "gradient of {name}: relative error {rel:e}");
             }
         }

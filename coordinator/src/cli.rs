@@ -76,12 +76,16 @@ pub enum Command {
     /// The `rwkv` pip package and RWKV-LM's converters read the result after a two-line torch
     /// conversion (safetensors to .pth).
     Export(ExportArgs),
-    /// Plot a run's loss curves to a PNG. [not yet built]
-    Plot(Planned),
+    /// Plot a run's loss curves to a PNG.
+    ///
+    /// Reads RUN_DIR/metrics.jsonl and draws the training loss of every step and the validation
+    /// loss of every evaluation against the step.
+    Plot(PlotArgs),
     /// Run the whole pipeline on a small bundled Portuguese corpus.
     ///
-    /// Runs every stage built so far (today: process-wiki and clean-corpus) on a bundled
-    /// Portuguese mini-dump and prints what each stage produced.
+    /// process-wiki → clean-corpus → train-tokenizer → tokenize → train (the micro model) →
+    /// plot → generate, on a bundled Portuguese mini-dump; prints what each stage produced and
+    /// where it went.
     Demo(DemoArgs),
 }
 
@@ -387,12 +391,18 @@ pub struct DemoArgs {
     /// Directory for the demo's outputs.
     #[arg(long, default_value = "demo-run", value_name = "DIR")]
     pub out: PathBuf,
+    /// Training steps of the micro model.
+    #[arg(long, default_value_t = 300)]
+    pub steps: u64,
 }
 
-/// A stage that a later release builds; its arguments are accepted and ignored.
+/// Arguments of `plot`.
 #[derive(Args, Debug)]
-pub struct Planned {
-    /// Arguments for the planned stage.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
+pub struct PlotArgs {
+    /// The run directory (it holds metrics.jsonl).
+    #[arg(value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Where the PNG goes (default RUN_DIR/loss.png).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }

@@ -1,5 +1,4 @@
-//! The `sovereign` command line: every DESIGN §1 subcommand is listed with help text, and the
-//! ones a later release builds say so and exit non-zero.
+//! The `sovereign` command line: every DESIGN §1 subcommand is listed with help text.
 
 use std::process::Command;
 
@@ -21,15 +20,14 @@ const BUILT: &[&str] = &[
     "test-model",
     "generate",
     "export",
+    "plot",
     "demo",
 ];
-/// The subcommands a later release implements.
-const PLANNED: &[&str] = &["plot"];
 
 #[test]
 fn help_lists_every_subcommand() {
     let help = String::from_utf8(sovereign(&["--help"]).stdout).unwrap();
-    for name in BUILT.iter().chain(PLANNED) {
+    for name in BUILT {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(name)),
             "{name} missing:\n{help}"
@@ -60,22 +58,15 @@ fn help_lists_every_subcommand() {
 }
 
 #[test]
-fn planned_subcommands_say_so_and_fail() {
-    for &name in PLANNED {
-        let out = sovereign(&[name, "--some-flag", "x"]);
-        assert_eq!(out.status.code(), Some(1), "{name}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(
-            err.contains(&format!("`sovereign {name}` is not built yet")),
-            "{name}: {err}"
-        );
-    }
-}
-
-#[test]
-fn demo_runs_the_stages_that_exist() {
+fn demo_runs_the_whole_pipeline() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sovereign(&["demo", "--out", dir.path().to_str().unwrap()]);
+    let out = sovereign(&[
+        "demo",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--steps",
+        "20",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -85,6 +76,12 @@ fn demo_runs_the_stages_that_exist() {
     assert!(stdout.contains("demo: 4 of 10 pages kept"), "{stdout}");
     assert!(stdout.contains("demo: tokenizer of "), "{stdout}");
     assert!(stdout.contains("demo: trained 20 steps"), "{stdout}");
+    // plot: a 1200 × 700 PNG (signature, then the IHDR chunk's width and height).
+    let png = std::fs::read(dir.path().join("run/loss.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 1200);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 700);
     let train = std::fs::read(dir.path().join("train.bin")).unwrap();
     let val = std::fs::read(dir.path().join("val.bin")).unwrap();
     assert!(!train.is_empty() && !val.is_empty());
@@ -102,7 +99,13 @@ fn demo_runs_the_stages_that_exist() {
 #[test]
 fn train_then_resume_from_an_earlier_checkpoint_gives_the_same_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = sovereign(&["demo", "--out", dir.path().to_str().unwrap()]);
+    let demo = sovereign(&[
+        "demo",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
     assert!(demo.status.success());
     let path = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
     std::fs::write(
@@ -172,9 +175,15 @@ fn train_then_resume_from_an_earlier_checkpoint_gives_the_same_metrics() {
 fn generation_is_reproducible_from_its_seed() {
     let dir = tempfile::tempdir().unwrap();
     assert!(
-        sovereign(&["demo", "--out", dir.path().to_str().unwrap()])
-            .status
-            .success()
+        sovereign(&[
+            "demo",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--steps",
+            "20"
+        ])
+        .status
+        .success()
     );
     let ckpt = dir.path().join("run/ckpt-000020");
     let run = |seed: &str| {
@@ -218,4 +227,20 @@ fn generation_is_reproducible_from_its_seed() {
     let loss = result["loss"].as_f64().unwrap();
     assert!((result["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-6 * loss.exp());
     assert_eq!(result["tokens"].as_u64().unwrap() % 16, 0);
+}
+
+#[test]
+fn plot_names_a_bad_metrics_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"step":1,"loss":5.5,"val_loss":null,"lr":0.001,"grad_norm":1.0,"tokens_per_s":10.0,"elapsed":0.1}"#;
+    std::fs::write(
+        dir.path().join("metrics.jsonl"),
+        format!("{good}\nnot json\n"),
+    )
+    .unwrap();
+    let out = sovereign(&["plot", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("metrics.jsonl:2: not a metrics line"), "{err}");
+    assert!(!dir.path().join("loss.png").exists());
 }

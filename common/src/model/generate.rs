@@ -6,6 +6,7 @@ use burn::prelude::*;
 use super::config::ModelConfig;
 use super::loss::{cross_entropy, window_tensors};
 use super::rwkv::{Rwkv, State, zero_state};
+use super::wkv::WkvBackend;
 use crate::data::dataset::TokenDataset;
 use crate::data::tokenize::splitmix64;
 
@@ -22,7 +23,7 @@ pub struct Evaluation {
 
 /// Mean cross-entropy over the consecutive, non-overlapping windows of `seq_len + 1` tokens of
 /// `data` (input the first T tokens, targets the next T), `batch` windows at a time.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: WkvBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     data: &TokenDataset,
@@ -57,7 +58,7 @@ pub fn evaluate<B: Backend>(
 }
 
 /// Mean cross-entropy (no L2Wrap) of the windows of T + 1 tokens, from a zero state.
-pub fn windows_loss<B: Backend>(
+pub fn windows_loss<B: WkvBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     windows: &[Vec<u16>],
@@ -146,7 +147,7 @@ pub struct GenerateOptions {
 /// Generates after `prompt` (which must not be empty), calling `emit` with each new token;
 /// returns how many were produced. The prompt is read in the sequence form, then each token
 /// advances the recurrent state in O(1) memory.
-pub fn generate<B: Backend>(
+pub fn generate<B: WkvBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     prompt: &[u32],

@@ -8,3 +8,4 @@ pub mod init;
 pub mod loss;
 pub mod rwkv;
 pub mod weights;
+pub mod wkv;

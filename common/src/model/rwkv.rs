@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
 use super::config::{HEAD_SIZE, ModelConfig};
+use super::wkv::{WkvBackend, WkvInputs};
 
 /// Epsilon of the LayerNorms (PyTorch's default).
 const LN_EPS: f64 = 1e-5;
@@ -196,7 +197,7 @@ fn last<B: Backend>(x: &Tensor<B, 3>) -> Tensor<B, 2> {
     x.clone().slice([0..b, t - 1..t, 0..c]).reshape([b, c])
 }
 
-impl<B: Backend> TimeMix<B> {
+impl<B: WkvBackend> TimeMix<B> {
     /// The time mix over a sequence. `x` is the ln1 output `[B, T, C]`; `v_first` is layer 0's
     /// value (set by layer 0, read by the others). Updates `state`.
     pub fn forward(
@@ -243,37 +244,21 @@ impl<B: Backend> TimeMix<B> {
         let kappa = kk / norm;
         let k = k * ((a.clone() - 1.0) * broadcast(self.k_a.val()) + 1.0);
 
+        // The recurrence, one head per row of [B·H, T, N]: a = -κ, b = κ * a (module wkv).
+        let to_heads = |x: Tensor<B, 4>| x.swap_dims(1, 2).reshape([b * h, t, n]);
         let heads = |x: Tensor<B, 3>| x.reshape([b, t, h, n]);
-        let (r4, w4, k4, v4, a4) = (
-            heads(r.clone()),
-            heads(decay),
-            heads(k.clone()),
-            heads(v.clone()),
-            heads(a),
-        );
-        let ak = a4 * kappa.clone();
-        let mut s = state.att_kv.clone();
-        let mut ys = Vec::with_capacity(t);
-        let step = |x: &Tensor<B, 4>, i: usize| {
-            x.clone()
-                .slice([0..b, i..i + 1, 0..h, 0..n])
-                .reshape([b, h, n])
+        let inputs = WkvInputs {
+            r: to_heads(heads(r.clone())),
+            w: to_heads(heads(decay)),
+            k: to_heads(heads(k.clone())),
+            v: to_heads(heads(v.clone())),
+            a: to_heads(-kappa.clone()),
+            b: to_heads(kappa * heads(a)),
         };
-        for i in 0..t {
-            let (ri, wi, ki, vi) = (step(&r4, i), step(&w4, i), step(&k4, i), step(&v4, i));
-            let (kappa_i, ak_i) = (step(&kappa, i), step(&ak, i));
-            // S = S diag(d) - (S κ)(a κ)^T + v k^T ;  y = S r
-            let s_kappa = s.clone().matmul(kappa_i.reshape([b, h, n, 1]));
-            s = s * wi.reshape([b, h, 1, n]) - s_kappa.matmul(ak_i.reshape([b, h, 1, n]))
-                + vi.reshape([b, h, n, 1]).matmul(ki.reshape([b, h, 1, n]));
-            ys.push(
-                s.clone()
-                    .matmul(ri.reshape([b, h, n, 1]))
-                    .reshape([b, 1, h, n]),
-            );
-        }
-        state.att_kv = s;
-        let y = Tensor::cat(ys, 1);
+        let (y, s) = B::wkv(inputs, state.att_kv.clone().reshape([b * h, n, n]));
+        state.att_kv = s.reshape([b, h, n, n]);
+        let y = y.reshape([b, h, t, n]).swap_dims(1, 2);
+        let r4 = heads(r);
 
         // GroupNorm per head, then the affine of ln_x.
         let mean = y.clone().mean_dim(3);
@@ -300,7 +285,7 @@ impl<B: Backend> ChannelMix<B> {
     }
 }
 
-impl<B: Backend> Rwkv<B> {
+impl<B: WkvBackend> Rwkv<B> {
     /// Logits `[B, T, V]` for `tokens` `[B, T]`, continuing from `state` (updated in place).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, state: &mut State<B>) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();

@@ -9,9 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::model::wkv::{TrainBackend, WkvBackend};
 use burn::module::AutodiffModule;
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{CheckpointMeta, load_checkpoint, save_checkpoint};
@@ -159,10 +158,7 @@ pub struct Metrics {
 }
 
 /// Trains from scratch (or from `init_from`) as `config` says; returns the final checkpoint.
-pub fn train<A: AutodiffBackend>(
-    config: &RunConfig,
-    device: &A::Device,
-) -> Result<PathBuf, String> {
+pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<PathBuf, String> {
     config.check()?;
     let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
@@ -198,7 +194,7 @@ pub fn train<A: AutodiffBackend>(
 }
 
 /// Continues the run in `run_dir` from `from` (a checkpoint directory) or its `latest`.
-pub fn resume<A: AutodiffBackend>(
+pub fn resume<A: TrainBackend>(
     run_dir: &Path,
     from: Option<&Path>,
     device: &A::Device,
@@ -278,7 +274,7 @@ fn step_windows(
 }
 
 /// Mean validation loss over `eval_batches` fixed windows of val_data.
-fn evaluate<B: Backend>(
+fn evaluate<B: WkvBackend>(
     model: &Rwkv<B>,
     model_config: &ModelConfig,
     config: &RunConfig,
@@ -312,7 +308,7 @@ fn evaluate<B: Backend>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_loop<A: AutodiffBackend>(
+fn run_loop<A: TrainBackend>(
     config: &RunConfig,
     data: &TokenDataset,
     model_config: ModelConfig,

@@ -1,7 +1,7 @@
 //! One optimizer step, top to bottom: micro-batches forward and backward, gradients summed and
 //! averaged, the divergence guard, clipping at global norm 1.0, and AdamW.
 
-use burn::tensor::backend::AutodiffBackend;
+use crate::model::wkv::TrainBackend;
 
 use super::optimizer::{AdamW, Gradients};
 use crate::model::config::ModelConfig;
@@ -25,7 +25,7 @@ pub struct StepReport {
 /// Runs one optimizer step over `micro_batches` (each a list of windows of T + 1 tokens) and
 /// returns the updated model. A non-finite loss or gradient is an error naming the step; the
 /// model passed in is then not updated (the caller keeps its last good checkpoint).
-pub fn train_step<A: AutodiffBackend>(
+pub fn train_step<A: TrainBackend>(
     model: Rwkv<A>,
     config: &ModelConfig,
     optimizer: &mut AdamW<A::InnerBackend>,

@@ -1,15 +1,15 @@
-//! `sovereign demo`: the pipeline on a bundled Portuguese mini-dump, with every stage built so
-//! far (today: process-wiki, clean-corpus, train-tokenizer, tokenize, train, generate).
+//! `sovereign demo`: the pipeline on a bundled Portuguese mini-dump: process-wiki, clean-corpus,
+//! train-tokenizer, tokenize, train (the micro model), plot and generate.
 
 use std::fs;
 
 use anyhow::{Context, Result};
 
-use super::{infer, prep, train};
+use super::{infer, plot, prep, train};
 use sovereign_common::tokenizer::Tokenizer;
 
 use crate::cli::{
-    CleanCorpusArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs,
+    CleanCorpusArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs, PlotArgs,
     ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs, WeightsArgs,
 };
 
@@ -27,7 +27,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lowercase: false,
     };
 
-    eprintln!("== 1/6 process-wiki: {} → corpus.txt", dump.display());
+    eprintln!("== 1/7 process-wiki: {} → corpus.txt", dump.display());
     let raw = args.out.join("corpus.txt");
     let wiki = prep::process_wiki(&ProcessWikiArgs {
         input: dump,
@@ -40,7 +40,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         normalize,
     })?;
 
-    eprintln!("== 2/6 clean-corpus: corpus.txt → clean.txt");
+    eprintln!("== 2/7 clean-corpus: corpus.txt → clean.txt");
     let clean = args.out.join("clean.txt");
     let cleaned = prep::clean_corpus(&CleanCorpusArgs {
         input: raw,
@@ -59,7 +59,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lossy: false,
         threads: Some(2),
     };
-    eprintln!("== 3/6 train-tokenizer: clean.txt → tokenizer.json");
+    eprintln!("== 3/7 train-tokenizer: clean.txt → tokenizer.json");
     let tokenizer_path = args.out.join("tokenizer.json");
     let trained = prep::train_tokenizer(&TrainTokenizerArgs {
         corpus: vec![clean.clone()],
@@ -69,7 +69,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         read,
     })?;
 
-    eprintln!("== 4/6 tokenize: clean.txt → train.bin + val.bin");
+    eprintln!("== 4/7 tokenize: clean.txt → train.bin + val.bin");
     let tokens = prep::tokenize(&TokenizeArgs {
         input: clean.clone(),
         tokenizer: tokenizer_path.clone(),
@@ -79,7 +79,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         read,
     })?;
 
-    eprintln!("== 5/6 train: a tiny RWKV-7 (2 layers, width 64) for 20 steps on train.bin");
+    let steps = args.steps.max(1);
+    eprintln!(
+        "== 5/7 train: the micro RWKV-7 (8 layers, width 128) for {steps} steps on train.bin"
+    );
     let run_dir = args.out.join("run");
     if run_dir.exists() {
         fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
@@ -88,16 +91,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         data: Some(args.out.join("train.bin")),
         val_data: Some(args.out.join("val.bin")),
         tokenizer: Some(tokenizer_path.clone()),
-        layers: Some(2),
-        embd: Some(64),
-        seq_len: Some(16),
+        model: Some("micro".into()),
+        seq_len: Some(64),
         micro_bsz: Some(4),
-        steps: Some(20),
-        warmup: Some(2),
-        lr: Some(3e-3),
-        min_lr: Some(3e-4),
-        checkpoint_every: Some(10),
-        eval_every: Some(10),
+        steps: Some(steps),
+        warmup: Some(steps.div_ceil(10)),
+        lr: Some(2e-3),
+        min_lr: Some(2e-4),
+        checkpoint_every: Some(steps.div_ceil(2)),
+        eval_every: Some(steps.div_ceil(5)),
         out: Some(run_dir.clone()),
         device: "cpu".into(),
         ..TrainArgs::default()
@@ -138,10 +140,16 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         loss_of(metrics.lines().next()),
         loss_of(metrics.lines().last()),
     );
-    eprintln!("== 6/6 generate: 40 tokens after \"O Brasil\"");
+    eprintln!("== 6/7 plot: run/metrics.jsonl → run/loss.png");
+    plot::plot(&PlotArgs {
+        run: run_dir.clone(),
+        output: None,
+    })?;
+
+    eprintln!("== 7/7 generate: 40 tokens after \"O Brasil\"");
     infer::generate(&GenerateArgs {
         source: WeightsArgs {
-            checkpoint: Some(run_dir.join("ckpt-000020")),
+            checkpoint: Some(run_dir.join(format!("ckpt-{steps:06}"))),
             weights: None,
         },
         tokenizer: None,
@@ -152,7 +160,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         seed: 0,
     })?;
     println!(
-        "demo: trained 20 steps: loss {first_loss:.3} → {last_loss:.3}; checkpoints in {}",
+        "demo: trained {steps} steps: loss {first_loss:.3} → {last_loss:.3}; checkpoints, \
+         metrics.jsonl and loss.png in {}",
         run_dir.display()
     );
     println!("demo: distributed training joins the demo when it is built.");

@@ -3,10 +3,11 @@
 mod demo;
 mod device;
 mod infer;
+mod plot;
 mod prep;
 mod train;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::cli::Command;
 
@@ -23,15 +24,6 @@ pub fn run(command: Command) -> Result<()> {
         Command::TestModel(args) => infer::test_model(&args),
         Command::Generate(args) => infer::generate(&args),
         Command::Export(args) => infer::export(&args),
-        Command::Plot(_) => planned("plot", "the model and trainer stage"),
+        Command::Plot(args) => plot::plot(&args),
     }
-}
-
-/// The answer of a subcommand that this release does not have yet.
-fn planned(name: &str, stage: &str) -> Result<()> {
-    bail!(
-        "`sovereign {name}` is not built yet: it arrives with {stage}. This release has \
-         process-wiki, clean-corpus, train-tokenizer, tokenize, train, resume,\
-         test-model, generate, export and demo (see README.md, \"Status\")."
-    )
 }

@@ -1,0 +1,119 @@
+//! The CPU kernel against the tensor-op form, and both backwards against autodiff through the
+//! tensor-op forward.
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+use super::*;
+use crate::model::config::HEAD_SIZE as N;
+
+type A = Autodiff<Flex>;
+
+/// Inputs in the ranges the model produces: w in (0.55, 1), κ of unit norm per step, a in (0, 1).
+fn inputs<B: Backend>(bh: usize, t: usize, seed: u64) -> (WkvInputs<B>, Tensor<B, 3>) {
+    let device = Default::default();
+    B::seed(&device, seed);
+    let uniform = |lo: f64, hi: f64| {
+        Tensor::<B, 3>::random([bh, t, N], Distribution::Uniform(lo, hi), &device)
+    };
+    let kappa = uniform(-1.0, 1.0);
+    let kappa = kappa.clone() / kappa.powi_scalar(2).sum_dim(2).sqrt();
+    let inputs = WkvInputs {
+        r: uniform(-1.0, 1.0),
+        w: uniform(0.55, 1.0),
+        k: uniform(-1.0, 1.0),
+        v: uniform(-1.0, 1.0),
+        a: -kappa.clone(),
+        b: kappa * uniform(0.0, 1.0),
+    };
+    let state = Tensor::random([bh, N, N], Distribution::Uniform(-0.5, 0.5), &device);
+    (inputs, state)
+}
+
+fn max_rel_diff<B: Backend, const D: usize>(x: Tensor<B, D>, reference: Tensor<B, D>) -> f32 {
+    let scale = reference
+        .clone()
+        .abs()
+        .max()
+        .into_scalar()
+        .elem::<f32>()
+        .max(1e-6);
+    (x - reference).abs().max().into_scalar().elem::<f32>() / scale
+}
+
+#[test]
+fn cpu_kernel_matches_tensor_ops_forward() {
+    // 37 steps: two whole chunks and a partial one.
+    let (x, s0) = inputs::<Flex>(3, 37, 1);
+    let cpu = cpu::forward_tensors(&x, s0.clone());
+    let ops = tensor_ops::forward(&x, s0);
+    assert_eq!(cpu.snapshots.dims(), [3, 3, N * N]);
+    assert!(max_rel_diff(cpu.y, ops.y) < 1e-5);
+    assert!(max_rel_diff(cpu.state, ops.state) < 1e-5);
+    assert!(max_rel_diff(cpu.snapshots, ops.snapshots) < 1e-5);
+}
+
+#[test]
+fn cpu_kernel_matches_tensor_ops_backward() {
+    let (x, s0) = inputs::<Flex>(2, 40, 2);
+    let dy = Tensor::<Flex, 3>::random([2, 40, N], Distribution::Uniform(-1.0, 1.0), &x.r.device());
+    let snapshots = cpu::forward_tensors(&x, s0).snapshots;
+    let cpu = cpu::backward_tensors(&x, snapshots.clone(), dy.clone());
+    let ops = tensor_ops::backward(&x, snapshots, dy);
+    for (name, got, want) in [
+        ("r", cpu.r, ops.r),
+        ("w", cpu.w, ops.w),
+        ("k", cpu.k, ops.k),
+        ("v", cpu.v, ops.v),
+        ("a", cpu.a, ops.a),
+        ("b", cpu.b, ops.b),
+    ] {
+        let d = max_rel_diff(got, want);
+        assert!(d < 1e-4, "d{name}: {d}");
+    }
+}
+
+/// The custom backward equals autodiff through the step-by-step tensor-op forward.
+#[test]
+fn custom_backward_matches_autodiff() {
+    let (x, _) = inputs::<A>(2, 33, 3);
+    let device = x.r.device();
+    let s0 = Tensor::<A, 3>::zeros([2, N, N], &device);
+    let weights = Tensor::<A, 3>::random([2, 33, N], Distribution::Uniform(-1.0, 1.0), &device);
+    let leaves = [&x.r, &x.w, &x.k, &x.v, &x.a, &x.b].map(|t| t.clone().detach().require_grad());
+    let [r, w, k, v, a, b] = leaves.clone();
+    let tracked = WkvInputs { r, w, k, v, a, b };
+
+    let (y, _) = A::wkv(tracked.clone(), s0.clone());
+    let custom = (y * weights.clone()).sum().backward();
+    let y_ref = tensor_ops::forward(&tracked, s0).y;
+    let reference = (y_ref * weights).sum().backward();
+    for (i, leaf) in leaves.iter().enumerate() {
+        let got = leaf.grad(&custom).expect("a gradient");
+        let want = leaf.grad(&reference).expect("a gradient");
+        let d = max_rel_diff(got, want);
+        assert!(d < 1e-4, "input {i}: {d}");
+    }
+}
+
+/// A sequence run in two pieces, carrying the state, equals the whole run.
+#[test]
+fn state_carries_across_calls() {
+    let (x, s0) = inputs::<Flex>(1, 32, 4);
+    let whole = Flex::wkv(x.clone(), s0.clone());
+    let part =
+        |t: &Tensor<Flex, 3>, range: std::ops::Range<usize>| t.clone().slice([0..1, range, 0..N]);
+    let piece = |range: std::ops::Range<usize>| WkvInputs {
+        r: part(&x.r, range.clone()),
+        w: part(&x.w, range.clone()),
+        k: part(&x.k, range.clone()),
+        v: part(&x.v, range.clone()),
+        a: part(&x.a, range.clone()),
+        b: part(&x.b, range),
+    };
+    let (y1, s1) = Flex::wkv(piece(0..7), s0);
+    let (y2, s2) = Flex::wkv(piece(7..32), s1);
+    assert!(max_rel_diff(Tensor::cat(vec![y1, y2], 1), whole.0) < 1e-6);
+    assert!(max_rel_diff(s2, whole.1) < 1e-6);
+}
