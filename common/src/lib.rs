@@ -4,10 +4,12 @@
 //!   normalizer, corpus cleaning).
 //! - [`model`]: RWKV-7 (x070) in Burn.
 //! - [`tokenizer`]: byte-level BPE (training, tokenizer.json, encoding and decoding).
-//! - [`train`]: schedule, gradients and AdamW.
+//! - [`train`]: schedule, gradients and AdamW, checkpoints, the training loop.
+//! - [`collective`]: gradient buckets and the ring all-reduce over a transport trait.
 //! - [`output`]: files written whole or not at all.
 //! - [`progress`]: progress lines for long stages.
 
+pub mod collective;
 pub mod data;
 pub mod model;
 pub mod output;

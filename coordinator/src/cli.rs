@@ -289,6 +289,10 @@ pub struct TrainArgs {
     /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
     #[arg(long, value_name = "FILE")]
     pub init_from: Option<PathBuf>,
+    /// Reproduce a run of N data-parallel workers in this one process: every step takes each
+    /// rank's micro-batches from that rank's shard, in rank order, and averages all of them.
+    #[arg(long, value_name = "N")]
+    pub emulate_world: Option<u32>,
 }
 
 /// Flags of resume.

@@ -72,6 +72,9 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
     pub init_from: Option<PathBuf>,
+    /// Data-parallel ranks this process stands in for: each step takes `accum` micro-batches
+    /// from every rank's shard, in rank order (1: an ordinary single-process run).
+    pub emulate_world: u32,
 }
 
 impl Default for RunConfig {
@@ -99,6 +102,7 @@ impl Default for RunConfig {
             keep: 3,
             out: PathBuf::from("run"),
             init_from: None,
+            emulate_world: 1,
         }
     }
 }
@@ -133,6 +137,9 @@ impl RunConfig {
         }
         if self.micro_bsz == 0 || self.accum == 0 || self.steps == 0 {
             return Err("--micro-bsz, --accum and --steps must be at least 1".into());
+        }
+        if self.emulate_world == 0 {
+            return Err("--emulate-world must be at least 1".into());
         }
         Ok(())
     }
@@ -228,7 +235,8 @@ pub fn resume<A: TrainBackend>(
     )
 }
 
-fn adam_config(config: &RunConfig) -> AdamWConfig {
+/// AdamW as the run config sets it (weight decay; the rest DESIGN §4's defaults).
+pub fn adam_config(config: &RunConfig) -> AdamWConfig {
     AdamWConfig {
         weight_decay: config.weight_decay,
         ..AdamWConfig::default()
@@ -254,7 +262,24 @@ fn step_windows(
     data: &TokenDataset,
     step: u64,
 ) -> Result<Vec<Vec<Vec<u16>>>, String> {
-    let shard = data.shard(0, 1)?;
+    let world = config.emulate_world;
+    let mut micro_batches = Vec::with_capacity(world as usize * config.accum);
+    for rank in 0..world {
+        micro_batches.extend(rank_windows(config, data, rank, world, step)?);
+    }
+    Ok(micro_batches)
+}
+
+/// Rank `rank`'s micro-batches of `step` in a world of `world`: `accum` batches of `micro_bsz`
+/// windows drawn from its shard (DESIGN §5).
+pub fn rank_windows(
+    config: &RunConfig,
+    data: &TokenDataset,
+    rank: u32,
+    world: u32,
+    step: u64,
+) -> Result<Vec<Vec<Vec<u16>>>, String> {
+    let shard = data.shard(rank, world)?;
     (0..config.accum)
         .map(|micro| {
             (0..config.micro_bsz)
@@ -262,7 +287,7 @@ fn step_windows(
                     let key = SampleKey {
                         seed: config.seed,
                         epoch: 0,
-                        rank: 0,
+                        rank,
                         step,
                         micro: (micro * config.micro_bsz + row) as u32,
                     };
@@ -336,7 +361,8 @@ fn run_loop<A: TrainBackend>(
         .open(&metrics_path)
         .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
     let started = Instant::now();
-    let tokens_per_step = (config.seq_len * config.micro_bsz * config.accum) as u64;
+    let tokens_per_step =
+        (config.seq_len * config.micro_bsz * config.accum) as u64 * u64::from(config.emulate_world);
     let mut last_checkpoint = None;
     for step in start_step..config.steps {
         let step_start = Instant::now();
@@ -387,7 +413,7 @@ fn run_loop<A: TrainBackend>(
                 lr,
                 config: config_json.clone(),
                 seed: config.seed,
-                world_size: 1,
+                world_size: config.emulate_world,
                 tokenizer_sha256: tokenizer_sha256.clone(),
                 files: Default::default(),
             };

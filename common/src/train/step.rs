@@ -33,7 +33,20 @@ pub fn train_step<A: TrainBackend>(
     lr: f64,
     device: &A::Device,
 ) -> Result<(Rwkv<A>, StepReport), String> {
-    let step = optimizer.step + 1;
+    let (grads, loss) = step_gradients(&model, config, optimizer.step + 1, micro_batches, device)?;
+    apply_step(model, optimizer, grads, loss, lr)
+}
+
+/// The first half of a step: forward, loss and backward over each micro-batch, the gradients
+/// summed and averaged. Returns them with the mean loss; a non-finite loss names `step`. A
+/// data-parallel worker all-reduces these gradients before [`apply_step`].
+pub fn step_gradients<A: TrainBackend>(
+    model: &Rwkv<A>,
+    config: &ModelConfig,
+    step: u64,
+    micro_batches: &[Vec<Vec<u16>>],
+    device: &A::Device,
+) -> Result<(Gradients<A::InnerBackend>, f64), String> {
     let mut total: Option<Gradients<A::InnerBackend>> = None;
     let mut loss_sum = 0.0;
     for windows in micro_batches {
@@ -52,7 +65,7 @@ pub fn train_step<A: TrainBackend>(
             ));
         }
         loss_sum += value;
-        let grads = Gradients::from_backward(&model, &loss.backward());
+        let grads = Gradients::from_backward(model, &loss.backward());
         total = Some(match total {
             Some(sum) => sum.accumulate(grads),
             None => grads,
@@ -62,6 +75,19 @@ pub fn train_step<A: TrainBackend>(
     let grads = total
         .ok_or("a step needs at least one micro-batch")?
         .scale(1.0 / n);
+    Ok((grads, loss_sum / n))
+}
+
+/// The second half of a step: the divergence guard on the gradient norm, clipping at
+/// [`CLIP_NORM`], and AdamW at `lr`. `loss` is reported as the step's loss.
+pub fn apply_step<A: TrainBackend>(
+    model: Rwkv<A>,
+    optimizer: &mut AdamW<A::InnerBackend>,
+    grads: Gradients<A::InnerBackend>,
+    loss: f64,
+    lr: f64,
+) -> Result<(Rwkv<A>, StepReport), String> {
+    let step = optimizer.step + 1;
     let (grads, grad_norm) = grads.clip(CLIP_NORM);
     if !grad_norm.is_finite() {
         return Err(format!(
@@ -72,7 +98,7 @@ pub fn train_step<A: TrainBackend>(
     Ok((
         model,
         StepReport {
-            loss: loss_sum / n,
+            loss,
             grad_norm,
             lr,
         },

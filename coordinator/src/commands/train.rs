@@ -35,7 +35,7 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         weight_decay,
         seed
     );
-    set!(checkpoint_every, eval_every, keep, out);
+    set!(checkpoint_every, eval_every, keep, out, emulate_world);
     macro_rules! set_option {
         ($($field:ident),*) => {$(if args.$field.is_some() { config.$field = args.$field.clone(); })*};
     }

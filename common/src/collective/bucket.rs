@@ -1,0 +1,202 @@
+//! Gradients as one flat `f32` vector (the model's parameter order), cut into buckets of about
+//! [`BUCKET_BYTES`], and the wire encodings (little-endian f32, or bf16 rounded to nearest even).
+//! Shared by the gRPC ring and the NCCL path, so both reduce exactly the same buffers.
+
+use std::ops::Range;
+
+use burn::prelude::*;
+
+use crate::train::optimizer::Gradients;
+
+/// Target bucket size: about 25 MiB of f32.
+pub const BUCKET_BYTES: usize = 25 << 20;
+
+/// How gradients travel between workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireDtype {
+    /// 4 bytes per value, exact.
+    #[default]
+    F32,
+    /// 2 bytes per value (bfloat16, round to nearest even): half the traffic.
+    Bf16,
+}
+
+impl WireDtype {
+    /// Bytes per value on the wire.
+    pub fn size(self) -> usize {
+        match self {
+            WireDtype::F32 => 4,
+            WireDtype::Bf16 => 2,
+        }
+    }
+
+    /// Appends `values` to `out` in this encoding.
+    pub fn encode(self, values: &[f32], out: &mut Vec<u8>) {
+        out.reserve(values.len() * self.size());
+        match self {
+            WireDtype::F32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            WireDtype::Bf16 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&to_bf16(v).to_le_bytes())),
+        }
+    }
+
+    /// Decodes `bytes` (a whole number of values) and hands each value to `apply` with its index.
+    pub fn decode(self, bytes: &[u8], mut apply: impl FnMut(usize, f32)) {
+        match self {
+            WireDtype::F32 => bytes.chunks_exact(4).enumerate().for_each(|(i, b)| {
+                apply(i, f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }),
+            WireDtype::Bf16 => bytes.chunks_exact(2).enumerate().for_each(|(i, b)| {
+                apply(i, from_bf16(u16::from_le_bytes([b[0], b[1]])));
+            }),
+        }
+    }
+
+    /// Rounds `values` in place to what this encoding carries (a no-op for f32).
+    pub fn round(self, values: &mut [f32]) {
+        if self == WireDtype::Bf16 {
+            values.iter_mut().for_each(|v| *v = from_bf16(to_bf16(*v)));
+        }
+    }
+}
+
+/// f32 → bf16, round to nearest even (NaN stays NaN).
+fn to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        return ((bits >> 16) as u16) | 0x40;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// bf16 → f32 (exact).
+fn from_bf16(v: u16) -> f32 {
+    f32::from_bits(u32::from(v) << 16)
+}
+
+/// Where each parameter's gradient lies in the flat vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlatLayout {
+    /// (name, range in the flat vector), in parameter order.
+    pub params: Vec<(String, Range<usize>)>,
+}
+
+impl FlatLayout {
+    /// Values in all.
+    pub fn len(&self) -> usize {
+        self.params.last().map_or(0, |(_, r)| r.end)
+    }
+
+    /// True when there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Every gradient, concatenated in parameter order, and where each one lies.
+pub fn flatten<B: Backend>(grads: &Gradients<B>) -> (Vec<f32>, FlatLayout) {
+    let mut flat = Vec::new();
+    let mut params = Vec::with_capacity(grads.tensors.len());
+    for (name, g) in &grads.tensors {
+        let start = flat.len();
+        let values = g
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("converted to f32 just above");
+        flat.extend_from_slice(&values);
+        params.push((name.clone(), start..flat.len()));
+    }
+    (flat, FlatLayout { params })
+}
+
+/// The gradients back from a flat vector laid out as `layout`.
+pub fn unflatten<B: Backend>(
+    flat: &[f32],
+    layout: &FlatLayout,
+    device: &B::Device,
+) -> Gradients<B> {
+    let tensors = layout
+        .params
+        .iter()
+        .map(|(name, range)| {
+            let values = flat[range.clone()].to_vec();
+            let n = values.len();
+            (
+                name.clone(),
+                Tensor::from_data(TensorData::new(values, [n]), device),
+            )
+        })
+        .collect();
+    Gradients { tensors }
+}
+
+/// Consecutive ranges of at most `bucket_values` values covering `0..len`.
+pub fn buckets(len: usize, bucket_values: usize) -> Vec<Range<usize>> {
+    let step = bucket_values.max(1);
+    (0..len)
+        .step_by(step)
+        .map(|start| start..(start + step).min(len))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn flatten_and_unflatten_round_trip() {
+        let device = Default::default();
+        let grads = Gradients::<Flex> {
+            tensors: vec![
+                ("a".into(), Tensor::from_floats([1.0, 2.0, 3.0], &device)),
+                ("b".into(), Tensor::from_floats([4.0, 5.0], &device)),
+            ],
+        };
+        let (flat, layout) = flatten(&grads);
+        assert_eq!(flat, [1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(layout.params[1], ("b".to_string(), 3..5));
+        let back = unflatten::<Flex>(&flat, &layout, &device);
+        let (name, values) = &back.tensors[1];
+        assert_eq!(name, "b");
+        assert_eq!(
+            values.clone().into_data().to_vec::<f32>().unwrap(),
+            [4.0, 5.0]
+        );
+    }
+
+    #[test]
+    fn buckets_cover_everything_in_order() {
+        assert_eq!(buckets(10, 4), [0..4, 4..8, 8..10]);
+        assert_eq!(buckets(0, 4), Vec::<Range<usize>>::new());
+        assert_eq!(buckets(BUCKET_BYTES / 4, BUCKET_BYTES / 4).len(), 1);
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        let mut out = Vec::new();
+        // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0).
+        let values = [1.0f32, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -2.5, 1e-3];
+        WireDtype::Bf16.encode(&values, &mut out);
+        assert_eq!(out.len(), 10);
+        let mut back = vec![0f32; 5];
+        WireDtype::Bf16.decode(&out, |i, v| back[i] = v);
+        assert_eq!(back[..4], [1.0, 1.0, 1.0 + 4.0 / 256.0, -2.5]);
+        assert!((back[4] - 1e-3).abs() < 1e-5);
+        let mut rounded = values;
+        WireDtype::Bf16.round(&mut rounded);
+        assert_eq!(rounded, back.as_slice());
+        let mut exact = Vec::new();
+        WireDtype::F32.encode(&values, &mut exact);
+        let mut again = vec![0f32; 5];
+        WireDtype::F32.decode(&exact, |i, v| again[i] = v);
+        assert_eq!(again, values);
+    }
+}

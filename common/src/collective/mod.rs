@@ -1,0 +1,29 @@
+//! Collectives for data-parallel training: gradients flattened and packed into buckets
+//! ([`bucket`]), and the ring all-reduce ([`ring`]) over any [`ring::RingTransport`]: gRPC streams
+//! between worker processes, or in-process channels ([`local`]) for tests and emulation.
+//!
+//! Sockets live elsewhere (DESIGN §2): this module only moves byte chunks through the transport
+//! it is given.
+
+pub mod bucket;
+pub mod local;
+pub mod ring;
+
+/// A collective that could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectiveError {
+    /// A peer went away or the transport failed.
+    #[error("ring transport: {0}")]
+    Transport(String),
+    /// A peer sent a chunk of an unexpected size.
+    #[error("a peer sent {got} bytes where {expected} were expected (mismatched world or buffers)")]
+    Size {
+        /// Bytes expected.
+        expected: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// The collective was aborted (a peer died or a deadline passed).
+    #[error("collective aborted: {0}")]
+    Aborted(String),
+}

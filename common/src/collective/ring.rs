@@ -1,0 +1,116 @@
+//! Ring all-reduce: reduce-scatter then all-gather, each rank talking only to its two ring
+//! neighbours, so each rank sends and receives 2(n−1)/n of the buffer whatever n is.
+//!
+//! The buffer is cut into n segments. In reduce-scatter step s, rank r sends segment (r − s) to
+//! the next rank and adds segment (r − s − 1), as it arrives from the previous rank, into its own
+//! copy; after n − 1 steps rank r holds the full sum of segment (r + 1). It divides that by n
+//! (the mean), rounds it to the wire precision, and the all-gather passes the finished segments
+//! round the ring, each rank overwriting its copy. Segments travel in chunks of at most
+//! `chunk_bytes` (≤ 1 MiB for gRPC), and each chunk is reduced as soon as it arrives. Every rank
+//! ends with bit-identical values: each segment is finished by one rank and copied to the others.
+
+use std::ops::Range;
+
+use super::CollectiveError;
+use super::bucket::WireDtype;
+
+/// Largest chunk on the wire: tonic refuses messages over 4 MiB by default; 1 MiB leaves room.
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// A rank's two links in the ring. Sends must not wait for the matching receive: the transport
+/// buffers at least two chunks (channels, gRPC streams).
+pub trait RingTransport {
+    /// Sends one chunk to the next rank.
+    fn send_next(&mut self, chunk: Vec<u8>) -> Result<(), CollectiveError>;
+    /// Receives the next chunk from the previous rank.
+    fn recv_prev(&mut self) -> Result<Vec<u8>, CollectiveError>;
+}
+
+/// This rank's place in the ring and how values travel.
+#[derive(Clone, Copy, Debug)]
+pub struct Ring {
+    /// This rank.
+    pub rank: usize,
+    /// Ranks in the ring.
+    pub world: usize,
+    /// Wire encoding.
+    pub wire: WireDtype,
+    /// Largest chunk in bytes.
+    pub chunk_bytes: usize,
+}
+
+impl Ring {
+    /// Segment `i` of a buffer of `len` values.
+    fn segment(&self, i: usize, len: usize) -> Range<usize> {
+        let i = i % self.world;
+        len * i / self.world..len * (i + 1) / self.world
+    }
+
+    /// Values per chunk.
+    fn chunk_values(&self) -> usize {
+        (self.chunk_bytes.min(MAX_CHUNK_BYTES) / self.wire.size()).max(1)
+    }
+
+    /// Replaces `data` on every rank by the mean over the ranks.
+    pub fn all_reduce_mean(
+        &self,
+        data: &mut [f32],
+        transport: &mut impl RingTransport,
+    ) -> Result<(), CollectiveError> {
+        let (n, len) = (self.world, data.len());
+        if n <= 1 {
+            return Ok(());
+        }
+        let r = self.rank;
+        for s in 0..n - 1 {
+            let send = self.segment(r + n - s, len);
+            let recv = self.segment(r + n - s - 1, len);
+            self.exchange(data, send, recv, transport, |x, v| *x += v)?;
+        }
+        let owned = self.segment(r + 1, len);
+        let scale = 1.0 / n as f32;
+        data[owned.clone()].iter_mut().for_each(|x| *x *= scale);
+        self.wire.round(&mut data[owned]);
+        for s in 0..n - 1 {
+            let send = self.segment(r + 1 + n - s, len);
+            let recv = self.segment(r + n - s, len);
+            self.exchange(data, send, recv, transport, |x, v| *x = v)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `send` and receives `recv` chunk by chunk, applying each received value with `apply`.
+    fn exchange(
+        &self,
+        data: &mut [f32],
+        send: Range<usize>,
+        recv: Range<usize>,
+        transport: &mut impl RingTransport,
+        apply: impl Fn(&mut f32, f32),
+    ) -> Result<(), CollectiveError> {
+        let per = self.chunk_values();
+        let chunks = send.len().div_ceil(per).max(recv.len().div_ceil(per));
+        for c in 0..chunks {
+            let out = send.start + c * per..(send.start + (c + 1) * per).min(send.end);
+            if !out.is_empty() {
+                let mut bytes = Vec::with_capacity(out.len() * self.wire.size());
+                self.wire.encode(&data[out], &mut bytes);
+                transport.send_next(bytes)?;
+            }
+            let into = recv.start + c * per..(recv.start + (c + 1) * per).min(recv.end);
+            if !into.is_empty() {
+                let bytes = transport.recv_prev()?;
+                let expected = into.len() * self.wire.size();
+                if bytes.len() != expected {
+                    return Err(CollectiveError::Size {
+                        expected,
+                        got: bytes.len(),
+                    });
+                }
+                let target = &mut data[into];
+                self.wire.decode(&bytes, |i, v| apply(&mut target[i], v));
+            }
+        }
+        Ok(())
+    }
+}
