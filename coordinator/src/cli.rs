@@ -293,6 +293,30 @@ pub struct TrainArgs {
     /// rank's micro-batches from that rank's shard, in rank order, and averages all of them.
     #[arg(long, value_name = "N")]
     pub emulate_world: Option<u32>,
+    /// Train data-parallel on the workers of this hosts file (`hostname slots=N` per line).
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+    /// How workers start with --hosts: local processes, or none (they are started elsewhere and
+    /// dial in with the token file).
+    #[arg(long, value_enum, default_value_t = Launcher::Local)]
+    pub launcher: Launcher,
+    /// The coordinator's listening address with --hosts (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub bind: String,
+    /// Gradients on the wire with --hosts: f32, or bf16 for half the traffic (--emulate-world
+    /// rounds the same way).
+    #[arg(long, value_parser = ["f32", "bf16"])]
+    pub wire_dtype: Option<String>,
+}
+
+/// How the coordinator starts workers.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Launcher {
+    /// Spawn every slot as a local `sovereign-worker` process.
+    #[default]
+    Local,
+    /// Start nothing: workers started by Slurm, systemd or by hand dial in.
+    None,
 }
 
 /// Flags of resume.

@@ -2,6 +2,7 @@
 //! `commands/`; the library work is in `sovereign-common`.
 
 mod cli;
+mod cluster;
 mod commands;
 
 use std::process::ExitCode;

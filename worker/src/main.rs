@@ -1,12 +1,30 @@
-//! `sovereign-worker`: the daemon that joins a coordinator and runs its share of the work.
+//! `sovereign-worker`: joins a coordinator, receives its rank and plan, trains its shard of the
+//! data and averages gradients with its ring neighbours over gRPC (DESIGN §6).
 //!
-//! Distributed training and data preparation arrive with later releases; this build knows its
-//! protocol version and says plainly that it cannot join a run yet.
+//! The tokio runtime serves the Peer service and talks to the coordinator; training runs on a
+//! blocking thread ([`sovereign_common::train::replica::run_replica`]) that reaches the network
+//! only through the ring transport ([`peer::GrpcRing`]) and the report call.
+
+mod peer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{Context, Result, bail};
+use burn::backend::{Autodiff, Flex};
 use clap::Parser;
+use sovereign_common::train::replica::{ReplicaPlan, run_replica};
+use sovereign_common::train::run::RunConfig;
+use sovereign_proto::v1::coordinator_client::CoordinatorClient;
+use sovereign_proto::v1::peer_client::PeerClient;
+use sovereign_proto::v1::peer_server::PeerServer;
+use sovereign_proto::v1::{JoinRequest, StepReport};
+use tokio::sync::Notify;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+
+use peer::{GrpcRing, PeerService};
 
 /// Joins a Sovereign coordinator, receives a rank and a plan, and trains its shard.
 #[derive(Parser, Debug)]
@@ -18,19 +36,184 @@ struct Args {
     /// A file holding the run's secret token.
     #[arg(long, value_name = "FILE")]
     token_file: PathBuf,
-    /// The device to train on (cpu, cuda:0, …).
+    /// The device to train on (this build: cpu).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Where this worker's Peer service listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    bind: String,
+    /// The host name to report (default: the machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Seconds to wait for a ring neighbour's gradients before aborting the step.
+    #[arg(long, default_value_t = 120)]
+    collective_timeout: u64,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    eprintln!(
-        "error: sovereign-worker {} (protocol {}) cannot join {} yet: distributed training \
-         arrives with a later release (see README.md, \"Status\").",
-        env!("CARGO_PKG_VERSION"),
-        sovereign_proto::PROTOCOL_PACKAGE,
-        args.coordinator
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.device != "cpu" {
+        bail!(
+            "--device {}: this worker trains on the CPU only (GPU workers arrive with the NCCL path)",
+            args.device
+        );
+    }
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading the token file {}", args.token_file.display()))?
+        .trim()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let peer_address = listener.local_addr()?.to_string();
+    let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
+    let inbound_finished = Arc::new(Notify::new());
+    let service = PeerService {
+        token: token.clone(),
+        inbox: inbox_tx,
+        finished: inbound_finished.clone(),
+    };
+    // Shut down gracefully at the end, so that the answer to the previous rank's stream is
+    // delivered before this process exits.
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeerServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = server_stopped.await;
+            }),
     );
-    ExitCode::FAILURE
+
+    let endpoint = format!("http://{}", args.coordinator);
+    let mut coordinator = CoordinatorClient::connect(endpoint.clone())
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
+    let host = args.host.clone().unwrap_or_else(host_name);
+    let reply = coordinator
+        .join(JoinRequest {
+            token: token.clone(),
+            host,
+            devices: Vec::new(),
+            binary_version: env!("CARGO_PKG_VERSION").to_string(),
+            peer_address,
+        })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "the coordinator refused to let this worker join: {}",
+                s.message()
+            )
+        })?
+        .into_inner();
+    let plan = reply.plan.context("the coordinator sent no plan")?;
+    let (rank, world) = (reply.rank, reply.world_size);
+    let config: RunConfig =
+        serde_json::from_str(&plan.config_json).context("the plan's run config")?;
+    tracing::info!("joined as rank {rank} of {world}");
+
+    // The stream to the next rank: chunks the training thread sends go out on it.
+    let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);
+    let sender = if world > 1 {
+        let next = &plan.ring[((rank + 1) % world) as usize];
+        let mut peer = PeerClient::connect(format!("http://{next}"))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach rank {}'s peer service at {next}",
+                    (rank + 1) % world
+                )
+            })?;
+        Some(tokio::spawn(async move {
+            peer.ring(ReceiverStream::new(outbox_rx)).await
+        }))
+    } else {
+        None
+    };
+    let mut ring = GrpcRing {
+        outbox,
+        inbox: inbox_rx,
+        token: token.clone(),
+        rank,
+        deadline: Duration::from_secs(args.collective_timeout),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let trained = tokio::task::spawn_blocking(move || {
+        let plan = ReplicaPlan { rank, world };
+        run_replica::<Autodiff<Flex>>(&config, plan, &mut ring, &Default::default(), |step| {
+            let report = StepReport {
+                token: token.clone(),
+                rank,
+                step: step.step,
+                loss: step.loss,
+                val_loss: step.val_loss,
+                grad_norm: step.grad_norm,
+                compute_s: step.compute_s,
+                allreduce_s: step.allreduce_s,
+                tokens: step.tokens,
+                lr: step.lr,
+            };
+            handle
+                .block_on(coordinator.report(report))
+                .map(|_| ())
+                .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))
+        })
+    })
+    .await
+    .context("the training thread panicked")?;
+    let last = trained.map_err(anyhow::Error::msg)?;
+    if let Some(sender) = sender {
+        sender
+            .await
+            .context("the ring stream task panicked")?
+            .map_err(|s| {
+                anyhow::anyhow!("the next rank closed the ring stream: {}", s.message())
+            })?;
+    }
+    let _ = stop_server.send(());
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .context("the peer service did not shut down within 30 s")?
+        .context("the peer service task panicked")?
+        .context("the peer service failed")?;
+    if let Some(last) = last {
+        tracing::info!("rank {rank}: last checkpoint {}", last.display());
+    }
+    Ok(())
+}
+
+/// The machine's host name (from the kernel, or "unknown").
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }

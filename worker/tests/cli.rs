@@ -1,27 +1,43 @@
-//! The `sovereign-worker` binary: its flags, and its plain refusal until distributed training
-//! is built.
+//! The `sovereign-worker` binary: its flags, and one clear error for each thing it cannot use.
 
 use std::process::Command;
 
 #[test]
-fn worker_names_its_flags_and_refuses_to_join_yet() {
+fn worker_names_its_flags_and_its_bad_inputs() {
     let worker = env!("CARGO_BIN_EXE_sovereign-worker");
     let help = Command::new(worker).arg("--help").output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    for flag in ["--coordinator", "--token-file", "--device"] {
+    for flag in ["--coordinator", "--token-file", "--device", "--bind"] {
         assert!(help.contains(flag), "{help}");
     }
-    let out = Command::new(worker)
-        .args([
-            "--coordinator",
-            "127.0.0.1:1",
-            "--token-file",
-            "/nonexistent",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("cannot join 127.0.0.1:1 yet"), "{err}");
-    assert!(err.contains("protocol sovereign.v1"), "{err}");
+    let run = |args: &[&str]| {
+        let out = Command::new(worker).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run(&[
+        "--coordinator",
+        "127.0.0.1:1",
+        "--token-file",
+        "/nonexistent",
+    ]);
+    assert!(err.contains("reading the token file /nonexistent"), "{err}");
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "t\n").unwrap();
+    let token = token.path().to_str().unwrap();
+    // Nothing listens on port 1.
+    let err = run(&["--coordinator", "127.0.0.1:1", "--token-file", token]);
+    assert!(
+        err.contains("cannot reach the coordinator at 127.0.0.1:1"),
+        "{err}"
+    );
+    let err = run(&[
+        "--coordinator",
+        "127.0.0.1:1",
+        "--token-file",
+        token,
+        "--device",
+        "cuda:0",
+    ]);
+    assert!(err.contains("trains on the CPU only"), "{err}");
 }

@@ -75,17 +75,36 @@ mod tests {
             // Lengths that do not divide evenly, and chunks smaller than a segment.
             for len in [1, 7, 1000] {
                 let results = reduce(world, len, WireDtype::F32, 12);
-                for i in 0..len {
+                for (i, &got) in results[0].iter().enumerate() {
                     let mean = (0..world)
                         .map(|r| ((i * 31 + r * 7) % 97) as f32 * 0.01 + r as f32)
                         .sum::<f32>()
                         / world as f32;
-                    assert!(
-                        (results[0][i] - mean).abs() < 1e-5,
-                        "world {world} len {len}"
-                    );
+                    assert!((got - mean).abs() < 1e-5, "world {world} len {len}");
                 }
                 assert!(results.iter().all(|r| r == &results[0]), "replicas differ");
+            }
+        }
+    }
+
+    #[test]
+    fn the_emulation_is_bit_identical_to_the_ring() {
+        for wire in [WireDtype::F32, WireDtype::Bf16] {
+            for world in [2, 3, 4] {
+                let len = 1003;
+                let results = reduce(world, len, wire, 100);
+                let per_rank: Vec<Vec<f32>> = (0..world)
+                    .map(|rank| {
+                        (0..len)
+                            .map(|i| ((i * 31 + rank * 7) % 97) as f32 * 0.01 + rank as f32)
+                            .collect()
+                    })
+                    .collect();
+                assert_eq!(
+                    crate::collective::ring::emulate_mean(&per_rank, wire),
+                    results[0],
+                    "{wire:?} world {world}"
+                );
             }
         }
     }

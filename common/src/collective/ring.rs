@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use super::CollectiveError;
-use super::bucket::WireDtype;
+use super::bucket::{BUCKET_BYTES, WireDtype, buckets};
 
 /// Largest chunk on the wire: tonic refuses messages over 4 MiB by default; 1 MiB leaves room.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
@@ -39,11 +39,60 @@ pub struct Ring {
     pub chunk_bytes: usize,
 }
 
+/// Segment `i` (mod `world`) of a buffer of `len` values cut into `world` segments.
+fn segment(i: usize, world: usize, len: usize) -> Range<usize> {
+    let i = i % world;
+    len * i / world..len * (i + 1) / world
+}
+
+/// What [`Ring::all_reduce_buckets`] computes, on one thread from every rank's buffer, with the
+/// same arithmetic in the same order: in each bucket, segment j is summed starting from rank j's
+/// values (each partial sum rounded to the wire precision, as it travels), then multiplied by
+/// 1/n and rounded. The result is bit-identical to the ring's on every rank.
+pub fn emulate_mean(per_rank: &[Vec<f32>], wire: WireDtype) -> Vec<f32> {
+    let n = per_rank.len();
+    let len = per_rank.first().map_or(0, Vec::len);
+    let mut out = per_rank.first().cloned().unwrap_or_default();
+    if n <= 1 {
+        return out;
+    }
+    let scale = 1.0 / n as f32;
+    for bucket in buckets(len, BUCKET_BYTES / 4) {
+        for j in 0..n {
+            let seg = segment(j, n, bucket.len());
+            for i in bucket.start + seg.start..bucket.start + seg.end {
+                let mut acc = per_rank[j][i];
+                for k in 1..n {
+                    let mut travelled = [acc];
+                    wire.round(&mut travelled);
+                    acc = per_rank[(j + k) % n][i] + travelled[0];
+                }
+                let mut done = [acc * scale];
+                wire.round(&mut done);
+                out[i] = done[0];
+            }
+        }
+    }
+    out
+}
+
 impl Ring {
     /// Segment `i` of a buffer of `len` values.
     fn segment(&self, i: usize, len: usize) -> Range<usize> {
-        let i = i % self.world;
-        len * i / self.world..len * (i + 1) / self.world
+        segment(i, self.world, len)
+    }
+
+    /// Averages a whole gradient buffer over the ranks, bucket by bucket (about
+    /// [`BUCKET_BYTES`] each).
+    pub fn all_reduce_buckets(
+        &self,
+        data: &mut [f32],
+        transport: &mut impl RingTransport,
+    ) -> Result<(), CollectiveError> {
+        for bucket in buckets(data.len(), BUCKET_BYTES / 4) {
+            self.all_reduce_mean(&mut data[bucket], transport)?;
+        }
+        Ok(())
     }
 
     /// Values per chunk.

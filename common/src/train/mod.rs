@@ -1,9 +1,10 @@
 //! Training: the learning-rate schedule ([`schedule`]), the optimizer with its gradients
 //! ([`optimizer`]), one training step ([`step`]), checkpoints ([`checkpoint`]) and the run loop
-//! with resume ([`run`]).
+//! with resume ([`run`]), and one rank of a data-parallel run ([`replica`]).
 
 pub mod checkpoint;
 pub mod optimizer;
+pub mod replica;
 pub mod run;
 pub mod schedule;
 pub mod step;

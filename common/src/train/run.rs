@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{CheckpointMeta, load_checkpoint, save_checkpoint};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::Schedule;
-use super::step::train_step;
+use super::step::{StepReport, apply_step, step_gradients};
+use crate::collective::bucket::{WireDtype, flatten, unflatten};
+use crate::collective::ring::emulate_mean;
 use crate::data::dataset::{SampleKey, Source, TokenDataset, Validation};
 use crate::model::config::ModelConfig;
 use crate::model::generate::windows_loss;
@@ -73,8 +75,11 @@ pub struct RunConfig {
     /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
     pub init_from: Option<PathBuf>,
     /// Data-parallel ranks this process stands in for: each step takes `accum` micro-batches
-    /// from every rank's shard, in rank order (1: an ordinary single-process run).
+    /// from every rank's shard and averages the ranks' gradients exactly as the ring all-reduce
+    /// does (1: an ordinary single-process run).
     pub emulate_world: u32,
+    /// How gradients travel between workers (f32 or bf16); `emulate_world` rounds the same way.
+    pub wire_dtype: WireDtype,
 }
 
 impl Default for RunConfig {
@@ -103,6 +108,7 @@ impl Default for RunConfig {
             out: PathBuf::from("run"),
             init_from: None,
             emulate_world: 1,
+            wire_dtype: WireDtype::F32,
         }
     }
 }
@@ -118,7 +124,7 @@ impl RunConfig {
     }
 
     /// The vocabulary size given by `vocab` or `tokenizer`, if either is set.
-    fn vocab_hint(&self) -> Result<Option<u32>, String> {
+    pub fn vocab_hint(&self) -> Result<Option<u32>, String> {
         match (&self.tokenizer, self.vocab) {
             (_, Some(v)) => Ok(Some(v)),
             (Some(path), None) => Ok(Some(
@@ -128,7 +134,8 @@ impl RunConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks the settings that every run needs: T a multiple of 16, non-zero sizes.
+    pub fn check(&self) -> Result<(), String> {
         if self.seq_len == 0 || !self.seq_len.is_multiple_of(16) {
             return Err(format!(
                 "--seq-len {} must be a positive multiple of 16 (time is processed in chunks of 16)",
@@ -169,19 +176,7 @@ pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<
     config.check()?;
     let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
-    let model = match &config.init_from {
-        Some(path) => {
-            let (model, loaded) = load_rwkv::<A>(&TensorFile::read(path)?, device)?;
-            if loaded != model_config {
-                return Err(format!(
-                    "{}: holds a model of {loaded:?}, but the run asks for {model_config:?}",
-                    path.display()
-                ));
-            }
-            model
-        }
-        None => init_rwkv::<A>(&model_config, config.seed, device),
-    };
+    let model = initial_model::<A>(config, &model_config, device)?;
     fs::create_dir_all(&config.out)
         .map_err(|e| format!("cannot create {}: {e}", config.out.display()))?;
     let metrics = config.out.join("metrics.jsonl");
@@ -235,6 +230,64 @@ pub fn resume<A: TrainBackend>(
     )
 }
 
+/// The weights a run starts from: `init_from`'s (which must have the run's shape), or a fresh
+/// initialization from the seed.
+pub fn initial_model<A: TrainBackend>(
+    config: &RunConfig,
+    model_config: &ModelConfig,
+    device: &A::Device,
+) -> Result<Rwkv<A>, String> {
+    match &config.init_from {
+        Some(path) => {
+            let (model, loaded) = load_rwkv::<A>(&TensorFile::read(path)?, device)?;
+            if &loaded != model_config {
+                return Err(format!(
+                    "{}: holds a model of {loaded:?}, but the run asks for {model_config:?}",
+                    path.display()
+                ));
+            }
+            Ok(model)
+        }
+        None => Ok(init_rwkv::<A>(model_config, config.seed, device)),
+    }
+}
+
+impl RunConfig {
+    /// The learning-rate schedule: warmup to `lr`, then cosine to `min_lr` at `steps`.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup: self.warmup,
+            total: self.steps,
+        }
+    }
+
+    /// What a checkpoint taken after `step` records (its file checksums are added on saving).
+    pub fn checkpoint_meta(
+        &self,
+        data: &TokenDataset,
+        step: u64,
+        tokens_seen: u64,
+        lr: f64,
+        world_size: u32,
+    ) -> Result<CheckpointMeta, String> {
+        Ok(CheckpointMeta {
+            step,
+            tokens_seen,
+            lr,
+            config: serde_json::to_value(self).map_err(|e| e.to_string())?,
+            seed: self.seed,
+            world_size,
+            tokenizer_sha256: match data.source() {
+                Source::Sidecar(meta) => Some(meta.tokenizer_sha256.clone()),
+                _ => None,
+            },
+            files: Default::default(),
+        })
+    }
+}
+
 /// AdamW as the run config sets it (weight decay; the rest DESIGN §4's defaults).
 pub fn adam_config(config: &RunConfig) -> AdamWConfig {
     AdamWConfig {
@@ -257,17 +310,35 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
 }
 
 /// The windows of step `step` (0-based): `accum` micro-batches of `micro_bsz` windows.
-fn step_windows(
+/// One step of `config.emulate_world` ranks in this process: each rank's gradients from its own
+/// shard's micro-batches, averaged bit for bit as the ring all-reduce would
+/// ([`emulate_mean`]), then one optimizer step.
+#[allow(clippy::too_many_arguments)]
+fn world_step<A: TrainBackend>(
+    model: Rwkv<A>,
+    model_config: &ModelConfig,
+    optimizer: &mut AdamW<A::InnerBackend>,
     config: &RunConfig,
     data: &TokenDataset,
     step: u64,
-) -> Result<Vec<Vec<Vec<u16>>>, String> {
+    lr: f64,
+    device: &A::Device,
+) -> Result<(Rwkv<A>, StepReport), String> {
     let world = config.emulate_world;
-    let mut micro_batches = Vec::with_capacity(world as usize * config.accum);
+    let mut per_rank = Vec::with_capacity(world as usize);
+    let mut layout = None;
+    let mut loss = 0.0;
     for rank in 0..world {
-        micro_batches.extend(rank_windows(config, data, rank, world, step)?);
+        let batches = rank_windows(config, data, rank, world, step)?;
+        let (grads, rank_loss) = step_gradients(&model, model_config, step + 1, &batches, device)?;
+        let (flat, rank_layout) = flatten(&grads);
+        per_rank.push(flat);
+        layout = Some(rank_layout);
+        loss += rank_loss;
     }
-    Ok(micro_batches)
+    let layout = layout.ok_or("a run needs at least one rank")?;
+    let grads = unflatten(&emulate_mean(&per_rank, config.wire_dtype), &layout, device);
+    apply_step(model, optimizer, grads, loss / f64::from(world), lr)
 }
 
 /// Rank `rank`'s micro-batches of `step` in a world of `world`: `accum` batches of `micro_bsz`
@@ -299,7 +370,7 @@ pub fn rank_windows(
 }
 
 /// Mean validation loss over `eval_batches` fixed windows of val_data.
-fn evaluate<B: WkvBackend>(
+pub(crate) fn evaluate<B: WkvBackend>(
     model: &Rwkv<B>,
     model_config: &ModelConfig,
     config: &RunConfig,
@@ -343,17 +414,7 @@ fn run_loop<A: TrainBackend>(
     mut tokens_seen: u64,
     device: &A::Device,
 ) -> Result<PathBuf, String> {
-    let schedule = Schedule {
-        lr: config.lr,
-        min_lr: config.min_lr,
-        warmup: config.warmup,
-        total: config.steps,
-    };
-    let tokenizer_sha256 = match data.source() {
-        Source::Sidecar(meta) => Some(meta.tokenizer_sha256.clone()),
-        _ => None,
-    };
-    let config_json = serde_json::to_value(config).map_err(|e| e.to_string())?;
+    let schedule = config.schedule();
     let metrics_path = config.out.join("metrics.jsonl");
     let mut metrics = OpenOptions::new()
         .create(true)
@@ -367,12 +428,13 @@ fn run_loop<A: TrainBackend>(
     for step in start_step..config.steps {
         let step_start = Instant::now();
         let lr = schedule.lr_at(step);
-        let windows = step_windows(config, data, step)?;
-        let (next, report) = train_step(
-            model.clone(),
+        let (next, report) = world_step(
+            model,
             &model_config,
             &mut optimizer,
-            &windows,
+            config,
+            data,
+            step,
             lr,
             device,
         )?;
@@ -407,16 +469,7 @@ fn run_loop<A: TrainBackend>(
         );
         let due = config.checkpoint_every > 0 && done.is_multiple_of(config.checkpoint_every);
         if due || done == config.steps {
-            let meta = CheckpointMeta {
-                step: done,
-                tokens_seen,
-                lr,
-                config: config_json.clone(),
-                seed: config.seed,
-                world_size: config.emulate_world,
-                tokenizer_sha256: tokenizer_sha256.clone(),
-                files: Default::default(),
-            };
+            let meta = config.checkpoint_meta(data, done, tokens_seen, lr, config.emulate_world)?;
             let dir = save_checkpoint(&config.out, &model, &optimizer, meta, config.keep)
                 .map_err(|e| format!("writing a checkpoint in {}: {e}", config.out.display()))?;
             last_checkpoint = Some(dir);

@@ -1,8 +1,9 @@
 //! `sovereign train` and `sovereign resume`: the run settings (TOML, then flags) and the Burn
 //! backend, over `sovereign_common::train::run`.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
+use sovereign_common::collective::bucket::WireDtype;
 use sovereign_common::train::run::{self, RunConfig};
 
 use super::device::{Device, with_backend};
@@ -40,6 +41,12 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         ($($field:ident),*) => {$(if args.$field.is_some() { config.$field = args.$field.clone(); })*};
     }
     set_option!(val_data, tokenizer, layers, embd, init_from);
+    if let Some(wire) = &args.wire_dtype {
+        config.wire_dtype = match wire.as_str() {
+            "bf16" => WireDtype::Bf16,
+            _ => WireDtype::F32,
+        };
+    }
     Ok(config)
 }
 
@@ -47,6 +54,15 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
 pub fn train(args: &TrainArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     let config = run_config(args)?;
+    if let Some(hosts) = &args.hosts {
+        if config.emulate_world != 1 {
+            bail!("--hosts and --emulate-world exclude each other: the hosts file sets the world");
+        }
+        if device != Device::Cpu {
+            bail!("--hosts trains on CPU workers in this release (GPU workers arrive with NCCL)");
+        }
+        return crate::cluster::train_cluster(args, hosts, config);
+    }
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
     let last = with_backend!(device, |B, dev| run::train::<Autodiff<B>>(&config, &dev))
         .map_err(anyhow::Error::msg)?;

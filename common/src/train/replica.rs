@@ -1,0 +1,121 @@
+//! One rank of a data-parallel run (DESIGN §5): the same step as a single process, with the
+//! gradients averaged over the ring between backward and the optimizer, so every rank applies
+//! the same update and the replicas stay bit-identical. The transport and the reporting are the
+//! caller's: the worker passes gRPC streams and a report RPC; tests pass in-process channels.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+
+use super::checkpoint::save_checkpoint;
+use super::optimizer::AdamW;
+use super::run::{RunConfig, adam_config, evaluate, initial_model, rank_windows};
+use super::step::{apply_step, step_gradients};
+use crate::collective::bucket::{flatten, unflatten};
+use crate::collective::ring::{MAX_CHUNK_BYTES, Ring, RingTransport};
+use crate::data::dataset::{TokenDataset, Validation};
+use crate::model::wkv::TrainBackend;
+
+/// This rank's place in the run.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaPlan {
+    /// This rank.
+    pub rank: u32,
+    /// Ranks in the run.
+    pub world: u32,
+}
+
+/// What one rank did in one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplicaStep {
+    /// The step just finished (1-based).
+    pub step: u64,
+    /// This rank's mean loss.
+    pub loss: f64,
+    /// Validation loss (rank 0, on evaluation steps).
+    pub val_loss: Option<f64>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Seconds in forward, backward and the optimizer.
+    pub compute_s: f64,
+    /// Seconds in the all-reduce.
+    pub allreduce_s: f64,
+    /// Tokens this rank trained on.
+    pub tokens: u64,
+}
+
+/// Trains rank `plan.rank` for `config.steps` steps, all-reducing through `transport` and
+/// calling `report` after each step (an error from it stops the run). Rank 0 writes the
+/// checkpoints into `config.out`; it returns the last one.
+pub fn run_replica<A: TrainBackend>(
+    config: &RunConfig,
+    plan: ReplicaPlan,
+    transport: &mut impl RingTransport,
+    device: &A::Device,
+    mut report: impl FnMut(&ReplicaStep) -> Result<(), String>,
+) -> Result<Option<PathBuf>, String> {
+    let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
+    let model_config = config.model_config(data.vocab_size() as usize)?;
+    let mut model = initial_model::<A>(config, &model_config, device)?;
+    let mut optimizer = AdamW::new(adam_config(config));
+    let schedule = config.schedule();
+    let ring = Ring {
+        rank: plan.rank as usize,
+        world: plan.world as usize,
+        wire: config.wire_dtype,
+        chunk_bytes: MAX_CHUNK_BYTES,
+    };
+    let tokens = (config.seq_len * config.micro_bsz * config.accum) as u64;
+    let mut last_checkpoint = None;
+    for step in 0..config.steps {
+        let started = Instant::now();
+        let lr = schedule.lr_at(step);
+        let batches = rank_windows(config, &data, plan.rank, plan.world, step)?;
+        let (grads, loss) = step_gradients(&model, &model_config, step + 1, &batches, device)?;
+        let (mut flat, layout) = flatten(&grads);
+        let reduce_start = Instant::now();
+        ring.all_reduce_buckets(&mut flat, transport)
+            .map_err(|e| format!("step {}: all-reduce: {e}", step + 1))?;
+        let allreduce_s = reduce_start.elapsed().as_secs_f64();
+        let grads = unflatten(&flat, &layout, device);
+        let (next, outcome) = apply_step(model, &mut optimizer, grads, loss, lr)?;
+        model = next;
+        let done = step + 1;
+        let evaluation_due =
+            config.eval_every > 0 && done.is_multiple_of(config.eval_every) || done == config.steps;
+        let val_loss = if plan.rank == 0 && evaluation_due {
+            evaluate(&model.valid(), &model_config, config, device)?
+        } else {
+            None
+        };
+        let checkpoint_due = config.checkpoint_every > 0
+            && done.is_multiple_of(config.checkpoint_every)
+            || done == config.steps;
+        if plan.rank == 0 && checkpoint_due {
+            let meta = config.checkpoint_meta(
+                &data,
+                done,
+                done * tokens * u64::from(plan.world),
+                lr,
+                plan.world,
+            )?;
+            let dir = save_checkpoint(&config.out, &model, &optimizer, meta, config.keep)
+                .map_err(|e| format!("writing a checkpoint in {}: {e}", config.out.display()))?;
+            last_checkpoint = Some(dir);
+        }
+        report(&ReplicaStep {
+            step: done,
+            loss: outcome.loss,
+            val_loss,
+            grad_norm: outcome.grad_norm,
+            lr,
+            compute_s: started.elapsed().as_secs_f64() - allreduce_s,
+            allreduce_s,
+            tokens,
+        })?;
+    }
+    Ok(last_checkpoint)
+}

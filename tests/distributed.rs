@@ -1,0 +1,210 @@
+//! Distributed training end to end with real processes: `sovereign train --hosts` starts local
+//! `sovereign-worker` processes that join over gRPC and average gradients over the ring; after
+//! 20 steps of the micro model their weights equal (to float reduction order) those of
+//! `sovereign train --emulate-world N`, one process taking every rank's micro-batches in rank
+//! order. A worker with the wrong token is refused.
+
+use std::fs;
+use std::path::Path;
+
+use safetensors::SafeTensors;
+use sovereign_tests::{binary, path_str, sovereign, stderr};
+
+/// Tokens with some structure, and a run.toml for the micro model on them.
+fn setup(dir: &Path) {
+    let ids: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| (((i * 7 + i / 11) % 16) as u16).to_le_bytes())
+        .collect();
+    fs::write(dir.join("train.bin"), ids).unwrap();
+    fs::write(
+        dir.join("run.toml"),
+        "vocab = 16\nmodel = \"micro\"\nseq_len = 16\nmicro_bsz = 2\naccum = 2\nsteps = 20\n\
+         warmup = 2\nlr = 0.003\nmin_lr = 0.0003\ncheckpoint_every = 10\neval_every = 0\n",
+    )
+    .unwrap();
+}
+
+/// The f32 tensors of a safetensors file, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = fs::read(path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The largest per-tensor relative L2 difference, ‖a − b‖ / ‖b‖.
+fn max_relative_difference(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f64;
+    for ((name_a, x), (name_b, y)) in a.iter().zip(&b) {
+        assert_eq!(name_a, name_b);
+        let diff: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(&p, &q)| f64::from(p - q).powi(2))
+            .sum();
+        let norm: f64 = y.iter().map(|&q| f64::from(q).powi(2)).sum();
+        worst = worst.max((diff / norm.max(1e-24)).sqrt());
+    }
+    worst
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn workers_match_the_emulated_world(world: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let p = |name: &str| dir.path().join(name);
+    fs::write(
+        p("hosts.txt"),
+        format!("# a local run\nlocalhost slots={world}\n"),
+    )
+    .unwrap();
+    let cluster = sovereign(&[
+        "train",
+        "--config",
+        path_str(&p("run.toml")),
+        "--data",
+        path_str(&p("train.bin")),
+        "--hosts",
+        path_str(&p("hosts.txt")),
+        "--out",
+        path_str(&p("cluster")),
+    ]);
+    assert!(cluster.status.success(), "{}", stderr(&cluster));
+    let emulated = sovereign(&[
+        "train",
+        "--config",
+        path_str(&p("run.toml")),
+        "--data",
+        path_str(&p("train.bin")),
+        "--emulate-world",
+        &world.to_string(),
+        "--out",
+        path_str(&p("emulated")),
+    ]);
+    assert!(emulated.status.success(), "{}", stderr(&emulated));
+
+    let (ours, reference) = (losses(&p("cluster")), losses(&p("emulated")));
+    assert_eq!(ours.len(), 20);
+    for (a, b) in ours.iter().zip(&reference) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "losses {ours:?} vs {reference:?}"
+        );
+    }
+    let worst = max_relative_difference(
+        &p("cluster/ckpt-000020/model.safetensors"),
+        &p("emulated/ckpt-000020/model.safetensors"),
+    );
+    eprintln!("{world} workers vs --emulate-world {world}: max relative difference {worst:.2e}");
+    assert!(worst <= 1e-5, "max relative difference {worst:e}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(p("cluster/ckpt-000020/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["world_size"], world);
+}
+
+#[test]
+fn two_workers_match_the_emulated_world() {
+    workers_match_the_emulated_world(2);
+}
+
+#[test]
+fn three_workers_match_the_emulated_world() {
+    workers_match_the_emulated_world(3);
+}
+
+#[test]
+fn a_worker_with_the_wrong_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let p = |name: &str| dir.path().join(name);
+    fs::write(p("hosts.txt"), "localhost slots=1\n").unwrap();
+    // A coordinator that waits for one worker; an impostor dials in first.
+    let mut coordinator = binary("sovereign")
+        .args(["train", "--config", path_str(&p("run.toml")), "--data"])
+        .arg(p("train.bin"))
+        .args([
+            "--hosts",
+            path_str(&p("hosts.txt")),
+            "--launcher",
+            "none",
+            "--steps",
+            "2",
+        ])
+        .arg("--out")
+        .arg(p("run"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = coordinator.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr_pipe));
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("the coordinator logs its address")
+            .unwrap();
+        if let Some(rest) = line.split("coordinator on ").nth(1) {
+            break rest.split(':').take(2).collect::<Vec<_>>().join(":");
+        }
+    };
+    fs::write(p("wrong-token"), "not-the-token\n").unwrap();
+    let impostor = binary("sovereign-worker")
+        .args([
+            "--coordinator",
+            &address,
+            "--token-file",
+            path_str(&p("wrong-token")),
+        ])
+        .output()
+        .unwrap();
+    assert!(!impostor.status.success());
+    assert!(
+        stderr(&impostor).contains("missing or wrong run token"),
+        "{}",
+        stderr(&impostor)
+    );
+    let refused = lines
+        .by_ref()
+        .take(20)
+        .map(Result::unwrap)
+        .find(|l| l.contains("refused a join"));
+    assert!(refused.is_some(), "the coordinator logs the refusal");
+    // The real worker, with the token the coordinator wrote, trains the run.
+    let worker = binary("sovereign-worker")
+        .args([
+            "--coordinator",
+            &address,
+            "--token-file",
+            path_str(&p("run/token")),
+        ])
+        .output()
+        .unwrap();
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    assert!(coordinator.wait().unwrap().success());
+    assert_eq!(losses(&p("run")).len(), 2);
+}

@@ -1,0 +1,84 @@
+//! The data plane of one worker: the Peer service that receives the previous rank's gradient
+//! chunks, and the [`RingTransport`] that the training thread uses (chunks out to the next
+//! rank's Peer service over one client stream, chunks in from the service).
+
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use sovereign_common::collective::CollectiveError;
+use sovereign_common::collective::ring::RingTransport;
+use sovereign_proto::v1::peer_server::Peer;
+use sovereign_proto::v1::{Chunk, RingAck};
+use tokio::sync::{Notify, mpsc as tokio_mpsc};
+use tonic::{Request, Response, Status, Streaming};
+
+/// The Peer service: checks the token of every chunk and hands the bytes to the training thread.
+pub struct PeerService {
+    /// The run's token.
+    pub token: String,
+    /// Where received chunks go.
+    pub inbox: mpsc::Sender<Vec<u8>>,
+    /// Signalled when the previous rank has closed its stream (its training is over), so that
+    /// this worker does not exit under it.
+    pub finished: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn ring(&self, request: Request<Streaming<Chunk>>) -> Result<Response<RingAck>, Status> {
+        let remote = request
+            .remote_addr()
+            .map_or("an unknown address".to_string(), |a| a.to_string());
+        let mut stream = request.into_inner();
+        while let Some(chunk) = stream.message().await? {
+            if chunk.token != self.token {
+                tracing::warn!("refused a ring chunk from {remote}: wrong run token");
+                return Err(Status::unauthenticated("wrong run token"));
+            }
+            if self.inbox.send(chunk.data).is_err() {
+                return Err(Status::aborted("this worker has stopped training"));
+            }
+        }
+        self.finished.notify_one();
+        Ok(Response::new(RingAck {}))
+    }
+}
+
+/// The training thread's side of the ring.
+pub struct GrpcRing {
+    /// Chunks to stream to the next rank.
+    pub outbox: tokio_mpsc::Sender<Chunk>,
+    /// Chunks the Peer service received from the previous rank.
+    pub inbox: mpsc::Receiver<Vec<u8>>,
+    /// The run's token, put on every chunk.
+    pub token: String,
+    /// This rank.
+    pub rank: u32,
+    /// How long to wait for the previous rank's next chunk before giving up on it.
+    pub deadline: Duration,
+}
+
+impl RingTransport for GrpcRing {
+    fn send_next(&mut self, data: Vec<u8>) -> Result<(), CollectiveError> {
+        let chunk = Chunk {
+            token: self.token.clone(),
+            rank: self.rank,
+            data,
+        };
+        self.outbox
+            .blocking_send(chunk)
+            .map_err(|_| CollectiveError::Transport("the stream to the next rank closed".into()))
+    }
+
+    fn recv_prev(&mut self) -> Result<Vec<u8>, CollectiveError> {
+        self.inbox.recv_timeout(self.deadline).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => CollectiveError::Aborted(format!(
+                "no gradient chunk from the previous rank within {} s",
+                self.deadline.as_secs()
+            )),
+            mpsc::RecvTimeoutError::Disconnected => {
+                CollectiveError::Transport("the previous rank's stream closed".into())
+            }
+        })
+    }
+}
