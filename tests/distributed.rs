@@ -2,10 +2,16 @@
 //! `sovereign-worker` processes that join over gRPC and average gradients over the ring; after
 //! 20 steps of the micro model their weights equal (to float reduction order) those of
 //! `sovereign train --emulate-world N`, one process taking every rank's micro-batches in rank
-//! order. A worker with the wrong token is refused.
+//! order. A worker with the wrong token is refused. A worker killed with SIGKILL is named within
+//! 10 s and a frozen one (SIGSTOP) is reported as stalled; the group restarts from the last
+//! checkpoint and still ends with the uninterrupted run's weights.
 
 use std::fs;
+use std::io::BufRead;
 use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use safetensors::SafeTensors;
 use sovereign_tests::{binary, path_str, sovereign, stderr};
@@ -207,4 +213,133 @@ fn a_worker_with_the_wrong_token_is_refused() {
     assert!(worker.status.success(), "{}", stderr(&worker));
     assert!(coordinator.wait().unwrap().success());
     assert_eq!(losses(&p("run")).len(), 2);
+}
+
+/// Starts `sovereign train --hosts` (2 local workers) with its log lines on a channel.
+fn start_cluster(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let p = |name: &str| dir.join(name);
+    fs::write(p("hosts.txt"), "localhost slots=2\n").unwrap();
+    let mut coordinator = binary("sovereign")
+        .args(["train", "--config", path_str(&p("run.toml")), "--data"])
+        .arg(p("train.bin"))
+        .args(["--hosts", path_str(&p("hosts.txt")), "--out"])
+        .arg(p("cluster"))
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pipe = coordinator.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (coordinator, rx)
+}
+
+/// The worker processes the coordinator started.
+fn worker_pids(coordinator: &Child) -> Vec<u32> {
+    let pid = coordinator.id();
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// Waits until the run has written `steps` metrics lines.
+fn wait_for_steps(run: &Path, steps: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < steps {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not reach step {steps}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first log line containing `needle` within `limit`, with the time it took.
+fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+) -> (String, Duration) {
+    let start = Instant::now();
+    while let Some(left) = limit.checked_sub(start.elapsed()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return (line, start.elapsed()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no log line with {needle:?} within {limit:?}");
+}
+
+/// Sends `signal` to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Runs the uninterrupted reference (`--emulate-world 2`) and checks the cluster's final weights.
+fn assert_same_weights_as_uninterrupted(dir: &Path) {
+    let p = |name: &str| dir.join(name);
+    let emulated = sovereign(&[
+        "train",
+        "--config",
+        path_str(&p("run.toml")),
+        "--data",
+        path_str(&p("train.bin")),
+        "--emulate-world",
+        "2",
+        "--out",
+        path_str(&p("emulated")),
+    ]);
+    assert!(emulated.status.success(), "{}", stderr(&emulated));
+    let worst = max_relative_difference(
+        &p("cluster/ckpt-000020/model.safetensors"),
+        &p("emulated/ckpt-000020/model.safetensors"),
+    );
+    eprintln!("restarted run vs uninterrupted: max relative difference {worst:.2e}");
+    assert!(worst <= 1e-5, "max relative difference {worst:e}");
+    assert_eq!(losses(&p("cluster")), losses(&p("emulated")));
+}
+
+#[test]
+fn a_killed_worker_is_named_and_the_group_restarts_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let (mut coordinator, lines) = start_cluster(dir.path(), &[]);
+    wait_for_steps(&dir.path().join("cluster"), 12);
+    let victim = worker_pids(&coordinator)[1];
+    signal(victim, "-KILL");
+    let (line, took) = wait_for_line(&lines, "died", Duration::from_secs(10));
+    eprintln!("after {took:?}: {line}");
+    assert!(line.contains(&format!("(pid {victim}) died")), "{line}");
+    assert!(line.contains("rank "), "{line}");
+    let (line, _) = wait_for_line(&lines, "restarting the group", Duration::from_secs(10));
+    assert!(line.contains("ckpt-000010"), "{line}");
+    assert!(coordinator.wait().unwrap().success());
+    assert_same_weights_as_uninterrupted(dir.path());
+}
+
+#[test]
+fn a_frozen_worker_is_reported_as_stalled_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let (mut coordinator, lines) = start_cluster(dir.path(), &["--stall-timeout", "3"]);
+    wait_for_steps(&dir.path().join("cluster"), 12);
+    let victim = worker_pids(&coordinator)[0];
+    signal(victim, "-STOP");
+    let (line, took) = wait_for_line(&lines, "stalled", Duration::from_secs(6));
+    eprintln!("after {took:?}: {line}");
+    assert!(line.contains(&format!("(pid {victim} on")), "{line}");
+    assert!(coordinator.wait().unwrap().success());
+    assert_same_weights_as_uninterrupted(dir.path());
 }

@@ -58,12 +58,18 @@ fn ring_replicas_match_the_emulated_world() {
                     world,
                 };
                 let mut losses = Vec::new();
-                let last =
-                    run_replica::<A>(&config, plan, &mut transport, &Default::default(), |s| {
+                let last = run_replica::<A>(
+                    &config,
+                    plan,
+                    None,
+                    &mut transport,
+                    &Default::default(),
+                    |s| {
                         losses.push(s.loss);
                         Ok(())
-                    })
-                    .unwrap();
+                    },
+                )
+                .unwrap();
                 assert_eq!(losses.len(), 20);
                 assert_eq!(last.is_some(), rank == 0, "rank 0 alone writes checkpoints");
                 last

@@ -303,6 +303,13 @@ pub struct TrainArgs {
     /// The coordinator's listening address with --hosts (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub bind: String,
+    /// With --hosts: a worker not heard from for this many seconds is named as stalled, and the
+    /// group restarts from the last checkpoint.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub stall_timeout: u64,
+    /// With --hosts: how many times the group may restart after a worker dies or stalls.
+    #[arg(long, default_value_t = 3)]
+    pub max_restarts: u32,
     /// Gradients on the wire with --hosts: f32, or bf16 for half the traffic (--emulate-world
     /// rounds the same way).
     #[arg(long, value_parser = ["f32", "bf16"])]

@@ -20,7 +20,7 @@ use sovereign_common::train::run::RunConfig;
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::peer_client::PeerClient;
 use sovereign_proto::v1::peer_server::PeerServer;
-use sovereign_proto::v1::{JoinRequest, StepReport};
+use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport};
 use tokio::sync::Notify;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
@@ -42,7 +42,8 @@ struct Args {
     /// Where this worker's Peer service listens (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     bind: String,
-    /// The host name to report (default: the machine's).
+    /// The host name to report, and to advertise to peers when --bind is 0.0.0.0 (default: the
+    /// machine's).
     #[arg(long)]
     host: Option<String>,
     /// Seconds to wait for a ring neighbour's gradients before aborting the step.
@@ -95,7 +96,14 @@ async fn run(args: Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
-    let peer_address = listener.local_addr()?.to_string();
+    let host = args.host.clone().unwrap_or_else(host_name);
+    let bound = listener.local_addr()?;
+    // Bound to every interface: peers reach this worker by its host name.
+    let peer_address = if bound.ip().is_unspecified() {
+        format!("{host}:{}", bound.port())
+    } else {
+        bound.to_string()
+    };
     let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
     let inbound_finished = Arc::new(Notify::new());
     let service = PeerService {
@@ -118,7 +126,6 @@ async fn run(args: Args) -> Result<()> {
     let mut coordinator = CoordinatorClient::connect(endpoint.clone())
         .await
         .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
-    let host = args.host.clone().unwrap_or_else(host_name);
     let reply = coordinator
         .join(JoinRequest {
             token: token.clone(),
@@ -126,6 +133,7 @@ async fn run(args: Args) -> Result<()> {
             devices: Vec::new(),
             binary_version: env!("CARGO_PKG_VERSION").to_string(),
             peer_address,
+            pid: std::process::id(),
         })
         .await
         .map_err(|s| {
@@ -139,7 +147,30 @@ async fn run(args: Args) -> Result<()> {
     let (rank, world) = (reply.rank, reply.world_size);
     let config: RunConfig =
         serde_json::from_str(&plan.config_json).context("the plan's run config")?;
-    tracing::info!("joined as rank {rank} of {world}");
+    let start = (!plan.start_checkpoint.is_empty()).then(|| PathBuf::from(&plan.start_checkpoint));
+    match &start {
+        Some(dir) => tracing::info!(
+            "joined as rank {rank} of {world} (generation {}), continuing from {}",
+            plan.generation,
+            dir.display()
+        ),
+        None => tracing::info!("joined as rank {rank} of {world}"),
+    }
+
+    // Heartbeats from this thread, whatever the training thread is doing.
+    let mut beats = coordinator.clone();
+    let beat = HeartbeatRequest {
+        token: token.clone(),
+        rank,
+        generation: plan.generation,
+    };
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let _ = beats.heartbeat(beat.clone()).await;
+        }
+    });
 
     // The stream to the next rank: chunks the training thread sends go out on it.
     let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);
@@ -169,24 +200,31 @@ async fn run(args: Args) -> Result<()> {
     let handle = tokio::runtime::Handle::current();
     let trained = tokio::task::spawn_blocking(move || {
         let plan = ReplicaPlan { rank, world };
-        run_replica::<Autodiff<Flex>>(&config, plan, &mut ring, &Default::default(), |step| {
-            let report = StepReport {
-                token: token.clone(),
-                rank,
-                step: step.step,
-                loss: step.loss,
-                val_loss: step.val_loss,
-                grad_norm: step.grad_norm,
-                compute_s: step.compute_s,
-                allreduce_s: step.allreduce_s,
-                tokens: step.tokens,
-                lr: step.lr,
-            };
-            handle
-                .block_on(coordinator.report(report))
-                .map(|_| ())
-                .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))
-        })
+        run_replica::<Autodiff<Flex>>(
+            &config,
+            plan,
+            start.as_deref(),
+            &mut ring,
+            &Default::default(),
+            |step| {
+                let report = StepReport {
+                    token: token.clone(),
+                    rank,
+                    step: step.step,
+                    loss: step.loss,
+                    val_loss: step.val_loss,
+                    grad_norm: step.grad_norm,
+                    compute_s: step.compute_s,
+                    allreduce_s: step.allreduce_s,
+                    tokens: step.tokens,
+                    lr: step.lr,
+                };
+                handle
+                    .block_on(coordinator.report(report))
+                    .map(|_| ())
+                    .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))
+            },
+        )
     })
     .await
     .context("the training thread panicked")?;

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct PeerService {
     /// The run's token.
     pub token: String,
-    /// Where received chunks go.
-    pub inbox: mpsc::Sender<Vec<u8>>,
+    /// Where received chunks go; an `Err` says the previous rank's stream broke.
+    pub inbox: mpsc::Sender<Result<Vec<u8>, String>>,
     /// Signalled when the previous rank has closed its stream (its training is over), so that
     /// this worker does not exit under it.
     pub finished: Arc<Notify>,
@@ -30,12 +30,23 @@ impl Peer for PeerService {
             .remote_addr()
             .map_or("an unknown address".to_string(), |a| a.to_string());
         let mut stream = request.into_inner();
-        while let Some(chunk) = stream.message().await? {
+        loop {
+            let chunk = match stream.message().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(status) => {
+                    // The previous rank died or its connection broke: abort the collective now
+                    // rather than wait for a timeout.
+                    let reason = format!("the previous rank's stream broke: {}", status.message());
+                    let _ = self.inbox.send(Err(reason));
+                    return Err(status);
+                }
+            };
             if chunk.token != self.token {
                 tracing::warn!("refused a ring chunk from {remote}: wrong run token");
                 return Err(Status::unauthenticated("wrong run token"));
             }
-            if self.inbox.send(chunk.data).is_err() {
+            if self.inbox.send(Ok(chunk.data)).is_err() {
                 return Err(Status::aborted("this worker has stopped training"));
             }
         }
@@ -49,7 +60,7 @@ pub struct GrpcRing {
     /// Chunks to stream to the next rank.
     pub outbox: tokio_mpsc::Sender<Chunk>,
     /// Chunks the Peer service received from the previous rank.
-    pub inbox: mpsc::Receiver<Vec<u8>>,
+    pub inbox: mpsc::Receiver<Result<Vec<u8>, String>>,
     /// The run's token, put on every chunk.
     pub token: String,
     /// This rank.
@@ -71,14 +82,18 @@ impl RingTransport for GrpcRing {
     }
 
     fn recv_prev(&mut self) -> Result<Vec<u8>, CollectiveError> {
-        self.inbox.recv_timeout(self.deadline).map_err(|e| match e {
-            mpsc::RecvTimeoutError::Timeout => CollectiveError::Aborted(format!(
-                "no gradient chunk from the previous rank within {} s",
-                self.deadline.as_secs()
-            )),
-            mpsc::RecvTimeoutError::Disconnected => {
-                CollectiveError::Transport("the previous rank's stream closed".into())
-            }
-        })
+        let received = self
+            .inbox
+            .recv_timeout(self.deadline)
+            .map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => CollectiveError::Aborted(format!(
+                    "no gradient chunk from the previous rank within {} s",
+                    self.deadline.as_secs()
+                )),
+                mpsc::RecvTimeoutError::Disconnected => {
+                    CollectiveError::Transport("the previous rank's stream closed".into())
+                }
+            })?;
+        received.map_err(CollectiveError::Aborted)
     }
 }

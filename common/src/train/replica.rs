@@ -3,12 +3,12 @@
 //! the same update and the replicas stay bit-identical. The transport and the reporting are the
 //! caller's: the worker passes gRPC streams and a report RPC; tests pass in-process channels.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 
-use super::checkpoint::save_checkpoint;
+use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::optimizer::AdamW;
 use super::run::{RunConfig, adam_config, evaluate, initial_model, rank_windows};
 use super::step::{apply_step, step_gradients};
@@ -47,20 +47,31 @@ pub struct ReplicaStep {
     pub tokens: u64,
 }
 
-/// Trains rank `plan.rank` for `config.steps` steps, all-reducing through `transport` and
-/// calling `report` after each step (an error from it stops the run). Rank 0 writes the
-/// checkpoints into `config.out`; it returns the last one.
+/// Trains rank `plan.rank` up to `config.steps` steps, from `start` (a checkpoint directory) or
+/// from scratch, all-reducing through `transport` and calling `report` after each step (an
+/// error from it stops the run). Rank 0 writes the checkpoints into `config.out`; it returns the
+/// last one.
 pub fn run_replica<A: TrainBackend>(
     config: &RunConfig,
     plan: ReplicaPlan,
+    start: Option<&Path>,
     transport: &mut impl RingTransport,
     device: &A::Device,
     mut report: impl FnMut(&ReplicaStep) -> Result<(), String>,
 ) -> Result<Option<PathBuf>, String> {
     let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
-    let mut model = initial_model::<A>(config, &model_config, device)?;
-    let mut optimizer = AdamW::new(adam_config(config));
+    let (mut model, mut optimizer, first_step) = match start {
+        Some(dir) => {
+            let (model, optimizer, meta) = load_checkpoint::<A>(dir, adam_config(config), device)?;
+            (model, optimizer, meta.step)
+        }
+        None => (
+            initial_model::<A>(config, &model_config, device)?,
+            AdamW::new(adam_config(config)),
+            0,
+        ),
+    };
     let schedule = config.schedule();
     let ring = Ring {
         rank: plan.rank as usize,
@@ -70,7 +81,7 @@ pub fn run_replica<A: TrainBackend>(
     };
     let tokens = (config.seq_len * config.micro_bsz * config.accum) as u64;
     let mut last_checkpoint = None;
-    for step in 0..config.steps {
+    for step in first_step..config.steps {
         let started = Instant::now();
         let lr = schedule.lr_at(step);
         let batches = rank_windows(config, &data, plan.rank, plan.world, step)?;

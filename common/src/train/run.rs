@@ -297,7 +297,7 @@ pub fn adam_config(config: &RunConfig) -> AdamWConfig {
 }
 
 /// Keeps the metrics lines of steps up to `step` (a resume rewrites what came after).
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(());
     };

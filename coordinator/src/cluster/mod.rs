@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sovereign_common::data::dataset::{Source, TokenDataset, Validation};
-use sovereign_common::train::run::RunConfig;
+use sovereign_common::train::checkpoint::{CheckpointMeta, latest_checkpoint};
+use sovereign_common::train::run::{RunConfig, truncate_metrics};
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -69,7 +70,10 @@ pub fn train_cluster(args: &TrainArgs, hosts_path: &Path, config: RunConfig) -> 
         shards,
         steps: config.steps,
     };
-    let metrics = std::fs::File::create(&metrics_path)
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
         .with_context(|| format!("cannot create {}", metrics_path.display()))?;
     let service = Arc::new(CoordinatorService::new(token, world, plan, metrics));
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
@@ -91,21 +95,15 @@ pub fn train_cluster(args: &TrainArgs, hosts_path: &Path, config: RunConfig) -> 
             .add_service(CoordinatorServer::from_arc(service.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener));
         tokio::spawn(server);
-        let mut children = match args.launcher {
-            Launcher::Local => spawn_local(&address.to_string(), &token_file, world)?,
-            Launcher::None => {
-                tracing::info!(
-                    "waiting for {world} workers: sovereign-worker --coordinator {address} --token-file {}",
-                    token_file.display()
-                );
-                Vec::new()
-            }
+        let launch = Launch {
+            launcher: args.launcher,
+            address: address.to_string(),
+            token_file: token_file.clone(),
+            world,
         };
-        let outcome = supervise(&service, &mut children, config.steps).await;
-        for child in &mut children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let mut children = launch.start()?;
+        let outcome = supervise(&service, &launch, &mut children, &config, args).await;
+        stop(&mut children);
         outcome
     })?;
     println!(
@@ -116,27 +114,113 @@ pub fn train_cluster(args: &TrainArgs, hosts_path: &Path, config: RunConfig) -> 
     Ok(())
 }
 
-/// Waits until every rank has reported the last step; a worker process that fails first is an
-/// error naming it.
-async fn supervise(service: &CoordinatorService, children: &mut [Child], steps: u64) -> Result<()> {
-    let mut progress = service.progress();
-    loop {
-        if *progress.borrow() >= steps {
-            break;
-        }
-        let mut exited = 0;
-        for (i, child) in children.iter_mut().enumerate() {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!(
-                        "worker process {i} (pid {}) exited with {status} before the run finished",
-                        child.id()
-                    );
-                }
-                exited += 1;
+/// How this run starts its workers.
+struct Launch {
+    launcher: Launcher,
+    address: String,
+    token_file: PathBuf,
+    world: u32,
+}
+
+impl Launch {
+    /// Starts the workers of a (new) generation: local processes, or nothing when they dial in.
+    fn start(&self) -> Result<Vec<Child>> {
+        match self.launcher {
+            Launcher::Local => spawn_local(&self.address, &self.token_file, self.world),
+            Launcher::None => {
+                tracing::info!(
+                    "waiting for {} workers: sovereign-worker --coordinator {} --token-file {}",
+                    self.world,
+                    self.address,
+                    self.token_file.display()
+                );
+                Ok(Vec::new())
             }
         }
-        if !children.is_empty() && exited == children.len() && *progress.borrow() < steps {
+    }
+}
+
+/// Kills and reaps worker processes.
+fn stop(children: &mut Vec<Child>) {
+    for child in children.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    children.clear();
+}
+
+/// What went wrong with the group, if anything: a worker process that died (named by its rank)
+/// or a rank that stopped sending heartbeats.
+fn failure(
+    service: &CoordinatorService,
+    children: &mut [Child],
+    stall_timeout: Duration,
+) -> Result<Option<String>> {
+    for child in children.iter_mut() {
+        if let Some(status) = child.try_wait()?
+            && !status.success()
+        {
+            let pid = child.id();
+            let who = service
+                .rank_of_pid(pid)
+                .map_or(format!("a worker (pid {pid}) that had not joined"), |r| {
+                    format!("rank {r} (pid {pid})")
+                });
+            return Ok(Some(format!("{who} died: {status}")));
+        }
+    }
+    Ok(service.stalled(stall_timeout))
+}
+
+/// Waits until every rank has reported the last step. When a worker dies or stalls, the group
+/// restarts from the last whole checkpoint, up to `--max-restarts` times: local workers are
+/// respawned; with `--launcher none` the coordinator waits for workers to dial in again.
+async fn supervise(
+    service: &CoordinatorService,
+    launch: &Launch,
+    children: &mut Vec<Child>,
+    config: &RunConfig,
+    args: &TrainArgs,
+) -> Result<()> {
+    let mut progress = service.progress();
+    let stall_timeout = Duration::from_secs(args.stall_timeout);
+    let mut generation = 0;
+    loop {
+        if *progress.borrow() >= config.steps {
+            break;
+        }
+        if let Some(what) = failure(service, children, stall_timeout)? {
+            tracing::error!("{what}");
+            if generation >= args.max_restarts {
+                bail!("{what}; giving up after {} restarts", args.max_restarts);
+            }
+            stop(children);
+            generation += 1;
+            let (checkpoint, step) = match latest_checkpoint(&config.out) {
+                Ok(dir) => {
+                    let step = checkpoint_step(&dir)?;
+                    (Some(dir), step)
+                }
+                Err(_) => (None, 0),
+            };
+            truncate_metrics(&config.out.join("metrics.jsonl"), step)
+                .map_err(anyhow::Error::msg)?;
+            tracing::warn!(
+                "restarting the group (generation {generation}) from {}",
+                checkpoint
+                    .as_ref()
+                    .map_or("the start".to_string(), |d| d.display().to_string())
+            );
+            service.restart(generation, checkpoint.as_deref(), step);
+            *children = launch.start()?;
+            continue;
+        }
+        if !children.is_empty()
+            && children
+                .iter_mut()
+                .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+            && *progress.borrow() < config.steps
+        {
             bail!("every worker process exited before the run finished");
         }
         tokio::select! {
@@ -163,6 +247,15 @@ async fn supervise(service: &CoordinatorService, children: &mut [Child], steps: 
         }
     }
     Ok(())
+}
+
+/// The step a checkpoint directory was taken at (from its meta.json).
+fn checkpoint_step(dir: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(dir.join("meta.json"))
+        .with_context(|| format!("reading {}", dir.join("meta.json").display()))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a checkpoint meta.json", dir.display()))?;
+    Ok(meta.step)
 }
 
 /// Starts `world` local `sovereign-worker` processes (the binary beside this one).

@@ -1,15 +1,20 @@
 //! The Coordinator gRPC service: admits workers (token and version checked), hands each its rank
-//! and plan once the whole world has joined, and turns the per-step reports into metrics.jsonl.
+//! and plan once the whole world has joined, turns the per-step reports into metrics.jsonl, and
+//! keeps the heartbeats that tell a live worker from a frozen one. A restart starts a new
+//! generation: the joins and pending reports of the old one are dropped.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sovereign_common::train::run::Metrics;
 use sovereign_proto::v1::coordinator_server::Coordinator;
-use sovereign_proto::v1::{Command, JoinReply, JoinRequest, Plan, StepReport, command};
+use sovereign_proto::v1::{
+    Command, HeartbeatRequest, JoinReply, JoinRequest, Plan, StepReport, command,
+};
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 
@@ -25,11 +30,16 @@ pub struct RunPlan {
     pub steps: u64,
 }
 
-/// Workers that have joined, waiting for the rest.
+/// The current generation's workers: joined, waiting for the rest, or running.
 #[derive(Default)]
-struct Joins {
-    peers: Vec<String>,
+struct Group {
+    generation: u32,
+    start_checkpoint: String,
+    /// Per rank: peer address, pid and host.
+    members: Vec<(String, u32, String)>,
     waiting: Vec<oneshot::Sender<Result<JoinReply, Status>>>,
+    /// Per rank: when it was last heard from (set once the whole world has joined).
+    last_seen: Vec<Instant>,
 }
 
 /// Reports of steps not every rank has reported yet, and the metrics file.
@@ -44,20 +54,20 @@ pub struct CoordinatorService {
     token: String,
     world: u32,
     plan: RunPlan,
-    joins: Mutex<Joins>,
+    group: Mutex<Group>,
     reports: Mutex<Reports>,
     /// The last step every rank has reported.
     progress: watch::Sender<u64>,
 }
 
 impl CoordinatorService {
-    /// A service for `world` workers; metrics lines go to `metrics`.
+    /// A service for `world` workers; metrics lines are appended to `metrics`.
     pub fn new(token: String, world: u32, plan: RunPlan, metrics: File) -> Self {
         Self {
             token,
             world,
             plan,
-            joins: Mutex::default(),
+            group: Mutex::default(),
             reports: Mutex::new(Reports {
                 pending: BTreeMap::new(),
                 metrics,
@@ -72,6 +82,45 @@ impl CoordinatorService {
         self.progress.subscribe()
     }
 
+    /// Starts generation `generation`, continuing from `checkpoint` (at `step`) or from scratch.
+    pub fn restart(&self, generation: u32, checkpoint: Option<&Path>, step: u64) {
+        if let Ok(mut group) = self.group.lock() {
+            *group = Group {
+                generation,
+                start_checkpoint: checkpoint.map_or(String::new(), |p| p.display().to_string()),
+                ..Group::default()
+            };
+        }
+        if let Ok(mut reports) = self.reports.lock() {
+            reports.pending.clear();
+        }
+        self.progress.send_replace(step);
+    }
+
+    /// The rank of the worker process `pid` in the current generation.
+    pub fn rank_of_pid(&self, pid: u32) -> Option<usize> {
+        let group = self.group.lock().ok()?;
+        group.members.iter().position(|(_, p, _)| *p == pid)
+    }
+
+    /// A rank not heard from for longer than `timeout`, described for the log.
+    pub fn stalled(&self, timeout: Duration) -> Option<String> {
+        let group = self.group.lock().ok()?;
+        let (rank, seen) = group
+            .last_seen
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, seen)| seen.elapsed())?;
+        let quiet = seen.elapsed();
+        (quiet > timeout).then(|| {
+            let (_, pid, host) = &group.members[rank];
+            format!(
+                "rank {rank} (pid {pid} on {host}) stalled: no heartbeat or step progress for {:.0} s",
+                quiet.as_secs_f64()
+            )
+        })
+    }
+
     /// Refuses (and logs) a request without the run's token.
     fn check_token(&self, token: &str, what: &str, remote: &str) -> Result<(), Status> {
         if token == self.token {
@@ -81,8 +130,18 @@ impl CoordinatorService {
         Err(Status::unauthenticated("missing or wrong run token"))
     }
 
+    /// Notes that `rank` is alive.
+    fn seen(&self, rank: u32) {
+        if let Ok(mut group) = self.group.lock()
+            && let Some(seen) = group.last_seen.get_mut(rank as usize)
+        {
+            *seen = Instant::now();
+        }
+    }
+
     /// Records one report; writes the metrics line once every rank has reported the step.
     fn record(&self, report: StepReport) -> Result<(), Status> {
+        self.seen(report.rank);
         let mut reports = self
             .reports
             .lock()
@@ -133,6 +192,57 @@ impl CoordinatorService {
         self.progress.send_replace(step);
         Ok(())
     }
+
+    /// Adds a joining worker; once the world is complete, answers every waiting worker.
+    fn admit(
+        &self,
+        join: JoinRequest,
+        reply: oneshot::Sender<Result<JoinReply, Status>>,
+    ) -> Result<(), Status> {
+        let mut group = self
+            .group
+            .lock()
+            .map_err(|_| Status::internal("poisoned"))?;
+        if group.members.len() >= self.world as usize {
+            return Err(Status::resource_exhausted(format!(
+                "the run already has its {} workers",
+                self.world
+            )));
+        }
+        tracing::info!(
+            "worker {} (pid {}, {}) joined as rank {}",
+            join.host,
+            join.pid,
+            join.peer_address,
+            group.members.len()
+        );
+        group.members.push((join.peer_address, join.pid, join.host));
+        group.waiting.push(reply);
+        if group.members.len() < self.world as usize {
+            return Ok(());
+        }
+        let ring: Vec<String> = group.members.iter().map(|m| m.0.clone()).collect();
+        group.last_seen = vec![Instant::now(); ring.len()];
+        let waiting = std::mem::take(&mut group.waiting);
+        for (rank, waiter) in waiting.into_iter().enumerate() {
+            let (shard_start, shard_end) = self.plan.shards[rank];
+            let reply = JoinReply {
+                rank: rank as u32,
+                world_size: self.world,
+                plan: Some(Plan {
+                    config_json: self.plan.config_json.clone(),
+                    ring: ring.clone(),
+                    shard_start,
+                    shard_end,
+                    data_sha256: self.plan.data_sha256.clone(),
+                    generation: group.generation,
+                    start_checkpoint: group.start_checkpoint.clone(),
+                }),
+            };
+            let _ = waiter.send(Ok(reply));
+        }
+        Ok(())
+    }
 }
 
 /// The address of a request's peer, for logs.
@@ -140,6 +250,13 @@ fn remote<T>(request: &Request<T>) -> String {
     request
         .remote_addr()
         .map_or_else(|| "an unknown address".into(), |a| a.to_string())
+}
+
+/// The answer that lets a worker go on.
+fn carry_on() -> Response<Command> {
+    Response::new(Command {
+        kind: command::Kind::Continue as i32,
+    })
 }
 
 #[tonic::async_trait]
@@ -161,48 +278,10 @@ impl Coordinator for CoordinatorService {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        {
-            let mut joins = self
-                .joins
-                .lock()
-                .map_err(|_| Status::internal("poisoned"))?;
-            if joins.peers.len() >= self.world as usize {
-                return Err(Status::resource_exhausted(format!(
-                    "the run already has its {} workers",
-                    self.world
-                )));
-            }
-            tracing::info!(
-                "worker {} ({}) joined as rank {}",
-                join.host,
-                join.peer_address,
-                joins.peers.len()
-            );
-            joins.peers.push(join.peer_address);
-            joins.waiting.push(tx);
-            if joins.peers.len() == self.world as usize {
-                let ring = joins.peers.clone();
-                for (rank, waiter) in joins.waiting.drain(..).enumerate() {
-                    let (shard_start, shard_end) = self.plan.shards[rank];
-                    let reply = JoinReply {
-                        rank: rank as u32,
-                        world_size: self.world,
-                        plan: Some(Plan {
-                            config_json: self.plan.config_json.clone(),
-                            ring: ring.clone(),
-                            shard_start,
-                            shard_end,
-                            data_sha256: self.plan.data_sha256.clone(),
-                            generation: 0,
-                        }),
-                    };
-                    let _ = waiter.send(Ok(reply));
-                }
-            }
-        }
+        self.admit(join, tx)?;
         let reply = rx
             .await
-            .map_err(|_| Status::aborted("the coordinator stopped before every worker joined"))??;
+            .map_err(|_| Status::aborted("the group restarted before every worker joined"))??;
         Ok(Response::new(reply))
     }
 
@@ -211,8 +290,20 @@ impl Coordinator for CoordinatorService {
         let report = request.into_inner();
         self.check_token(&report.token, "a step report", &from)?;
         self.record(report)?;
-        Ok(Response::new(Command {
-            kind: command::Kind::Continue as i32,
-        }))
+        Ok(carry_on())
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<Command>, Status> {
+        let from = remote(&request);
+        let beat = request.into_inner();
+        self.check_token(&beat.token, "a heartbeat", &from)?;
+        let current = self.group.lock().map(|g| g.generation).unwrap_or_default();
+        if beat.generation == current {
+            self.seen(beat.rank);
+        }
+        Ok(carry_on())
     }
 }
