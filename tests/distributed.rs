@@ -4,7 +4,8 @@
 //! `sovereign train --emulate-world N`, one process taking every rank's micro-batches in rank
 //! order. A worker with the wrong token is refused. A worker killed with SIGKILL is named within
 //! 10 s and a frozen one (SIGSTOP) is reported as stalled; the group restarts from the last
-//! checkpoint and still ends with the uninterrupted run's weights.
+//! checkpoint and still ends with the uninterrupted run's weights. A killed coordinator is
+//! followed by `sovereign resume --run DIR --hosts`, which continues from `latest`.
 
 use std::fs;
 use std::io::BufRead;
@@ -341,5 +342,36 @@ fn a_frozen_worker_is_reported_as_stalled_and_replaced() {
     eprintln!("after {took:?}: {line}");
     assert!(line.contains(&format!("(pid {victim} on")), "{line}");
     assert!(coordinator.wait().unwrap().success());
+    assert_same_weights_as_uninterrupted(dir.path());
+}
+
+#[test]
+fn a_killed_coordinator_is_resumed_from_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let (mut coordinator, _lines) = start_cluster(dir.path(), &[]);
+    let run = dir.path().join("cluster");
+    wait_for_steps(&run, 12);
+    let workers = worker_pids(&coordinator);
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    // Without their coordinator the workers stop on their own (their reports fail).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while workers.iter().any(|pid| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+    }) {
+        assert!(Instant::now() < deadline, "orphaned workers kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(run.join("latest").exists());
+    let resumed = sovereign(&[
+        "resume",
+        "--run",
+        path_str(&run),
+        "--hosts",
+        path_str(&dir.path().join("hosts.txt")),
+    ]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_same_weights_as_uninterrupted(dir.path());
 }

@@ -293,6 +293,18 @@ pub struct TrainArgs {
     /// rank's micro-batches from that rank's shard, in rank order, and averages all of them.
     #[arg(long, value_name = "N")]
     pub emulate_world: Option<u32>,
+    /// Distributed training.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Gradients on the wire with --hosts: f32, or bf16 for half the traffic (--emulate-world
+    /// rounds the same way).
+    #[arg(long, value_parser = ["f32", "bf16"])]
+    pub wire_dtype: Option<String>,
+}
+
+/// Distributed training: where the workers are and how the coordinator runs them.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ClusterArgs {
     /// Train data-parallel on the workers of this hosts file (`hostname slots=N` per line).
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
@@ -310,10 +322,6 @@ pub struct TrainArgs {
     /// With --hosts: how many times the group may restart after a worker dies or stalls.
     #[arg(long, default_value_t = 3)]
     pub max_restarts: u32,
-    /// Gradients on the wire with --hosts: f32, or bf16 for half the traffic (--emulate-world
-    /// rounds the same way).
-    #[arg(long, value_parser = ["f32", "bf16"])]
-    pub wire_dtype: Option<String>,
 }
 
 /// How the coordinator starts workers.
@@ -338,6 +346,9 @@ pub struct ResumeArgs {
     /// Device: cpu, cuda:N or wgpu:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Distributed training: continue a `train --hosts` run on these workers.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Where a model's weights come from.

@@ -201,18 +201,7 @@ pub fn resume<A: TrainBackend>(
     from: Option<&Path>,
     device: &A::Device,
 ) -> Result<PathBuf, String> {
-    let checkpoint = match from {
-        Some(dir) => dir.to_path_buf(),
-        None => super::checkpoint::latest_checkpoint(run_dir)?,
-    };
-    let meta_text = fs::read_to_string(checkpoint.join("meta.json"))
-        .map_err(|e| format!("{}: {e}", checkpoint.display()))?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(&meta_text).map_err(|e| format!("{}: {e}", checkpoint.display()))?;
-    let mut config: RunConfig = serde_json::from_value(meta.config.clone())
-        .map_err(|e| format!("{}: config: {e}", checkpoint.display()))?;
-    // The run directory may have moved since; it is where the run continues.
-    config.out = run_dir.to_path_buf();
+    let (config, checkpoint) = resume_point(run_dir, from)?;
     let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
     let (model, optimizer, meta) = load_checkpoint::<A>(&checkpoint, adam_config(&config), device)?;
@@ -228,6 +217,23 @@ pub fn resume<A: TrainBackend>(
         meta.tokens_seen,
         device,
     )
+}
+
+/// Where a resumed run continues: the checkpoint (`from`, or the run's `latest`) and the run
+/// config stored in it, with `out` set to `run_dir` (the directory may have moved since).
+pub fn resume_point(run_dir: &Path, from: Option<&Path>) -> Result<(RunConfig, PathBuf), String> {
+    let checkpoint = match from {
+        Some(dir) => dir.to_path_buf(),
+        None => super::checkpoint::latest_checkpoint(run_dir)?,
+    };
+    let meta_text = fs::read_to_string(checkpoint.join("meta.json"))
+        .map_err(|e| format!("{}: {e}", checkpoint.display()))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&meta_text).map_err(|e| format!("{}: {e}", checkpoint.display()))?;
+    let mut config: RunConfig = serde_json::from_value(meta.config)
+        .map_err(|e| format!("{}: config: {e}", checkpoint.display()))?;
+    config.out = run_dir.to_path_buf();
+    Ok((config, checkpoint))
 }
 
 /// The weights a run starts from: `init_from`'s (which must have the run's shape), or a fresh

@@ -19,11 +19,17 @@ use sovereign_common::train::run::{RunConfig, truncate_metrics};
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::cli::{Launcher, TrainArgs};
+use crate::cli::{ClusterArgs, Launcher};
 use service::{CoordinatorService, RunPlan};
 
-/// Runs the coordinator of a distributed training run until every step is reported.
-pub fn train_cluster(args: &TrainArgs, hosts_path: &Path, config: RunConfig) -> Result<()> {
+/// Runs the coordinator of a distributed training run until every step is reported, from
+/// scratch or (`start`) from a checkpoint of an earlier run in the same directory.
+pub fn train_cluster(
+    args: &ClusterArgs,
+    hosts_path: &Path,
+    config: RunConfig,
+    start: Option<&Path>,
+) -> Result<()> {
     let hosts = hosts::read_hosts(hosts_path)?;
     if args.launcher == Launcher::Local
         && let Some(remote) = hosts.iter().find(|h| !h.is_local())
@@ -41,12 +47,20 @@ pub fn train_cluster(args: &TrainArgs, hosts_path: &Path, config: RunConfig) -> 
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("cannot create {}", config.out.display()))?;
     let metrics_path = config.out.join("metrics.jsonl");
-    if metrics_path.exists() {
-        bail!(
-            "{} already holds a run; choose another --out",
+    let start_step = match start {
+        Some(dir) => {
+            let step = checkpoint_step(dir)?;
+            truncate_metrics(&metrics_path, step).map_err(anyhow::Error::msg)?;
+            tracing::info!("resuming {} from {}", config.out.display(), dir.display());
+            step
+        }
+        None if metrics_path.exists() => bail!(
+            "{} already holds a run; use `sovereign resume --run {} --hosts …` or another --out",
+            config.out.display(),
             config.out.display()
-        );
-    }
+        ),
+        None => 0,
+    };
     let data = TokenDataset::open(
         &config.data,
         config.vocab_hint().map_err(anyhow::Error::msg)?,
@@ -76,6 +90,7 @@ pub fn train_cluster(args: &TrainArgs, hosts_path: &Path, config: RunConfig) -> 
         .open(&metrics_path)
         .with_context(|| format!("cannot create {}", metrics_path.display()))?;
     let service = Arc::new(CoordinatorService::new(token, world, plan, metrics));
+    service.restart(0, start, start_step);
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,7 +122,7 @@ pub fn train_cluster(args: &TrainArgs, hosts_path: &Path, config: RunConfig) -> 
         outcome
     })?;
     println!(
-        "trained {} steps on {world} workers; metrics in {}",
+        "trained to step {} on {world} workers; metrics in {}",
         config.steps,
         metrics_path.display()
     );
@@ -180,7 +195,7 @@ async fn supervise(
     launch: &Launch,
     children: &mut Vec<Child>,
     config: &RunConfig,
-    args: &TrainArgs,
+    args: &ClusterArgs,
 ) -> Result<()> {
     let mut progress = service.progress();
     let stall_timeout = Duration::from_secs(args.stall_timeout);

@@ -54,14 +54,14 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
 pub fn train(args: &TrainArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     let config = run_config(args)?;
-    if let Some(hosts) = &args.hosts {
+    if let Some(hosts) = &args.cluster.hosts {
         if config.emulate_world != 1 {
             bail!("--hosts and --emulate-world exclude each other: the hosts file sets the world");
         }
         if device != Device::Cpu {
             bail!("--hosts trains on CPU workers in this release (GPU workers arrive with NCCL)");
         }
-        return crate::cluster::train_cluster(args, hosts, config);
+        return crate::cluster::train_cluster(&args.cluster, hosts, config, None);
     }
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
     let last = with_backend!(device, |B, dev| run::train::<Autodiff<B>>(&config, &dev))
@@ -73,6 +73,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 /// `sovereign resume`.
 pub fn resume(args: &ResumeArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
+    if let Some(hosts) = &args.cluster.hosts {
+        if device != Device::Cpu {
+            bail!("--hosts trains on CPU workers in this release (GPU workers arrive with NCCL)");
+        }
+        let (config, checkpoint) =
+            run::resume_point(&args.run, args.from.as_deref()).map_err(anyhow::Error::msg)?;
+        return crate::cluster::train_cluster(&args.cluster, hosts, config, Some(&checkpoint));
+    }
     let last = with_backend!(device, |B, dev| run::resume::<Autodiff<B>>(
         &args.run,
         args.from.as_deref(),
