@@ -359,7 +359,7 @@ fn a_killed_coordinator_is_resumed_from_latest() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while workers.iter().any(|pid| {
         fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+            .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
     }) {
         assert!(Instant::now() < deadline, "orphaned workers kept running");
         std::thread::sleep(Duration::from_millis(100));
