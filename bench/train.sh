@@ -27,18 +27,24 @@ fmt() { python3 -c "print(f'{$1:$2}')"; }
 echo "torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'), 2 threads each"
 ours_mm=$(field "$(ours matmul 2048)" gflops)
 torch_mm=$(field "$(torch matmul 2048)" gflops)
-echo "fp32 matmul 2048²: sovereign (burn flex) ${ours_mm} GFLOP/s, PyTorch ${torch_mm} GFLOP/s"
+echo "fp32 matmul 2048²: sovereign (burn flex) ${ours_mm} GFLOP/s, PyTorch $(fmt "$torch_mm" .1f) GFLOP/s"
 echo
 printf '%-6s %-10s %12s %12s %7s %12s %12s %10s %10s\n' model "B×T" "ours tok/s" "torch tok/s" ratio \
   "ours %matmul" "torch %mm" "ours RSS" "torch RSS"
 declare -A layers=([micro]=8 [mini]=16) embd=([micro]=128 [mini]=192)
 row() {  # model B T steps
-  local o t
+  local o t ot tt og tg
   o=$(ours step "$1" "$3" "$2" "$4")
   t=$(torch step "${layers[$1]}" "${embd[$1]}" 32000 "$3" "$2" "$4")
-  local ot tt og tg
-  ot=$(field "$o" tokens_per_s); tt=$(field "$t" tokens_per_s)
+  ot=$(field "$o" tokens_per_s)
   og=$(field "$o" model_gflops)
+  if [[ "$t" == *error* ]]; then
+    printf '%-6s %-10s %12.0f %12s %7s %11s%% %11s %8.0fMB %10s\n' "$1" "$2×$3" "$ot" "-" "-" \
+      "$(fmt "100*$og/$ours_mm" .0f)" "-" "$(field "$o" peak_rss_mb)" "-"
+    echo "       PyTorch: $(field "$t" error)"
+    return
+  fi
+  tt=$(field "$t" tokens_per_s)
   tg=$(python3 -c "print(6*$(field "$o" matmul_params)*$tt/1e9)")
   printf '%-6s %-10s %12.0f %12.0f %7s %11s%% %11s%% %8.0fMB %8.0fMB\n' "$1" "$2×$3" "$ot" "$tt" \
     "$(fmt "$ot/$tt" .2f)" "$(fmt "100*$og/$ours_mm" .0f)" "$(fmt "100*$tg/$torch_mm" .0f)" \

@@ -139,7 +139,14 @@ def matmul_bench(n):
 
 
 if __name__ == "__main__":
+    # Cap the address space (default 16 GiB) so that a step too big for the machine fails
+    # cleanly instead of swapping it to a halt.
+    cap = int(float(__import__("os").environ.get("TORCH_BENCH_MAX_GB", "16")) * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     if sys.argv[1] == "step":
-        print(json.dumps(step_bench(*map(int, sys.argv[2:8]))))
+        try:
+            print(json.dumps(step_bench(*map(int, sys.argv[2:8]))))
+        except (MemoryError, RuntimeError) as e:
+            print(json.dumps({"error": f"out of memory under {cap / 2**30:.0f} GiB: {str(e)[:80]}"}))
     else:
         print(json.dumps(matmul_bench(int(sys.argv[2]))))

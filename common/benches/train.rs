@@ -19,6 +19,9 @@ use sovereign_common::train::step::train_step;
 
 type A = Autodiff<Flex>;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const VOCAB: usize = 32_000;
 
 fn main() {
