@@ -75,7 +75,12 @@ fn demo_runs_the_whole_pipeline() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("demo: 4 of 10 pages kept"), "{stdout}");
     assert!(stdout.contains("demo: tokenizer of "), "{stdout}");
-    assert!(stdout.contains("demo: trained 20 steps"), "{stdout}");
+    assert!(
+        stdout.contains("demo: trained 20 steps on 2 data-parallel ranks"),
+        "{stdout}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("20 steps on 2 local workers"), "{err}");
     // plot: a 1200 × 700 PNG (signature, then the IHDR chunk's width and height).
     let png = std::fs::read(dir.path().join("run/loss.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -273,16 +273,22 @@ fn checkpoint_step(dir: &Path) -> Result<u64> {
     Ok(meta.step)
 }
 
-/// Starts `world` local `sovereign-worker` processes (the binary beside this one).
-fn spawn_local(address: &str, token_file: &Path, world: u32) -> Result<Vec<Child>> {
+/// The `sovereign-worker` binary beside this one.
+pub fn worker_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let worker = exe.with_file_name(format!("sovereign-worker{}", std::env::consts::EXE_SUFFIX));
     if !worker.exists() {
         bail!(
-            "{} not found: build it beside sovereign (cargo build --release)",
+            "{} not found: build it beside sovereign (cargo build --release --workspace)",
             worker.display()
         );
     }
+    Ok(worker)
+}
+
+/// Starts `world` local `sovereign-worker` processes (the binary beside this one).
+fn spawn_local(address: &str, token_file: &Path, world: u32) -> Result<Vec<Child>> {
+    let worker = worker_binary()?;
     (0..world)
         .map(|_| {
             Process::new(&worker)

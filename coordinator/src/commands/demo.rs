@@ -9,8 +9,8 @@ use super::{infer, plot, prep, train};
 use sovereign_common::tokenizer::Tokenizer;
 
 use crate::cli::{
-    CleanCorpusArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs, PlotArgs,
-    ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs, WeightsArgs,
+    CleanCorpusArgs, ClusterArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs,
+    PlotArgs, ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs, WeightsArgs,
 };
 
 /// The bundled dump: a handful of Portuguese articles with the markup real dumps have, plus a
@@ -80,20 +80,41 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     })?;
 
     let steps = args.steps.max(1);
-    eprintln!(
-        "== 5/7 train: the micro RWKV-7 (8 layers, width 128) for {steps} steps on train.bin"
-    );
     let run_dir = args.out.join("run");
     if run_dir.exists() {
         fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
     }
+    // Two data-parallel workers: real sovereign-worker processes when the binary is beside this
+    // one, otherwise the same two ranks emulated in this process (bit-identical results).
+    let hosts = args.out.join("hosts.txt");
+    fs::write(&hosts, "localhost slots=2\n")
+        .with_context(|| format!("writing {}", hosts.display()))?;
+    let (cluster, emulate_world) = if crate::cluster::worker_binary().is_ok() {
+        eprintln!(
+            "== 5/7 train: the micro RWKV-7 (8 layers, width 128), {steps} steps on 2 local workers"
+        );
+        let cluster = ClusterArgs {
+            hosts: Some(hosts),
+            bind: "127.0.0.1:0".into(),
+            stall_timeout: 30,
+            max_restarts: 3,
+            ..ClusterArgs::default()
+        };
+        (cluster, None)
+    } else {
+        eprintln!(
+            "== 5/7 train: sovereign-worker is not built beside this binary; the micro RWKV-7 \
+             trains {steps} steps as 2 ranks emulated in this process (--emulate-world 2)"
+        );
+        (ClusterArgs::default(), Some(2))
+    };
     train::train(&TrainArgs {
         data: Some(args.out.join("train.bin")),
         val_data: Some(args.out.join("val.bin")),
         tokenizer: Some(tokenizer_path.clone()),
         model: Some("micro".into()),
         seq_len: Some(64),
-        micro_bsz: Some(4),
+        micro_bsz: Some(2),
         steps: Some(steps),
         warmup: Some(steps.div_ceil(10)),
         lr: Some(2e-3),
@@ -102,6 +123,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         eval_every: Some(steps.div_ceil(5)),
         out: Some(run_dir.clone()),
         device: "cpu".into(),
+        emulate_world,
+        cluster,
         ..TrainArgs::default()
     })?;
     let metrics =
@@ -160,11 +183,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         seed: 0,
     })?;
     println!(
-        "demo: trained {steps} steps: loss {first_loss:.3} → {last_loss:.3}; checkpoints, \
-         metrics.jsonl and loss.png in {}",
+        "demo: trained {steps} steps on 2 data-parallel ranks: loss {first_loss:.3} → \
+         {last_loss:.3}; checkpoints, metrics.jsonl and loss.png in {}",
         run_dir.display()
     );
-    println!("demo: distributed training joins the demo when it is built.");
     Ok(())
 }
 
