@@ -7,10 +7,12 @@
 //! - [`train`]: schedule, gradients and AdamW, checkpoints, the training loop.
 //! - [`collective`]: gradient buckets and the ring all-reduce over a transport trait.
 //! - [`output`]: files written whole or not at all.
+//! - [`logging`]: the binaries' log lines.
 //! - [`progress`]: progress lines for long stages.
 
 pub mod collective;
 pub mod data;
+pub mod logging;
 pub mod model;
 pub mod output;
 pub mod progress;

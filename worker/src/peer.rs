@@ -97,3 +97,59 @@ impl RingTransport for GrpcRing {
         received.map_err(CollectiveError::Aborted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sovereign_proto::v1::peer_client::PeerClient;
+    use sovereign_proto::v1::peer_server::PeerServer;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    /// A Peer service on a loopback port; returns its address and what it hands to training.
+    async fn serve() -> (String, mpsc::Receiver<Result<Vec<u8>, String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let (inbox, received) = mpsc::channel();
+        let service = PeerService {
+            token: "secret".into(),
+            inbox,
+            finished: Arc::new(Notify::new()),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(service))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        (address, received)
+    }
+
+    fn chunk(token: &str, data: &[u8]) -> Chunk {
+        Chunk {
+            token: token.into(),
+            rank: 0,
+            data: data.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_without_the_run_token_are_refused() {
+        let (address, received) = serve().await;
+        let mut client = PeerClient::connect(address).await.unwrap();
+        let refused = client
+            .ring(tokio_stream::iter(vec![chunk("guess", b"poison")]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert!(received.try_recv().is_err(), "nothing reaches training");
+
+        client
+            .ring(tokio_stream::iter(vec![
+                chunk("secret", b"ok"),
+                chunk("secret", b"!"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(received.try_recv().unwrap().unwrap(), b"ok");
+        assert_eq!(received.try_recv().unwrap().unwrap(), b"!");
+    }
+}
