@@ -331,6 +331,12 @@ fn world_step<A: TrainBackend>(
     device: &A::Device,
 ) -> Result<(Rwkv<A>, StepReport), String> {
     let world = config.emulate_world;
+    if world == 1 {
+        // One rank: its gradients are the step's; no averaging, no host copies.
+        let batches = rank_windows(config, data, 0, 1, step)?;
+        let (grads, loss) = step_gradients(&model, model_config, step + 1, &batches, device)?;
+        return apply_step(model, optimizer, grads, loss, lr);
+    }
     let mut per_rank = Vec::with_capacity(world as usize);
     let mut layout = None;
     let mut loss = 0.0;
