@@ -10,7 +10,10 @@ use bzip2::write::BzEncoder;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo test` sets the manifest directory at run time too; it wins over the one compiled in,
+    // which a target directory shared between checkouts can leave stale.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf()

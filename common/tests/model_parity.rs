@@ -17,7 +17,13 @@ type B = Flex;
 fn fixture_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("SOVEREIGN_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+        .unwrap_or_else(|| {
+            // `cargo test` sets the manifest directory at run time too; it wins over the one
+            // compiled in, which a target directory shared between checkouts can leave stale.
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+                .join("../../shared/fixtures")
+        })
         .join("rwkv7-tiny");
     if dir.is_dir() {
         return Some(dir);
