@@ -1,5 +1,8 @@
 //! Helpers for the end-to-end tests: locating the built binaries and the shared fixtures, and
-//! making test inputs (bz2 single- and multistream files, UTF-16 XML).
+//! making test inputs (bz2 single- and multistream files, UTF-16 XML). [`cluster`] holds what the
+//! distributed-training tests share.
+
+pub mod cluster;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@ use std::fs;
 use burn::backend::{Autodiff, Flex};
 use sovereign_common::collective::local::local_ring;
 use sovereign_common::model::weights::TensorFile;
-use sovereign_common::train::replica::{ReplicaPlan, run_replica};
+use sovereign_common::train::replica::{Control, ReplicaPlan, run_replica};
 use sovereign_common::train::run::{RunConfig, train};
 
 type A = Autodiff<Flex>;
@@ -66,7 +66,7 @@ fn ring_replicas_match_the_emulated_world() {
                     &Default::default(),
                     |s| {
                         losses.push(s.loss);
-                        Ok(())
+                        Ok(Control::Continue)
                     },
                 )
                 .unwrap();

@@ -21,12 +21,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use burn::backend::{Autodiff, Flex};
 use clap::Parser;
-use sovereign_common::train::replica::{ReplicaPlan, run_replica};
+use sovereign_common::train::replica::{Control, ReplicaPlan, run_replica};
 use sovereign_common::train::run::RunConfig;
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::peer_client::PeerClient;
 use sovereign_proto::v1::peer_server::PeerServer;
-use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport};
+use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport, command};
 use tokio::sync::Notify;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
@@ -217,10 +217,14 @@ async fn run(args: Args) -> Result<()> {
                     tokens: step.tokens,
                     lr: step.lr,
                 };
-                handle
+                let answer = handle
                     .block_on(coordinator.report(report))
-                    .map(|_| ())
-                    .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))
+                    .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))?
+                    .into_inner();
+                Ok(match answer.kind() {
+                    command::Kind::Continue => Control::Continue,
+                    command::Kind::Stop => Control::StopAfter(answer.stop_after),
+                })
             },
         )
     })

@@ -47,17 +47,27 @@ pub struct ReplicaStep {
     pub tokens: u64,
 }
 
+/// What the coordinator answers a step report with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Go on to the next step.
+    Continue,
+    /// Stop after this step (a global step number), writing a checkpoint at it. Every rank is
+    /// told before it finishes that step, so all of them stop at the same one.
+    StopAfter(u64),
+}
+
 /// Trains rank `plan.rank` up to `config.steps` steps, from `start` (a checkpoint directory) or
 /// from scratch, all-reducing through `transport` and calling `report` after each step (an
-/// error from it stops the run). Rank 0 writes the checkpoints into `config.out`; it returns the
-/// last one.
+/// error from it stops the run; its answer may ask to stop early). Rank 0 writes the
+/// checkpoints into `config.out`; it returns the last one.
 pub fn run_replica<A: TrainBackend>(
     config: &RunConfig,
     plan: ReplicaPlan,
     start: Option<&Path>,
     transport: &mut impl RingTransport,
     device: &A::Device,
-    mut report: impl FnMut(&ReplicaStep) -> Result<(), String>,
+    mut report: impl FnMut(&ReplicaStep) -> Result<Control, String>,
 ) -> Result<Option<PathBuf>, String> {
     let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
@@ -81,6 +91,7 @@ pub fn run_replica<A: TrainBackend>(
     };
     let tokens = (config.seq_len * config.micro_bsz * config.accum) as u64;
     let mut last_checkpoint = None;
+    let mut stop_after = None;
     for step in first_step..config.steps {
         let started = Instant::now();
         let lr = schedule.lr_at(step);
@@ -104,7 +115,8 @@ pub fn run_replica<A: TrainBackend>(
         };
         let checkpoint_due = config.checkpoint_every > 0
             && done.is_multiple_of(config.checkpoint_every)
-            || done == config.steps;
+            || done == config.steps
+            || stop_after == Some(done);
         if plan.rank == 0 && checkpoint_due {
             let meta = config.checkpoint_meta(
                 &data,
@@ -117,7 +129,7 @@ pub fn run_replica<A: TrainBackend>(
                 .map_err(|e| format!("writing a checkpoint in {}: {e}", config.out.display()))?;
             last_checkpoint = Some(dir);
         }
-        report(&ReplicaStep {
+        let control = report(&ReplicaStep {
             step: done,
             loss: outcome.loss,
             val_loss,
@@ -127,6 +139,12 @@ pub fn run_replica<A: TrainBackend>(
             allreduce_s,
             tokens,
         })?;
+        if let Control::StopAfter(last) = control {
+            stop_after = Some(last);
+        }
+        if stop_after.is_some_and(|last| done >= last) {
+            break;
+        }
     }
     Ok(last_checkpoint)
 }

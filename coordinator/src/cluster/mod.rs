@@ -7,6 +7,7 @@
 pub mod hosts;
 pub mod service;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process};
 use std::sync::Arc;
@@ -189,7 +190,8 @@ fn failure(
 
 /// Waits until every rank has reported the last step. When a worker dies or stalls, the group
 /// restarts from the last whole checkpoint, up to `--max-restarts` times: local workers are
-/// respawned; with `--launcher none` the coordinator waits for workers to dial in again.
+/// respawned; with `--launcher none` the coordinator waits for workers to dial in again. Ctrl-C
+/// stops the run after a step that rank 0 checkpoints; a second Ctrl-C stops it at once.
 async fn supervise(
     service: &CoordinatorService,
     launch: &Launch,
@@ -200,12 +202,17 @@ async fn supervise(
     let mut progress = service.progress();
     let stall_timeout = Duration::from_secs(args.stall_timeout);
     let mut generation = 0;
+    let mut stopping = None;
+    let mut target = config.steps;
     loop {
-        if *progress.borrow() >= config.steps {
+        if *progress.borrow() >= target {
             break;
         }
         if let Some(what) = failure(service, children, stall_timeout)? {
             tracing::error!("{what}");
+            if stopping.is_some() {
+                bail!("{what} while stopping; the last whole checkpoint is in the run directory");
+            }
             if generation >= args.max_restarts {
                 bail!("{what}; giving up after {} restarts", args.max_restarts);
             }
@@ -234,17 +241,43 @@ async fn supervise(
             && children
                 .iter_mut()
                 .all(|c| matches!(c.try_wait(), Ok(Some(_))))
-            && *progress.borrow() < config.steps
+            && *progress.borrow() < target
         {
             bail!("every worker process exited before the run finished");
         }
         tokio::select! {
             _ = progress.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; the last whole checkpoint is in the run directory"),
+            _ = tokio::signal::ctrl_c() => {
+                if stopping.is_some() {
+                    bail!("interrupted again: stopped at once; the last whole checkpoint is in the run directory");
+                }
+                let at = service.request_stop();
+                tracing::warn!(
+                    "Ctrl-C: the workers stop after step {at}, which rank 0 checkpoints (Ctrl-C again to stop at once)"
+                );
+                stopping = Some(at);
+                target = at;
+            }
         }
     }
-    // Let the workers finish writing and exit on their own.
+    wait_for_exit(children).await?;
+    if let Some(at) = stopping
+        && at < config.steps
+    {
+        bail!(
+            "interrupted: stopped after step {at}, checkpointed in {}; continue with `sovereign \
+             resume --run {} --hosts …`",
+            latest_checkpoint(&config.out)
+                .map_or_else(|_| "the run directory".into(), |d| d.display().to_string()),
+            config.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Lets the workers finish writing and exit on their own, within a minute.
+async fn wait_for_exit(children: &mut [Child]) -> Result<()> {
     for (i, child) in children.iter_mut().enumerate() {
         let mut waited = 0;
         loop {
@@ -292,6 +325,9 @@ fn spawn_local(address: &str, token_file: &Path, world: u32) -> Result<Vec<Child
     (0..world)
         .map(|_| {
             Process::new(&worker)
+                // Their own process group: Ctrl-C in the terminal reaches the coordinator
+                // only, which stops them after a checkpoint.
+                .process_group(0)
                 .arg("--coordinator")
                 .arg(address)
                 .arg("--token-file")

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sovereign_common::train::run::Metrics;
@@ -58,6 +59,10 @@ pub struct CoordinatorService {
     reports: Mutex<Reports>,
     /// The last step every rank has reported.
     progress: watch::Sender<u64>,
+    /// The highest step any rank of this generation has reported.
+    highest: AtomicU64,
+    /// The step after which the run stops early (Ctrl-C), once asked.
+    stop_after: Mutex<Option<u64>>,
 }
 
 impl CoordinatorService {
@@ -74,6 +79,35 @@ impl CoordinatorService {
                 started: Instant::now(),
             }),
             progress: watch::channel(0).0,
+            highest: AtomicU64::new(0),
+            stop_after: Mutex::new(None),
+        }
+    }
+
+    /// Asks every rank to stop early and returns the step they will stop after: two past the
+    /// highest step reported so far, so that every rank, whichever step it is in, hears it in a
+    /// report before it finishes that step (and rank 0 checkpoints it).
+    pub fn request_stop(&self) -> u64 {
+        let at = (self.highest.load(Ordering::SeqCst) + 2).min(self.plan.steps);
+        if let Ok(mut stop) = self.stop_after.lock() {
+            *stop.get_or_insert(at)
+        } else {
+            at
+        }
+    }
+
+    /// The answer to a report or heartbeat: go on, or stop after the step set by
+    /// [`Self::request_stop`].
+    fn command(&self) -> Command {
+        match self.stop_after.lock().ok().and_then(|s| *s) {
+            Some(at) => Command {
+                kind: command::Kind::Stop as i32,
+                stop_after: at,
+            },
+            None => Command {
+                kind: command::Kind::Continue as i32,
+                stop_after: 0,
+            },
         }
     }
 
@@ -94,6 +128,7 @@ impl CoordinatorService {
         if let Ok(mut reports) = self.reports.lock() {
             reports.pending.clear();
         }
+        self.highest.store(step, Ordering::SeqCst);
         self.progress.send_replace(step);
     }
 
@@ -142,6 +177,7 @@ impl CoordinatorService {
     /// Records one report; writes the metrics line once every rank has reported the step.
     fn record(&self, report: StepReport) -> Result<(), Status> {
         self.seen(report.rank);
+        self.highest.fetch_max(report.step, Ordering::SeqCst);
         let mut reports = self
             .reports
             .lock()
@@ -252,13 +288,6 @@ fn remote<T>(request: &Request<T>) -> String {
         .map_or_else(|| "an unknown address".into(), |a| a.to_string())
 }
 
-/// The answer that lets a worker go on.
-fn carry_on() -> Response<Command> {
-    Response::new(Command {
-        kind: command::Kind::Continue as i32,
-    })
-}
-
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
@@ -290,7 +319,7 @@ impl Coordinator for CoordinatorService {
         let report = request.into_inner();
         self.check_token(&report.token, "a step report", &from)?;
         self.record(report)?;
-        Ok(carry_on())
+        Ok(Response::new(self.command()))
     }
 
     async fn heartbeat(
@@ -304,6 +333,6 @@ impl Coordinator for CoordinatorService {
         if beat.generation == current {
             self.seen(beat.rank);
         }
-        Ok(carry_on())
+        Ok(Response::new(self.command()))
     }
 }

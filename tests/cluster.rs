@@ -1,0 +1,174 @@
+//! Helpers for the distributed-training tests: a small run on synthetic tokens, the real
+//! coordinator started with its log on a channel, and comparisons of checkpoint weights.
+
+use std::fs;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use safetensors::SafeTensors;
+
+use crate::{binary, path_str, sovereign, stderr};
+
+/// Tokens with some structure, and a run.toml for the micro model on them.
+pub fn setup(dir: &Path) {
+    let ids: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| (((i * 7 + i / 11) % 16) as u16).to_le_bytes())
+        .collect();
+    fs::write(dir.join("train.bin"), ids).unwrap();
+    fs::write(
+        dir.join("run.toml"),
+        "vocab = 16\nmodel = \"micro\"\nseq_len = 16\nmicro_bsz = 2\naccum = 2\nsteps = 20\n\
+         warmup = 2\nlr = 0.003\nmin_lr = 0.0003\ncheckpoint_every = 10\neval_every = 0\n",
+    )
+    .unwrap();
+}
+
+/// The f32 tensors of a safetensors file, by name.
+pub fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = fs::read(path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The largest per-tensor relative L2 difference, ‖a − b‖ / ‖b‖.
+pub fn max_relative_difference(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f64;
+    for ((name_a, x), (name_b, y)) in a.iter().zip(&b) {
+        assert_eq!(name_a, name_b);
+        let diff: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(&p, &q)| f64::from(p - q).powi(2))
+            .sum();
+        let norm: f64 = y.iter().map(|&q| f64::from(q).powi(2)).sum();
+        worst = worst.max((diff / norm.max(1e-24)).sqrt());
+    }
+    worst
+}
+
+/// The loss of every step in a run's metrics.jsonl.
+pub fn losses(run: &Path) -> Vec<f64> {
+    fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Starts `sovereign train --hosts` (2 local workers) with its log lines on a channel.
+pub fn start_cluster(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let p = |name: &str| dir.join(name);
+    fs::write(p("hosts.txt"), "localhost slots=2\n").unwrap();
+    let mut coordinator = binary("sovereign")
+        .args(["train", "--config", path_str(&p("run.toml")), "--data"])
+        .arg(p("train.bin"))
+        .args(["--hosts", path_str(&p("hosts.txt")), "--out"])
+        .arg(p("cluster"))
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pipe = coordinator.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (coordinator, rx)
+}
+
+/// The worker processes the coordinator started.
+pub fn worker_pids(coordinator: &Child) -> Vec<u32> {
+    let pid = coordinator.id();
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// Waits until the run has written `steps` metrics lines.
+pub fn wait_for_steps(run: &Path, steps: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < steps {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not reach step {steps}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first log line containing `needle` within `limit`, with the time it took.
+pub fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+) -> (String, Duration) {
+    let start = Instant::now();
+    while let Some(left) = limit.checked_sub(start.elapsed()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return (line, start.elapsed()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no log line with {needle:?} within {limit:?}");
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Runs the uninterrupted reference (`--emulate-world 2`) and checks the cluster's final weights.
+pub fn assert_same_weights_as_uninterrupted(dir: &Path) {
+    let p = |name: &str| dir.join(name);
+    let emulated = sovereign(&[
+        "train",
+        "--config",
+        path_str(&p("run.toml")),
+        "--data",
+        path_str(&p("train.bin")),
+        "--emulate-world",
+        "2",
+        "--out",
+        path_str(&p("emulated")),
+    ]);
+    assert!(emulated.status.success(), "{}", stderr(&emulated));
+    let worst = max_relative_difference(
+        &p("cluster/ckpt-000020/model.safetensors"),
+        &p("emulated/ckpt-000020/model.safetensors"),
+    );
+    eprintln!("restarted run vs uninterrupted: max relative difference {worst:.2e}");
+    assert!(worst <= 1e-5, "max relative difference {worst:e}");
+    assert_eq!(losses(&p("cluster")), losses(&p("emulated")));
+}
