@@ -79,8 +79,14 @@ pub fn losses(run: &Path) -> Vec<f64> {
 
 /// Starts `sovereign train --hosts` (2 local workers) with its log lines on a channel.
 pub fn start_cluster(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    fs::write(dir.join("hosts.txt"), "localhost slots=2\n").unwrap();
+    start_coordinator(dir, extra)
+}
+
+/// Starts `sovereign train --hosts hosts.txt` on the run in `dir` (output in `dir/cluster`),
+/// with its log lines on a channel.
+pub fn start_coordinator(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let p = |name: &str| dir.join(name);
-    fs::write(p("hosts.txt"), "localhost slots=2\n").unwrap();
     let mut coordinator = binary("sovereign")
         .args(["train", "--config", path_str(&p("run.toml")), "--data"])
         .arg(p("train.bin"))
@@ -99,6 +105,13 @@ pub fn start_cluster(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<Strin
         }
     });
     (coordinator, rx)
+}
+
+/// The host:port the coordinator logged it listens on.
+pub fn coordinator_address(lines: &mpsc::Receiver<String>) -> String {
+    let (line, _) = wait_for_line(lines, "coordinator on ", Duration::from_secs(30));
+    let rest = line.split("coordinator on ").nth(1).unwrap();
+    rest.split(':').take(2).collect::<Vec<_>>().join(":")
 }
 
 /// The worker processes the coordinator started.
@@ -168,7 +181,9 @@ pub fn assert_same_weights_as_uninterrupted(dir: &Path) {
         &p("cluster/ckpt-000020/model.safetensors"),
         &p("emulated/ckpt-000020/model.safetensors"),
     );
-    eprintln!("restarted run vs uninterrupted: max relative difference {worst:.2e}");
+    eprintln!(
+        "cluster run vs the uninterrupted --emulate-world 2: max relative difference {worst:.2e}"
+    );
     assert!(worst <= 1e-5, "max relative difference {worst:e}");
     assert_eq!(losses(&p("cluster")), losses(&p("emulated")));
 }

@@ -5,6 +5,7 @@
 //! blocking thread ([`sovereign_common::train::replica::run_replica`]) that reaches the network
 //! only through the ring transport ([`peer::GrpcRing`]) and the report call.
 
+mod data;
 mod peer;
 
 /// mimalloc keeps freed pages for reuse; glibc returns every block over 32 MiB (the logits and
@@ -30,6 +31,7 @@ use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport, command};
 use tokio::sync::Notify;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
+use data::{DataPlaces, local_data};
 use peer::{GrpcRing, PeerService};
 
 /// Joins a Sovereign coordinator, receives a rank and a plan, and trains its shard.
@@ -55,6 +57,13 @@ struct Args {
     /// Seconds to wait for a ring neighbour's gradients before aborting the step.
     #[arg(long, default_value_t = 120)]
     collective_timeout: u64,
+    /// A directory holding the run's data files under their own names (default: the paths in
+    /// the coordinator's config). Missing or differing data is fetched from the coordinator.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where data fetched from the coordinator is kept (default: ~/.cache/sovereign/data).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -143,18 +152,8 @@ async fn run(args: Args) -> Result<()> {
         .into_inner();
     let plan = reply.plan.context("the coordinator sent no plan")?;
     let (rank, world) = (reply.rank, reply.world_size);
-    let config: RunConfig =
+    let mut config: RunConfig =
         serde_json::from_str(&plan.config_json).context("the plan's run config")?;
-    let start = (!plan.start_checkpoint.is_empty()).then(|| PathBuf::from(&plan.start_checkpoint));
-    match &start {
-        Some(dir) => tracing::info!(
-            "joined as rank {rank} of {world} (generation {}), continuing from {}",
-            plan.generation,
-            dir.display()
-        ),
-        None => tracing::info!("joined as rank {rank} of {world}"),
-    }
-
     // Heartbeats from this thread, whatever the training thread is doing.
     let mut beats = coordinator.clone();
     let beat = HeartbeatRequest {
@@ -169,6 +168,35 @@ async fn run(args: Args) -> Result<()> {
             let _ = beats.heartbeat(beat.clone()).await;
         }
     });
+
+    // The data this rank reads, fetched from the coordinator where it is missing or differs.
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --cache-dir")?)
+                .join(".cache/sovereign/data")
+        }
+    };
+    let places = DataPlaces {
+        data_dir: args.data_dir.as_deref(),
+        cache_dir: &cache_dir,
+    };
+    for (file, path) in local_data(&plan.data, &places, &mut coordinator, &token).await? {
+        match file.as_str() {
+            "train" => config.data = path,
+            "val" => config.val_data = Some(path),
+            other => bail!("the plan names an unknown data file {other:?}"),
+        }
+    }
+    let start = (!plan.start_checkpoint.is_empty()).then(|| PathBuf::from(&plan.start_checkpoint));
+    match &start {
+        Some(dir) => tracing::info!(
+            "joined as rank {rank} of {world} (generation {}), continuing from {}",
+            plan.generation,
+            dir.display()
+        ),
+        None => tracing::info!("joined as rank {rank} of {world}"),
+    }
 
     // The stream to the next rank: chunks the training thread sends go out on it.
     let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);

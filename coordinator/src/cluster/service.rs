@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use sovereign_common::train::run::Metrics;
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::{
-    Command, HeartbeatRequest, JoinReply, JoinRequest, Plan, StepReport, command,
+    Command, DataChunk, DataRange, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest, Plan,
+    StepReport, command,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// What every worker is told, apart from its rank.
@@ -27,6 +29,10 @@ pub struct RunPlan {
     pub data_sha256: String,
     /// Token-aligned byte range of each rank's shard.
     pub shards: Vec<(u64, u64)>,
+    /// Per rank: the data ranges it reads, with their checksums.
+    pub data: Vec<Vec<DataRange>>,
+    /// The data files workers may fetch ranges of, by name ("train", "val").
+    pub files: Vec<(String, PathBuf)>,
     /// Steps in the run.
     pub steps: u64,
 }
@@ -273,6 +279,7 @@ impl CoordinatorService {
                     data_sha256: self.plan.data_sha256.clone(),
                     generation: group.generation,
                     start_checkpoint: group.start_checkpoint.clone(),
+                    data: self.plan.data[rank].clone(),
                 }),
             };
             let _ = waiter.send(Ok(reply));
@@ -322,6 +329,52 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(self.command()))
     }
 
+    type FetchDataStream = ReceiverStream<Result<DataChunk, Status>>;
+
+    async fn fetch_data(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchDataStream>, Status> {
+        let from = remote(&request);
+        let fetch = request.into_inner();
+        self.check_token(&fetch.token, "a data fetch", &from)?;
+        let Some((_, path)) = self.plan.files.iter().find(|(name, _)| *name == fetch.file) else {
+            tracing::warn!(
+                "refused a fetch of {:?} from {from}: no such data file",
+                fetch.file
+            );
+            return Err(Status::not_found(format!(
+                "the run has no data file {:?}",
+                fetch.file
+            )));
+        };
+        let len = std::fs::metadata(path)
+            .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?
+            .len();
+        if fetch.start > fetch.end || fetch.end > len {
+            tracing::warn!(
+                "refused a fetch of bytes [{}, {}) of {} from {from}: outside its {len} bytes",
+                fetch.start,
+                fetch.end,
+                path.display()
+            );
+            return Err(Status::out_of_range(format!(
+                "bytes [{}, {}) are not inside the {len} bytes of {}",
+                fetch.start, fetch.end, fetch.file
+            )));
+        }
+        tracing::info!(
+            "sending bytes [{}, {}) of {} to {from}",
+            fetch.start,
+            fetch.end,
+            path.display()
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || send_range(&path, fetch.start, fetch.end, &tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<HeartbeatRequest>,
@@ -334,5 +387,101 @@ impl Coordinator for CoordinatorService {
             self.seen(beat.rank);
         }
         Ok(Response::new(self.command()))
+    }
+}
+
+/// Streams bytes `[start, end)` of `path` in chunks of at most 1 MiB (stops early when the
+/// receiver goes away).
+fn send_range(path: &Path, start: u64, end: u64, chunks: &mpsc::Sender<Result<DataChunk, Status>>) {
+    use std::io::{Read, Seek, SeekFrom};
+    let read = || -> std::io::Result<()> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(start))?;
+        let mut left = end - start;
+        while left > 0 {
+            let mut data = vec![0u8; left.min(1 << 20) as usize];
+            file.read_exact(&mut data)?;
+            left -= data.len() as u64;
+            if chunks.blocking_send(Ok(DataChunk { data })).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = read() {
+        let _ = chunks.blocking_send(Err(Status::internal(format!(
+            "reading {}: {e}",
+            path.display()
+        ))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service for one worker whose "train" file is `data`.
+    fn service(data: &Path, metrics: File) -> CoordinatorService {
+        let plan = RunPlan {
+            config_json: "{}".into(),
+            data_sha256: String::new(),
+            shards: vec![(0, 8)],
+            data: vec![Vec::new()],
+            files: vec![("train".into(), data.to_path_buf())],
+            steps: 1,
+        };
+        CoordinatorService::new("secret".into(), 1, plan, metrics)
+    }
+
+    fn fetch(file: &str, token: &str, start: u64, end: u64) -> Request<FetchRequest> {
+        Request::new(FetchRequest {
+            token: token.into(),
+            file: file.into(),
+            start,
+            end,
+        })
+    }
+
+    #[tokio::test]
+    async fn fetches_stream_the_range_and_refuse_bad_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("train.bin");
+        let bytes: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&data, &bytes).unwrap();
+        let service = service(&data, File::create(dir.path().join("m")).unwrap());
+
+        let mut stream = service
+            .fetch_data(fetch("train", "secret", 10, (5 << 19) + 10))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.data.len() <= 1 << 20);
+            got.extend_from_slice(&chunk.data);
+            chunks += 1;
+        }
+        assert_eq!(chunks, 3);
+        assert_eq!(got, bytes[10..(5 << 19) + 10]);
+
+        let refused = |request| async { service.fetch_data(request).await.err().unwrap().code() };
+        assert_eq!(
+            refused(fetch("train", "wrong", 0, 8)).await,
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            refused(fetch("train", "", 0, 8)).await,
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            refused(fetch("train", "secret", 0, (3 << 20) + 2)).await,
+            tonic::Code::OutOfRange
+        );
+        assert_eq!(
+            refused(fetch("/etc/passwd", "secret", 0, 8)).await,
+            tonic::Code::NotFound
+        );
     }
 }
