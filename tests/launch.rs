@@ -1,14 +1,21 @@
 //! How workers reach a run, with real processes: a worker without the data, or with a copy that
-//! differs, fetches its byte range from the coordinator and trains the same weights.
+//! differs, fetches its byte range from the coordinator and trains the same weights; the ssh
+//! launcher starts workers through a real sshd on localhost (its own host key, an authorized
+//! key made for the test) and restarts them when a session dies.
 
 use std::fs;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use sovereign_tests::cluster::{
-    assert_same_weights_as_uninterrupted, coordinator_address, setup, start_coordinator,
-    wait_for_line,
+    assert_same_weights_as_uninterrupted, coordinator_address, setup, signal, start_coordinator,
+    wait_for_line, wait_for_steps,
 };
-use sovereign_tests::{binary, path_str, stderr};
+use sovereign_tests::{binary, binary_path, path_str, stderr};
 
 #[test]
 fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {
@@ -84,5 +91,165 @@ fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {
         last["val_loss"].as_f64().is_some_and(f64::is_finite),
         "{last}"
     );
+    assert_same_weights_as_uninterrupted(dir.path());
+}
+
+/// A real OpenSSH server on a free loopback port with its own host key, accepting one generated
+/// user key; its log lines arrive on a channel.
+struct Sshd {
+    process: Child,
+    port: u16,
+    user_key: PathBuf,
+    log: mpsc::Receiver<String>,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts sshd in `dir`, or says why it cannot (not installed; with
+/// `SOVEREIGN_REQUIRE_SSHD=1`, set by CI after installing it, that fails the test).
+fn start_sshd(dir: &Path) -> Option<Sshd> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        assert!(
+            std::env::var_os("SOVEREIGN_REQUIRE_SSHD").is_none(),
+            "SOVEREIGN_REQUIRE_SSHD is set but /usr/sbin/sshd is not installed"
+        );
+        eprintln!("NOT RUN: /usr/sbin/sshd is not installed (Debian: openssh-server)");
+        return None;
+    }
+    let keygen = |name: &str| {
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(name))
+            .status()
+            .unwrap();
+        assert!(status.success(), "ssh-keygen failed");
+    };
+    keygen("host_key");
+    keygen("user_key");
+    fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("sshd_config");
+    fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\n\
+             PidFile {pid}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\n",
+            host = dir.join("host_key").display(),
+            keys = dir.join("authorized_keys").display(),
+            pid = dir.join("sshd.pid").display(),
+        ),
+    )
+    .unwrap();
+    // sshd's privilege-separation directory.
+    fs::create_dir_all("/run/sshd").ok();
+    let mut process = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, log) = mpsc::channel();
+    let pipe = process.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Sshd {
+        process,
+        port,
+        user_key: dir.join("user_key"),
+        log,
+    })
+}
+
+/// Whether a process whose command line contains `needle` is running.
+fn running(needle: &str) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(needle))
+    })
+}
+
+#[test]
+fn the_ssh_launcher_starts_workers_through_a_real_sshd_and_restarts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let Some(sshd) = start_sshd(dir.path()) else {
+        return;
+    };
+    let ssh = format!(
+        "ssh -p {} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        sshd.port,
+        sshd.user_key.display()
+    );
+    let worker = binary_path("sovereign-worker");
+    fs::write(dir.path().join("hosts.txt"), "localhost slots=2\n").unwrap();
+    let (mut coordinator, lines) = start_coordinator(
+        dir.path(),
+        &[
+            "--launcher",
+            "ssh",
+            "--ssh-command",
+            &ssh,
+            "--remote-worker",
+            path_str(&worker),
+        ],
+    );
+    let address = coordinator_address(&lines);
+    let run = dir.path().join("cluster");
+    wait_for_steps(&run, 12);
+    // Closing one ssh session stops its worker; the group restarts over ssh.
+    let (line, _) = wait_for_line(&lines, "over ssh (pid", Duration::from_secs(1));
+    let ssh_pid: u32 = line
+        .split("over ssh (pid ")
+        .nth(1)
+        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+        .unwrap();
+    signal(ssh_pid, "-KILL");
+    let (line, _) = wait_for_line(&lines, "died", Duration::from_secs(10));
+    assert!(
+        line.contains(&format!("started by ssh to localhost (pid {ssh_pid}) died")),
+        "{line}"
+    );
+    wait_for_line(&lines, "restarting the group", Duration::from_secs(10));
+    assert!(coordinator.wait().unwrap().success());
+    let logins = sshd
+        .log
+        .try_iter()
+        .filter(|l| l.contains("Accepted publickey"))
+        .count();
+    assert!(
+        logins >= 4,
+        "2 workers, then 2 again after the restart: {logins} logins"
+    );
+    // No worker outlives its ssh session or the run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&address) {
+        assert!(
+            Instant::now() < deadline,
+            "a worker of {address} is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_same_weights_as_uninterrupted(dir.path());
 }

@@ -25,6 +25,11 @@ pub fn workspace() -> PathBuf {
 /// A command for a binary of this workspace, built by `cargo test` into the same target
 /// directory as the test executable.
 pub fn binary(name: &str) -> Command {
+    Command::new(binary_path(name))
+}
+
+/// The path of a binary of this workspace (see [`binary`]).
+pub fn binary_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     let dir = exe
         .parent()
@@ -36,7 +41,7 @@ pub fn binary(name: &str) -> Command {
         "{} is not built; run the suite with `cargo test --workspace`",
         path.display()
     );
-    Command::new(path)
+    path
 }
 
 /// Runs `sovereign` with `args`.

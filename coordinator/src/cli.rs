@@ -308,10 +308,17 @@ pub struct ClusterArgs {
     /// Train data-parallel on the workers of this hosts file (`hostname slots=N` per line).
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
-    /// How workers start with --hosts: local processes, or none (they are started elsewhere and
-    /// dial in with the token file).
+    /// How workers start with --hosts: local processes, over ssh on every host of the file, or
+    /// none (they are started elsewhere and dial in with the token file).
     #[arg(long, value_enum, default_value_t = Launcher::Local)]
     pub launcher: Launcher,
+    /// With --launcher ssh: the ssh command and its options, split at spaces (for example
+    /// "ssh -p 2222 -i ~/.ssh/cluster").
+    #[arg(long, default_value = "ssh -o BatchMode=yes", value_name = "COMMAND")]
+    pub ssh_command: String,
+    /// With --launcher ssh: the worker binary on the remote hosts.
+    #[arg(long, default_value = "sovereign-worker", value_name = "PATH")]
+    pub remote_worker: String,
     /// The coordinator's listening address with --hosts (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub bind: String,
@@ -330,6 +337,9 @@ pub enum Launcher {
     /// Spawn every slot as a local `sovereign-worker` process.
     #[default]
     Local,
+    /// Start one worker per slot on every host over ssh; the token goes over ssh's stdin, and
+    /// a worker stops when its ssh connection closes.
+    Ssh,
     /// Start nothing: workers started by Slurm, systemd or by hand dial in.
     None,
 }

@@ -14,7 +14,8 @@ mod peer;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,8 @@ struct Args {
     /// The coordinator's address, host:port.
     #[arg(long, value_name = "ADDR")]
     coordinator: String,
-    /// A file holding the run's secret token.
+    /// A file holding the run's secret token; `-` reads it from the first line of stdin and
+    /// stops the worker when stdin closes (how the ssh launcher starts workers).
     #[arg(long, value_name = "FILE")]
     token_file: PathBuf,
     /// The device to train on (this build: cpu).
@@ -96,10 +98,7 @@ async fn run(args: Args) -> Result<()> {
             args.device
         );
     }
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading the token file {}", args.token_file.display()))?
-        .trim()
-        .to_string();
+    let token = read_token(&args.token_file)?;
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
@@ -224,6 +223,7 @@ async fn run(args: Args) -> Result<()> {
         deadline: Duration::from_secs(args.collective_timeout),
     };
     let handle = tokio::runtime::Handle::current();
+    let generation = plan.generation;
     let trained = tokio::task::spawn_blocking(move || {
         let plan = ReplicaPlan { rank, world };
         run_replica::<Autodiff<Flex>>(
@@ -244,6 +244,7 @@ async fn run(args: Args) -> Result<()> {
                     allreduce_s: step.allreduce_s,
                     tokens: step.tokens,
                     lr: step.lr,
+                    generation,
                 };
                 let answer = handle
                     .block_on(coordinator.report(report))
@@ -277,6 +278,30 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!("rank {rank}: last checkpoint {}", last.display());
     }
     Ok(())
+}
+
+/// The run token from `path`, or from stdin's first line for `-`. With stdin, a thread then
+/// waits for its end: the launcher that started this worker is gone, and so is the run.
+fn read_token(path: &Path) -> Result<String> {
+    if path != Path::new("-") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        return Ok(text.trim().to_string());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the token from stdin")?;
+    if line.trim().is_empty() {
+        bail!("--token-file -: stdin held no token");
+    }
+    std::thread::spawn(|| {
+        let mut rest = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut rest), Ok(n) if n > 0) {}
+        eprintln!("error: stdin closed: the launcher that started this worker is gone; stopping");
+        std::process::exit(1);
+    });
+    Ok(line.trim().to_string())
 }
 
 /// The machine's host name (from the kernel, or "unknown").

@@ -5,11 +5,10 @@
 //! checkpoints.
 
 pub mod hosts;
+pub mod launch;
 pub mod service;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cli::{ClusterArgs, Launcher};
+use launch::{Launch, Worker, stop};
 use service::{CoordinatorService, RunPlan};
 
 /// Runs the coordinator of a distributed training run until every step is reported, from
@@ -97,7 +97,7 @@ pub fn train_cluster(
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("cannot create {}", metrics_path.display()))?;
-    let service = Arc::new(CoordinatorService::new(token, world, plan, metrics));
+    let service = Arc::new(CoordinatorService::new(token.clone(), world, plan, metrics));
     service.restart(0, start, start_step);
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
 
@@ -120,9 +120,16 @@ pub fn train_cluster(
         tokio::spawn(server);
         let launch = Launch {
             launcher: args.launcher,
-            address: address.to_string(),
+            address: advertised(address),
             token_file: token_file.clone(),
-            world,
+            token: token.clone(),
+            hosts: hosts.clone(),
+            ssh_command: args
+                .ssh_command
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            remote_worker: args.remote_worker.clone(),
         };
         let mut children = launch.start()?;
         let outcome = supervise(&service, &launch, &mut children, &config, args).await;
@@ -137,58 +144,37 @@ pub fn train_cluster(
     Ok(())
 }
 
-/// How this run starts its workers.
-struct Launch {
-    launcher: Launcher,
-    address: String,
-    token_file: PathBuf,
-    world: u32,
-}
-
-impl Launch {
-    /// Starts the workers of a (new) generation: local processes, or nothing when they dial in.
-    fn start(&self) -> Result<Vec<Child>> {
-        match self.launcher {
-            Launcher::Local => spawn_local(&self.address, &self.token_file, self.world),
-            Launcher::None => {
-                tracing::info!(
-                    "waiting for {} workers: sovereign-worker --coordinator {} --token-file {}",
-                    self.world,
-                    self.address,
-                    self.token_file.display()
-                );
-                Ok(Vec::new())
-            }
-        }
+/// The coordinator's address as workers should dial it: its host name when it listens on every
+/// interface.
+fn advertised(bound: std::net::SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "localhost".into(), |h| h.trim().to_string());
+        format!("{host}:{}", bound.port())
+    } else {
+        bound.to_string()
     }
-}
-
-/// Kills and reaps worker processes.
-fn stop(children: &mut Vec<Child>) {
-    for child in children.iter_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    children.clear();
 }
 
 /// What went wrong with the group, if anything: a worker process that died (named by its rank)
 /// or a rank that stopped sending heartbeats.
 fn failure(
     service: &CoordinatorService,
-    children: &mut [Child],
+    workers: &mut [Worker],
     stall_timeout: Duration,
 ) -> Result<Option<String>> {
-    for child in children.iter_mut() {
-        if let Some(status) = child.try_wait()?
+    for worker in workers.iter_mut() {
+        if let Some(status) = worker.child.try_wait()?
             && !status.success()
         {
-            let pid = child.id();
-            let who = service
-                .rank_of_pid(pid)
-                .map_or(format!("a worker (pid {pid}) that had not joined"), |r| {
-                    format!("rank {r} (pid {pid})")
-                });
+            let pid = worker.child.id();
+            let who = match service.rank_of_pid(pid) {
+                Some(rank) => format!("rank {rank} (pid {pid})"),
+                None if worker.place == "local" => {
+                    format!("a worker (pid {pid}) that had not joined")
+                }
+                None => format!("the worker started by {} (pid {pid})", worker.place),
+            };
             return Ok(Some(format!("{who} died: {status}")));
         }
     }
@@ -202,7 +188,7 @@ fn failure(
 async fn supervise(
     service: &CoordinatorService,
     launch: &Launch,
-    children: &mut Vec<Child>,
+    children: &mut Vec<Worker>,
     config: &RunConfig,
     args: &ClusterArgs,
 ) -> Result<()> {
@@ -247,7 +233,7 @@ async fn supervise(
         if !children.is_empty()
             && children
                 .iter_mut()
-                .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+                .all(|w| matches!(w.child.try_wait(), Ok(Some(_))))
             && *progress.borrow() < target
         {
             bail!("every worker process exited before the run finished");
@@ -284,11 +270,11 @@ async fn supervise(
 }
 
 /// Lets the workers finish writing and exit on their own, within a minute.
-async fn wait_for_exit(children: &mut [Child]) -> Result<()> {
-    for (i, child) in children.iter_mut().enumerate() {
+async fn wait_for_exit(children: &mut [Worker]) -> Result<()> {
+    for (i, worker) in children.iter_mut().enumerate() {
         let mut waited = 0;
         loop {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = worker.child.try_wait()? {
                 if !status.success() {
                     bail!("worker process {i} exited with {status} after the last step");
                 }
@@ -350,38 +336,6 @@ fn checkpoint_step(dir: &Path) -> Result<u64> {
     let meta: CheckpointMeta = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a checkpoint meta.json", dir.display()))?;
     Ok(meta.step)
-}
-
-/// The `sovereign-worker` binary beside this one.
-pub fn worker_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let worker = exe.with_file_name(format!("sovereign-worker{}", std::env::consts::EXE_SUFFIX));
-    if !worker.exists() {
-        bail!(
-            "{} not found: build it beside sovereign (cargo build --release --workspace)",
-            worker.display()
-        );
-    }
-    Ok(worker)
-}
-
-/// Starts `world` local `sovereign-worker` processes (the binary beside this one).
-fn spawn_local(address: &str, token_file: &Path, world: u32) -> Result<Vec<Child>> {
-    let worker = worker_binary()?;
-    (0..world)
-        .map(|_| {
-            Process::new(&worker)
-                // Their own process group: Ctrl-C in the terminal reaches the coordinator
-                // only, which stops them after a checkpoint.
-                .process_group(0)
-                .arg("--coordinator")
-                .arg(address)
-                .arg("--token-file")
-                .arg(token_file)
-                .spawn()
-                .with_context(|| format!("cannot start {}", worker.display()))
-        })
-        .collect()
 }
 
 /// The run's paths made absolute, so that workers started elsewhere find the same files.

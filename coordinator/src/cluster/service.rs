@@ -182,6 +182,13 @@ impl CoordinatorService {
 
     /// Records one report; writes the metrics line once every rank has reported the step.
     fn record(&self, report: StepReport) -> Result<(), Status> {
+        let current = self.group.lock().map(|g| g.generation).unwrap_or_default();
+        if report.generation != current {
+            return Err(Status::aborted(format!(
+                "generation {} of this run was replaced by generation {current}; this worker stops",
+                report.generation
+            )));
+        }
         self.seen(report.rank);
         self.highest.fetch_max(report.step, Ordering::SeqCst);
         let mut reports = self

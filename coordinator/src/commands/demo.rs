@@ -89,7 +89,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let hosts = args.out.join("hosts.txt");
     fs::write(&hosts, "localhost slots=2\n")
         .with_context(|| format!("writing {}", hosts.display()))?;
-    let (cluster, emulate_world) = if crate::cluster::worker_binary().is_ok() {
+    let (cluster, emulate_world) = if crate::cluster::launch::worker_binary().is_ok() {
         eprintln!(
             "== 5/7 train: the micro RWKV-7 (8 layers, width 128), {steps} steps on 2 local workers"
         );
