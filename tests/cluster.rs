@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -86,8 +86,18 @@ pub fn start_cluster(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<Strin
 /// Starts `sovereign train --hosts hosts.txt` on the run in `dir` (output in `dir/cluster`),
 /// with its log lines on a channel.
 pub fn start_coordinator(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    start_coordinator_with(binary("sovereign"), dir, extra)
+}
+
+/// [`start_coordinator`] through `launcher`, a command that runs `sovereign` with the arguments
+/// added to it (for example inside a network namespace).
+pub fn start_coordinator_with(
+    mut launcher: Command,
+    dir: &Path,
+    extra: &[&str],
+) -> (Child, mpsc::Receiver<String>) {
     let p = |name: &str| dir.join(name);
-    let mut coordinator = binary("sovereign")
+    let mut coordinator = launcher
         .args(["train", "--config", path_str(&p("run.toml")), "--data"])
         .arg(p("train.bin"))
         .args(["--hosts", path_str(&p("hosts.txt")), "--out"])

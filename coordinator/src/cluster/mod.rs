@@ -114,10 +114,16 @@ pub fn train_cluster(
             "coordinator on {address}: {world} workers, token in {}",
             token_file.display()
         );
-        let server = tonic::transport::Server::builder()
-            .add_service(CoordinatorServer::from_arc(service.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener));
-        tokio::spawn(server);
+        // Shut down gracefully at the end: the answer to the last step's report must reach its
+        // worker before this process exits.
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(CoordinatorServer::from_arc(service.clone()))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = server_stopped.await;
+                }),
+        );
         let launch = Launch {
             launcher: args.launcher,
             address: advertised(address),
@@ -134,6 +140,13 @@ pub fn train_cluster(
         let mut children = launch.start()?;
         let outcome = supervise(&service, &launch, &mut children, &config, args).await;
         stop(&mut children);
+        let _ = stop_server.send(());
+        if tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the coordinator service did not shut down within 5 s");
+        }
         outcome
     })?;
     println!(
