@@ -253,3 +253,112 @@ fn the_ssh_launcher_starts_workers_through_a_real_sshd_and_restarts_them() {
     }
     assert_same_weights_as_uninterrupted(dir.path());
 }
+
+/// A CA and a certificate it signed for 127.0.0.1/localhost (client and server use), made with
+/// the openssl command line in `dir` as `<name>-ca.pem`, `<name>.pem`, `<name>.key`.
+fn make_certificates(dir: &Path, name: &str) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key, ca) = (format!("{name}-ca.key"), format!("{name}-ca.pem"));
+    let (key, csr, cert) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend(["-keyout", &ca_key, "-out", &ca, "-days", "2"]);
+    args.extend(["-subj", "/CN=sovereign test CA"]);
+    run(&args);
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+    run(&args);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn mutual_tls_trains_and_keeps_out_workers_without_the_runs_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let p = |name: &str| dir.path().join(name);
+    make_certificates(dir.path(), "run");
+    make_certificates(dir.path(), "other");
+    let tls = |name: &str, ca: &str| {
+        [
+            "--tls-cert".to_string(),
+            path_str(&p(&format!("{name}.pem"))).to_string(),
+            "--tls-key".to_string(),
+            path_str(&p(&format!("{name}.key"))).to_string(),
+            "--tls-ca".to_string(),
+            path_str(&p(&format!("{ca}-ca.pem"))).to_string(),
+        ]
+    };
+    fs::write(p("hosts.txt"), "localhost slots=2\n").unwrap();
+    let ours = tls("run", "run");
+    let mut args = vec!["--launcher", "none"];
+    args.extend(ours.iter().map(String::as_str));
+    let (mut coordinator, lines) = start_coordinator(dir.path(), &args);
+    let address = coordinator_address(&lines);
+    let worker = |tls: &[String]| {
+        binary("sovereign-worker")
+            .args(["--coordinator", &address, "--token-file"])
+            .arg(p("cluster/token"))
+            .args(tls)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // With the token but without TLS, or with a certificate of another CA: no way in.
+    for (what, flags) in [
+        ("plain", Vec::new()),
+        ("other CA", tls("other", "other").to_vec()),
+    ] {
+        let out = worker(&flags).wait_with_output().unwrap();
+        assert!(!out.status.success(), "a {what} worker joined");
+        eprintln!("{what} worker: {}", stderr(&out).trim());
+    }
+    let workers = [worker(&ours), worker(&ours)];
+    for out in workers.map(|w| w.wait_with_output().unwrap()) {
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(coordinator.wait().unwrap().success());
+    let (line, _) = wait_for_line(&lines, "mutual TLS on", Duration::from_secs(1));
+    eprintln!("{line}");
+    assert_same_weights_as_uninterrupted(dir.path());
+}

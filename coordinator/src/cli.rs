@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sovereign_proto::transport::TlsArgs;
 
 /// Sovereign turns a Wikipedia dump (or any UTF-8 corpus) into a trained RWKV-7 language model.
 ///
@@ -329,6 +330,9 @@ pub struct ClusterArgs {
     /// With --hosts: how many times the group may restart after a worker dies or stalls.
     #[arg(long, default_value_t = 3)]
     pub max_restarts: u32,
+    /// Mutual TLS between the coordinator and the workers (passed on to the workers it starts).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// How the coordinator starts workers.

@@ -1,4 +1,7 @@
-//! Sovereign's wire protocols, generated at build time from `proto/*.proto`.
+//! Sovereign's wire protocols, generated at build time from `proto/*.proto`, and how the run's
+//! processes connect ([`transport`]: plain or mutual TLS).
+
+pub mod transport;
 
 /// Version 1 of the control-plane protocol (`package sovereign.v1`).
 pub mod v1 {

@@ -25,6 +25,7 @@ use burn::backend::{Autodiff, Flex};
 use clap::Parser;
 use sovereign_common::train::replica::{Control, ReplicaPlan, run_replica};
 use sovereign_common::train::run::RunConfig;
+use sovereign_proto::transport::{TlsArgs, connect};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::peer_client::PeerClient;
 use sovereign_proto::v1::peer_server::PeerServer;
@@ -66,6 +67,9 @@ struct Args {
     /// Where data fetched from the coordinator is kept (default: ~/.cache/sovereign/data).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Mutual TLS with the coordinator and the other workers.
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -120,18 +124,26 @@ async fn run(args: Args) -> Result<()> {
     // Shut down gracefully at the end, so that the answer to the previous rank's stream is
     // delivered before this process exits.
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let tls = args.tls.load().map_err(anyhow::Error::msg)?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.server())
+            .context("the TLS settings")?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(PeerServer::new(service))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = server_stopped.await;
             }),
     );
 
-    let endpoint = format!("http://{}", args.coordinator);
-    let mut coordinator = CoordinatorClient::connect(endpoint.clone())
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {}", args.coordinator))?;
+    let mut coordinator = CoordinatorClient::new(
+        connect(&args.coordinator, tls.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the coordinator: {e}"))?,
+    );
     let reply = coordinator
         .join(JoinRequest {
             token: token.clone(),
@@ -142,11 +154,14 @@ async fn run(args: Args) -> Result<()> {
             pid: std::process::id(),
         })
         .await
-        .map_err(|s| {
-            anyhow::anyhow!(
+        .map_err(|s| match s.code() {
+            tonic::Code::Unauthenticated
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::ResourceExhausted => anyhow::anyhow!(
                 "the coordinator refused to let this worker join: {}",
                 s.message()
-            )
+            ),
+            _ => anyhow::anyhow!("joining the coordinator failed: {}", s.message()),
         })?
         .into_inner();
     let plan = reply.plan.context("the coordinator sent no plan")?;
@@ -201,14 +216,12 @@ async fn run(args: Args) -> Result<()> {
     let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);
     let sender = if world > 1 {
         let next = &plan.ring[((rank + 1) % world) as usize];
-        let mut peer = PeerClient::connect(format!("http://{next}"))
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach rank {}'s peer service at {next}",
-                    (rank + 1) % world
-                )
-            })?;
+        let mut peer = PeerClient::new(connect(next, tls.as_ref()).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach rank {}'s peer service: {e}",
+                (rank + 1) % world
+            )
+        })?);
         Some(tokio::spawn(async move {
             peer.ring(ReceiverStream::new(outbox_rx)).await
         }))

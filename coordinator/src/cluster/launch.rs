@@ -27,6 +27,8 @@ pub struct Launch {
     pub ssh_command: Vec<String>,
     /// The worker binary on remote hosts.
     pub remote_worker: String,
+    /// The TLS flags workers get (the same paths on every host).
+    pub tls_args: Vec<String>,
 }
 
 /// A worker process this coordinator started (an ssh client, for remote slots).
@@ -54,6 +56,7 @@ impl Launch {
                             .arg("--token-file")
                             .arg(&self.token_file)
                             .args(device.iter().flat_map(|d| ["--device", d]))
+                            .args(&self.tls_args)
                             // Their own process group: Ctrl-C in the terminal reaches the
                             // coordinator only, which stops them after a checkpoint.
                             .process_group(0);
@@ -105,6 +108,7 @@ impl Launch {
         if let Some(device) = device {
             remote.extend(["--device", device]);
         }
+        remote.extend(self.tls_args.iter().map(String::as_str));
         let remote: Vec<String> = remote.into_iter().map(shell_quote).collect();
         let mut child = Process::new(program)
             .args(options)

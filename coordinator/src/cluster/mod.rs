@@ -117,8 +117,15 @@ pub fn train_cluster(
         // Shut down gracefully at the end: the answer to the last step's report must reach its
         // worker before this process exits.
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = args.tls.load().map_err(anyhow::Error::msg)? {
+            builder = builder
+                .tls_config(tls.server())
+                .context("the TLS settings")?;
+            tracing::info!("mutual TLS on: workers need a certificate signed by the run's CA");
+        }
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(CoordinatorServer::from_arc(service.clone()))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = server_stopped.await;
@@ -136,6 +143,7 @@ pub fn train_cluster(
                 .map(String::from)
                 .collect(),
             remote_worker: args.remote_worker.clone(),
+            tls_args: args.tls.to_args(),
         };
         let mut children = launch.start()?;
         let outcome = supervise(&service, &launch, &mut children, &config, args).await;
