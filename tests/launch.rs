@@ -362,3 +362,45 @@ fn mutual_tls_trains_and_keeps_out_workers_without_the_runs_certificate() {
     eprintln!("{line}");
     assert_same_weights_as_uninterrupted(dir.path());
 }
+
+#[test]
+fn nccl_is_refused_for_workers_that_cannot_use_it_and_gpus_need_a_cuda_build() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let p = |name: &str| dir.path().join(name);
+    fs::write(p("hosts.txt"), "localhost slots=2\n").unwrap();
+    let train = |extra: &[&str]| {
+        binary("sovereign")
+            .args(["train", "--config", path_str(&p("run.toml")), "--data"])
+            .arg(p("train.bin"))
+            .args(["--out", path_str(&p("run"))])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // CPU workers cannot all-reduce over NCCL: one clear refusal, no restarts.
+    let out = train(&["--hosts", path_str(&p("hosts.txt")), "--collective", "nccl"]);
+    assert!(!out.status.success());
+    let log = stderr(&out);
+    assert!(log.contains("error: --collective nccl: rank 0 ("), "{log}");
+    assert!(
+        log.contains("cannot use NCCL (it trains on the CPU); use --collective auto or grpc"),
+        "{log}"
+    );
+    assert!(!log.contains("restarting the group"), "{log}");
+    // --gpus on a build without CUDA says what to build.
+    fs::remove_dir_all(p("run")).ok();
+    let out = train(&["--gpus", "0,1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("need a build with CUDA: cargo build --release --features cuda,nccl"),
+        "{}",
+        stderr(&out)
+    );
+    let out = train(&["--gpus", "0,x"]);
+    assert!(
+        stderr(&out).contains("--gpus 0,x: devices=0,x: give GPU numbers"),
+        "{}",
+        stderr(&out)
+    );
+}

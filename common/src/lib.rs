@@ -12,6 +12,7 @@
 
 pub mod collective;
 pub mod data;
+pub mod device;
 pub mod logging;
 pub mod model;
 pub mod output;

@@ -6,6 +6,7 @@ use std::fs;
 
 use burn::backend::{Autodiff, Flex};
 use sovereign_common::collective::local::local_ring;
+use sovereign_common::collective::ring::{Ring, RingReducer};
 use sovereign_common::model::weights::TensorFile;
 use sovereign_common::train::replica::{Control, ReplicaPlan, run_replica};
 use sovereign_common::train::run::{RunConfig, train};
@@ -45,7 +46,7 @@ fn ring_replicas_match_the_emulated_world() {
     let handles: Vec<_> = local_ring(world as usize)
         .into_iter()
         .enumerate()
-        .map(|(rank, mut transport)| {
+        .map(|(rank, transport)| {
             let config = RunConfig {
                 out: dir.path().join(format!("rank{rank}")),
                 emulate_world: 1,
@@ -58,11 +59,15 @@ fn ring_replicas_match_the_emulated_world() {
                     world,
                 };
                 let mut losses = Vec::new();
+                let mut reducer = RingReducer {
+                    ring: Ring::new(rank, world as usize, config.wire_dtype),
+                    transport,
+                };
                 let last = run_replica::<A>(
                     &config,
                     plan,
                     None,
-                    &mut transport,
+                    &mut reducer,
                     &Default::default(),
                     |s| {
                         losses.push(s.loss);

@@ -309,6 +309,10 @@ pub struct ClusterArgs {
     /// Train data-parallel on the workers of this hosts file (`hostname slots=N` per line).
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
+    /// Single-node multi-GPU: one local worker per listed CUDA device, as a hosts file
+    /// `localhost slots=N devices=LIST` would (needs a build with --features cuda).
+    #[arg(long, value_name = "LIST", conflicts_with = "hosts")]
+    pub gpus: Option<String>,
     /// How workers start with --hosts: local processes, over ssh on every host of the file, or
     /// none (they are started elsewhere and dial in with the token file).
     #[arg(long, value_enum, default_value_t = Launcher::Local)]
@@ -330,9 +334,25 @@ pub struct ClusterArgs {
     /// With --hosts: how many times the group may restart after a worker dies or stalls.
     #[arg(long, default_value_t = 3)]
     pub max_restarts: u32,
+    /// How workers average gradients: NCCL when every worker can (a CUDA device, a build with
+    /// --features nccl, libnccl present) and the gRPC ring otherwise (auto); or insist on one.
+    #[arg(long, value_enum, default_value_t = Collective::Auto)]
+    pub collective: Collective,
     /// Mutual TLS between the coordinator and the workers (passed on to the workers it starts).
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+/// How the workers average gradients.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Collective {
+    /// NCCL when every worker can use it, else the gRPC ring (with one log line saying why).
+    #[default]
+    Auto,
+    /// The gRPC ring between the workers' Peer services.
+    Grpc,
+    /// NCCL; a worker that cannot use it is refused.
+    Nccl,
 }
 
 /// How the coordinator starts workers.

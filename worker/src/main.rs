@@ -3,8 +3,9 @@
 //!
 //! The tokio runtime serves the Peer service and talks to the coordinator; training runs on a
 //! blocking thread ([`sovereign_common::train::replica::run_replica`]) that reaches the network
-//! only through the ring transport ([`peer::GrpcRing`]) and the report call.
+//! only through its all-reduce ([`collective`]: the gRPC ring or NCCL) and the report call.
 
+mod collective;
 mod data;
 mod peer;
 
@@ -21,20 +22,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use clap::Parser;
-use sovereign_common::train::replica::{Control, ReplicaPlan, run_replica};
+use sovereign_common::device::Device;
+use sovereign_common::train::replica::{Control, ReplicaPlan, ReplicaStep, run_replica};
 use sovereign_common::train::run::RunConfig;
+use sovereign_common::with_backend;
 use sovereign_proto::transport::{TlsArgs, connect};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
-use sovereign_proto::v1::peer_client::PeerClient;
 use sovereign_proto::v1::peer_server::PeerServer;
 use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport, command};
 use tokio::sync::Notify;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 
+use collective::{Setup, grpc_ring, nccl_usable};
 use data::{DataPlaces, local_data};
-use peer::{GrpcRing, PeerService};
+use peer::PeerService;
 
 /// Joins a Sovereign coordinator, receives a rank and a plan, and trains its shard.
 #[derive(Parser, Debug)]
@@ -47,7 +50,7 @@ struct Args {
     /// stops the worker when stdin closes (how the ssh launcher starts workers).
     #[arg(long, value_name = "FILE")]
     token_file: PathBuf,
-    /// The device to train on (this build: cpu).
+    /// The device to train on: cpu, cuda:N (--features cuda) or wgpu:N (--features wgpu).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Where this worker's Peer service listens (port 0: any free port).
@@ -96,12 +99,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    if args.device != "cpu" {
-        bail!(
-            "--device {}: this worker trains on the CPU only (GPU workers arrive with the NCCL path)",
-            args.device
-        );
-    }
+    let device = Device::parse(&args.device).map_err(anyhow::Error::msg)?;
     let token = read_token(&args.token_file)?;
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
@@ -115,11 +113,10 @@ async fn run(args: Args) -> Result<()> {
         bound.to_string()
     };
     let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
-    let inbound_finished = Arc::new(Notify::new());
     let service = PeerService {
         token: token.clone(),
         inbox: inbox_tx,
-        finished: inbound_finished.clone(),
+        finished: Arc::new(Notify::new()),
     };
     // Shut down gracefully at the end, so that the answer to the previous rank's stream is
     // delivered before this process exits.
@@ -148,10 +145,14 @@ async fn run(args: Args) -> Result<()> {
         .join(JoinRequest {
             token: token.clone(),
             host,
-            devices: Vec::new(),
+            devices: match device {
+                Device::Cpu => Vec::new(),
+                Device::Cuda(index) | Device::Wgpu(index) => vec![index as u32],
+            },
             binary_version: env!("CARGO_PKG_VERSION").to_string(),
             peer_address,
             pid: std::process::id(),
+            nccl: nccl_usable(device),
         })
         .await
         .map_err(|s| match s.code() {
@@ -212,67 +213,61 @@ async fn run(args: Args) -> Result<()> {
         None => tracing::info!("joined as rank {rank} of {world}"),
     }
 
-    // The stream to the next rank: chunks the training thread sends go out on it.
-    let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);
-    let sender = if world > 1 {
-        let next = &plan.ring[((rank + 1) % world) as usize];
-        let mut peer = PeerClient::new(connect(next, tls.as_ref()).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach rank {}'s peer service: {e}",
-                (rank + 1) % world
-            )
-        })?);
-        Some(tokio::spawn(async move {
-            peer.ring(ReceiverStream::new(outbox_rx)).await
-        }))
-    } else {
-        None
-    };
-    let mut ring = GrpcRing {
-        outbox,
-        inbox: inbox_rx,
-        token: token.clone(),
+    let setup = Setup {
         rank,
+        world,
+        token: &token,
+        tls: tls.as_ref(),
         deadline: Duration::from_secs(args.collective_timeout),
+    };
+    let (mut reducer, sender) = if plan.collective == "nccl" {
+        (
+            collective::nccl(&setup, plan.generation, device, &mut coordinator).await?,
+            None,
+        )
+    } else {
+        grpc_ring(&setup, &config, &plan.ring, inbox_rx).await?
     };
     let handle = tokio::runtime::Handle::current();
     let generation = plan.generation;
-    let trained = tokio::task::spawn_blocking(move || {
+    let trained = tokio::task::spawn_blocking(move || -> Result<Option<PathBuf>> {
         let plan = ReplicaPlan { rank, world };
-        run_replica::<Autodiff<Flex>>(
+        let report = |step: &ReplicaStep| {
+            let report = StepReport {
+                token: token.clone(),
+                rank,
+                step: step.step,
+                loss: step.loss,
+                val_loss: step.val_loss,
+                grad_norm: step.grad_norm,
+                compute_s: step.compute_s,
+                allreduce_s: step.allreduce_s,
+                tokens: step.tokens,
+                lr: step.lr,
+                generation,
+            };
+            let answer = handle
+                .block_on(coordinator.report(report))
+                .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))?
+                .into_inner();
+            Ok(match answer.kind() {
+                command::Kind::Continue => Control::Continue,
+                command::Kind::Stop => Control::StopAfter(answer.stop_after),
+            })
+        };
+        with_backend!(device, |B, dev| run_replica::<Autodiff<B>>(
             &config,
             plan,
             start.as_deref(),
-            &mut ring,
-            &Default::default(),
-            |step| {
-                let report = StepReport {
-                    token: token.clone(),
-                    rank,
-                    step: step.step,
-                    loss: step.loss,
-                    val_loss: step.val_loss,
-                    grad_norm: step.grad_norm,
-                    compute_s: step.compute_s,
-                    allreduce_s: step.allreduce_s,
-                    tokens: step.tokens,
-                    lr: step.lr,
-                    generation,
-                };
-                let answer = handle
-                    .block_on(coordinator.report(report))
-                    .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))?
-                    .into_inner();
-                Ok(match answer.kind() {
-                    command::Kind::Continue => Control::Continue,
-                    command::Kind::Stop => Control::StopAfter(answer.stop_after),
-                })
-            },
+            reducer.as_mut(),
+            &dev,
+            report,
         )
+        .map_err(anyhow::Error::msg))
     })
     .await
     .context("the training thread panicked")?;
-    let last = trained.map_err(anyhow::Error::msg)?;
+    let last = trained?;
     if let Some(sender) = sender {
         sender
             .await

@@ -1,13 +1,22 @@
 //! Collectives for data-parallel training: gradients flattened and packed into buckets
-//! ([`bucket`]), and the ring all-reduce ([`ring`]) over any [`ring::RingTransport`]: gRPC streams
-//! between worker processes, or in-process channels ([`local`]) for tests and emulation.
+//! ([`bucket`]), averaged by an [`AllReduce`]: the ring all-reduce ([`ring`]) over any
+//! [`ring::RingTransport`] (gRPC streams between worker processes, or in-process channels
+//! ([`local`]) for tests and emulation), or NCCL between GPUs (`nccl`, with `--features nccl`).
 //!
 //! Sockets live elsewhere (DESIGN §2): this module only moves byte chunks through the transport
 //! it is given.
 
 pub mod bucket;
 pub mod local;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod ring;
+
+/// Averages a flat gradient buffer over every rank of the run.
+pub trait AllReduce {
+    /// Replaces `data` on every rank by the mean over the ranks (bucket by bucket).
+    fn all_reduce_mean(&mut self, data: &mut [f32]) -> Result<(), CollectiveError>;
+}
 
 /// A collective that could not finish.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@
 
 use std::ops::Range;
 
-use super::CollectiveError;
 use super::bucket::{BUCKET_BYTES, WireDtype, buckets};
+use super::{AllReduce, CollectiveError};
 
 /// Largest chunk on the wire: tonic refuses messages over 4 MiB by default; 1 MiB leaves room.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
@@ -37,6 +37,32 @@ pub struct Ring {
     pub wire: WireDtype,
     /// Largest chunk in bytes.
     pub chunk_bytes: usize,
+}
+
+impl Ring {
+    /// Rank `rank` of `world`, sending `wire` values in chunks of at most [`MAX_CHUNK_BYTES`].
+    pub fn new(rank: usize, world: usize, wire: WireDtype) -> Self {
+        Self {
+            rank,
+            world,
+            wire,
+            chunk_bytes: MAX_CHUNK_BYTES,
+        }
+    }
+}
+
+/// The ring all-reduce over one rank's transport, as an [`AllReduce`].
+pub struct RingReducer<T> {
+    /// This rank's place in the ring.
+    pub ring: Ring,
+    /// Its links to the neighbours.
+    pub transport: T,
+}
+
+impl<T: RingTransport> AllReduce for RingReducer<T> {
+    fn all_reduce_mean(&mut self, data: &mut [f32]) -> Result<(), CollectiveError> {
+        self.ring.all_reduce_buckets(data, &mut self.transport)
+    }
 }
 
 /// Segment `i` (mod `world`) of a buffer of `len` values cut into `world` segments.

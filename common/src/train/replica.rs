@@ -1,7 +1,8 @@
 //! One rank of a data-parallel run (DESIGN §5): the same step as a single process, with the
-//! gradients averaged over the ring between backward and the optimizer, so every rank applies
-//! the same update and the replicas stay bit-identical. The transport and the reporting are the
-//! caller's: the worker passes gRPC streams and a report RPC; tests pass in-process channels.
+//! gradients averaged over the ranks between backward and the optimizer, so every rank applies
+//! the same update and the replicas stay bit-identical. The collective and the reporting are the
+//! caller's: the worker passes the gRPC ring (or NCCL) and a report RPC; tests pass an
+//! in-process ring.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,8 +13,8 @@ use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::optimizer::AdamW;
 use super::run::{RunConfig, adam_config, evaluate, initial_model, rank_windows};
 use super::step::{apply_step, step_gradients};
+use crate::collective::AllReduce;
 use crate::collective::bucket::{flatten, unflatten};
-use crate::collective::ring::{MAX_CHUNK_BYTES, Ring, RingTransport};
 use crate::data::dataset::{TokenDataset, Validation};
 use crate::model::wkv::TrainBackend;
 
@@ -58,14 +59,14 @@ pub enum Control {
 }
 
 /// Trains rank `plan.rank` up to `config.steps` steps, from `start` (a checkpoint directory) or
-/// from scratch, all-reducing through `transport` and calling `report` after each step (an
+/// from scratch, averaging gradients with `reducer` and calling `report` after each step (an
 /// error from it stops the run; its answer may ask to stop early). Rank 0 writes the
 /// checkpoints into `config.out`; it returns the last one.
 pub fn run_replica<A: TrainBackend>(
     config: &RunConfig,
     plan: ReplicaPlan,
     start: Option<&Path>,
-    transport: &mut impl RingTransport,
+    reducer: &mut dyn AllReduce,
     device: &A::Device,
     mut report: impl FnMut(&ReplicaStep) -> Result<Control, String>,
 ) -> Result<Option<PathBuf>, String> {
@@ -83,12 +84,6 @@ pub fn run_replica<A: TrainBackend>(
         ),
     };
     let schedule = config.schedule();
-    let ring = Ring {
-        rank: plan.rank as usize,
-        world: plan.world as usize,
-        wire: config.wire_dtype,
-        chunk_bytes: MAX_CHUNK_BYTES,
-    };
     let tokens = (config.seq_len * config.micro_bsz * config.accum) as u64;
     let mut last_checkpoint = None;
     let mut stop_after = None;
@@ -99,7 +94,8 @@ pub fn run_replica<A: TrainBackend>(
         let (grads, loss) = step_gradients(&model, &model_config, step + 1, &batches, device)?;
         let (mut flat, layout) = flatten(&grads);
         let reduce_start = Instant::now();
-        ring.all_reduce_buckets(&mut flat, transport)
+        reducer
+            .all_reduce_mean(&mut flat)
             .map_err(|e| format!("step {}: all-reduce: {e}", step + 1))?;
         let allreduce_s = reduce_start.elapsed().as_secs_f64();
         let grads = unflatten(&flat, &layout, device);

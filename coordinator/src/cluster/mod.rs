@@ -23,26 +23,49 @@ use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cli::{ClusterArgs, Launcher};
+use hosts::Host;
 use launch::{Launch, Worker, stop};
 use service::{CoordinatorService, RunPlan};
 
-/// Runs the coordinator of a distributed training run until every step is reported, from
-/// scratch or (`start`) from a checkpoint of an earlier run in the same directory.
+/// The workers of a distributed run: the hosts file's lines, or `--gpus` as one local host;
+/// `None` for a single-process run.
+pub fn cluster_hosts(args: &ClusterArgs) -> Result<Option<Vec<Host>>> {
+    if let Some(path) = &args.hosts {
+        return hosts::read_hosts(path).map(Some);
+    }
+    let Some(list) = &args.gpus else {
+        return Ok(None);
+    };
+    let slots = list.split(',').count();
+    hosts::parse_hosts(&format!("localhost slots={slots} devices={list}"))
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--gpus {list}: {}", e.to_string().trim_start_matches("1: ")))
+}
+
+/// Runs the coordinator of a distributed training run on `hosts` until every step is reported,
+/// from scratch or (`start`) from a checkpoint of an earlier run in the same directory.
 pub fn train_cluster(
     args: &ClusterArgs,
-    hosts_path: &Path,
+    hosts: Vec<Host>,
     config: RunConfig,
     start: Option<&Path>,
 ) -> Result<()> {
-    let hosts = hosts::read_hosts(hosts_path)?;
     if args.launcher == Launcher::Local
         && let Some(remote) = hosts.iter().find(|h| !h.is_local())
     {
         bail!(
-            "{}: host {} is not this machine; the local launcher starts workers here only (start \
-             remote workers yourself and use --launcher none)",
-            hosts_path.display(),
+            "host {} is not this machine; the local launcher starts workers here only (use \
+             --launcher ssh, or start remote workers yourself with --launcher none)",
             remote.name
+        );
+    }
+    if args.launcher == Launcher::Local
+        && !cfg!(feature = "cuda")
+        && hosts.iter().any(|h| !h.devices.is_empty())
+    {
+        bail!(
+            "GPU workers (--gpus or devices= in the hosts file) need a build with CUDA: \
+             cargo build --release --features cuda,nccl"
         );
     }
     let world: u32 = hosts.iter().map(|h| h.slots).sum();
@@ -91,6 +114,7 @@ pub fn train_cluster(
         data_sha256,
         shards,
         steps: config.steps,
+        collective: args.collective,
     };
     let metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -221,6 +245,9 @@ async fn supervise(
     loop {
         if *progress.borrow() >= target {
             break;
+        }
+        if let Some(why) = service.fatal() {
+            bail!("{why}");
         }
         if let Some(what) = failure(service, children, stall_timeout)? {
             tracing::error!("{what}");

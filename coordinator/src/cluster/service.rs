@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use sovereign_common::train::run::Metrics;
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::{
-    Command, DataChunk, DataRange, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest, Plan,
-    StepReport, command,
+    Command, DataChunk, DataRange, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest,
+    NcclIdReply, NcclIdRequest, Plan, StepReport, command,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+
+use crate::cli::Collective;
 
 /// What every worker is told, apart from its rank.
 pub struct RunPlan {
@@ -35,6 +37,55 @@ pub struct RunPlan {
     pub files: Vec<(String, PathBuf)>,
     /// Steps in the run.
     pub steps: u64,
+    /// The collective asked for.
+    pub collective: Collective,
+}
+
+/// What the coordinator knows of a joined worker.
+struct Member {
+    peer_address: String,
+    pid: u32,
+    host: String,
+    /// It drives a GPU.
+    gpu: bool,
+    /// It can all-reduce over NCCL.
+    nccl: bool,
+}
+
+/// The collective a group uses: NCCL when asked for (or `auto`) and every rank can use it.
+/// With `auto`, falling back to the gRPC ring for GPU workers comes with a line saying why.
+fn choose_collective(
+    asked: Collective,
+    members: &[Member],
+) -> Result<(&'static str, Option<String>), String> {
+    let lacking = members.iter().position(|m| !m.nccl);
+    let why = |rank: usize| {
+        let m = &members[rank];
+        format!(
+            "rank {rank} ({}) cannot use NCCL ({})",
+            m.host,
+            if m.gpu {
+                "a build without --features nccl, or libnccl not found"
+            } else {
+                "it trains on the CPU"
+            }
+        )
+    };
+    match (asked, lacking) {
+        (Collective::Grpc, _) => Ok(("grpc", None)),
+        (_, None) => Ok(("nccl", None)),
+        (Collective::Nccl, Some(rank)) => Err(format!(
+            "--collective nccl: {}; use --collective auto or grpc",
+            why(rank)
+        )),
+        (Collective::Auto, Some(rank)) => Ok((
+            "grpc",
+            members
+                .iter()
+                .any(|m| m.gpu)
+                .then(|| format!("{}: gradients go over the gRPC ring", why(rank))),
+        )),
+    }
 }
 
 /// The current generation's workers: joined, waiting for the rest, or running.
@@ -42,8 +93,8 @@ pub struct RunPlan {
 struct Group {
     generation: u32,
     start_checkpoint: String,
-    /// Per rank: peer address, pid and host.
-    members: Vec<(String, u32, String)>,
+    /// Per rank, in join order.
+    members: Vec<Member>,
     waiting: Vec<oneshot::Sender<Result<JoinReply, Status>>>,
     /// Per rank: when it was last heard from (set once the whole world has joined).
     last_seen: Vec<Instant>,
@@ -69,6 +120,10 @@ pub struct CoordinatorService {
     highest: AtomicU64,
     /// The step after which the run stops early (Ctrl-C), once asked.
     stop_after: Mutex<Option<u64>>,
+    /// Why the run cannot go on whatever restarts (a group the collective refuses).
+    fatal: Mutex<Option<String>>,
+    /// The NCCL unique id rank 0 posted, with its generation.
+    nccl_id: watch::Sender<Option<(u32, Vec<u8>)>>,
 }
 
 impl CoordinatorService {
@@ -87,7 +142,14 @@ impl CoordinatorService {
             progress: watch::channel(0).0,
             highest: AtomicU64::new(0),
             stop_after: Mutex::new(None),
+            nccl_id: watch::channel(None).0,
+            fatal: Mutex::new(None),
         }
+    }
+
+    /// Why the run cannot go on, if something said so.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().ok().and_then(|f| f.clone())
     }
 
     /// Asks every rank to stop early and returns the step they will stop after: two past the
@@ -141,7 +203,7 @@ impl CoordinatorService {
     /// The rank of the worker process `pid` in the current generation.
     pub fn rank_of_pid(&self, pid: u32) -> Option<usize> {
         let group = self.group.lock().ok()?;
-        group.members.iter().position(|(_, p, _)| *p == pid)
+        group.members.iter().position(|m| m.pid == pid)
     }
 
     /// A rank not heard from for longer than `timeout`, described for the log.
@@ -154,7 +216,7 @@ impl CoordinatorService {
             .max_by_key(|(_, seen)| seen.elapsed())?;
         let quiet = seen.elapsed();
         (quiet > timeout).then(|| {
-            let (_, pid, host) = &group.members[rank];
+            let Member { pid, host, .. } = &group.members[rank];
             format!(
                 "rank {rank} (pid {pid} on {host}) stalled: no heartbeat or step progress for {:.0} s",
                 quiet.as_secs_f64()
@@ -265,14 +327,42 @@ impl CoordinatorService {
             join.peer_address,
             group.members.len()
         );
-        group.members.push((join.peer_address, join.pid, join.host));
+        group.members.push(Member {
+            peer_address: join.peer_address,
+            pid: join.pid,
+            host: join.host,
+            gpu: !join.devices.is_empty(),
+            nccl: join.nccl,
+        });
         group.waiting.push(reply);
         if group.members.len() < self.world as usize {
             return Ok(());
         }
-        let ring: Vec<String> = group.members.iter().map(|m| m.0.clone()).collect();
-        group.last_seen = vec![Instant::now(); ring.len()];
         let waiting = std::mem::take(&mut group.waiting);
+        let collective = match choose_collective(self.plan.collective, &group.members) {
+            Ok((collective, note)) => {
+                if let Some(note) = note {
+                    tracing::warn!("{note}");
+                }
+                collective
+            }
+            Err(refusal) => {
+                if let Ok(mut fatal) = self.fatal.lock() {
+                    *fatal = Some(refusal.clone());
+                }
+                for waiter in waiting {
+                    let _ = waiter.send(Err(Status::failed_precondition(refusal.clone())));
+                }
+                group.members.clear();
+                return Ok(());
+            }
+        };
+        let ring: Vec<String> = group
+            .members
+            .iter()
+            .map(|m| m.peer_address.clone())
+            .collect();
+        group.last_seen = vec![Instant::now(); ring.len()];
         for (rank, waiter) in waiting.into_iter().enumerate() {
             let (shard_start, shard_end) = self.plan.shards[rank];
             let reply = JoinReply {
@@ -287,6 +377,7 @@ impl CoordinatorService {
                     generation: group.generation,
                     start_checkpoint: group.start_checkpoint.clone(),
                     data: self.plan.data[rank].clone(),
+                    collective: collective.to_string(),
                 }),
             };
             let _ = waiter.send(Ok(reply));
@@ -334,6 +425,43 @@ impl Coordinator for CoordinatorService {
         self.check_token(&report.token, "a step report", &from)?;
         self.record(report)?;
         Ok(Response::new(self.command()))
+    }
+
+    async fn exchange_nccl_id(
+        &self,
+        request: Request<NcclIdRequest>,
+    ) -> Result<Response<NcclIdReply>, Status> {
+        let from = remote(&request);
+        let exchange = request.into_inner();
+        self.check_token(&exchange.token, "an NCCL id exchange", &from)?;
+        let current = self.group.lock().map(|g| g.generation).unwrap_or_default();
+        if exchange.generation != current {
+            return Err(Status::aborted(format!(
+                "generation {} was replaced by generation {current}",
+                exchange.generation
+            )));
+        }
+        if exchange.rank == 0 {
+            if exchange.id.len() != 128 {
+                return Err(Status::invalid_argument(format!(
+                    "an NCCL unique id has 128 bytes, not {}",
+                    exchange.id.len()
+                )));
+            }
+            self.nccl_id
+                .send_replace(Some((exchange.generation, exchange.id.clone())));
+            return Ok(Response::new(NcclIdReply { id: exchange.id }));
+        }
+        let mut posted = self.nccl_id.subscribe();
+        let wait = posted.wait_for(|id| id.as_ref().is_some_and(|(g, _)| *g == current));
+        match tokio::time::timeout(Duration::from_secs(300), wait).await {
+            Ok(Ok(id)) => Ok(Response::new(NcclIdReply {
+                id: id.as_ref().map(|(_, id)| id.clone()).unwrap_or_default(),
+            })),
+            _ => Err(Status::deadline_exceeded(
+                "rank 0 did not post the NCCL id within 300 s",
+            )),
+        }
     }
 
     type FetchDataStream = ReceiverStream<Result<DataChunk, Status>>;
@@ -436,6 +564,7 @@ mod tests {
             data: vec![Vec::new()],
             files: vec![("train".into(), data.to_path_buf())],
             steps: 1,
+            collective: Collective::Auto,
         };
         CoordinatorService::new("secret".into(), 1, plan, metrics)
     }
@@ -489,6 +618,49 @@ mod tests {
         assert_eq!(
             refused(fetch("/etc/passwd", "secret", 0, 8)).await,
             tonic::Code::NotFound
+        );
+    }
+
+    fn member(gpu: bool, nccl: bool) -> Member {
+        Member {
+            peer_address: String::new(),
+            pid: 1,
+            host: "node".into(),
+            gpu,
+            nccl,
+        }
+    }
+
+    #[test]
+    fn the_collective_is_nccl_only_when_every_rank_can_use_it() {
+        let all = [member(true, true), member(true, true)];
+        let one_lacks = [member(true, true), member(true, false)];
+        let cpu = [member(false, false), member(false, false)];
+        assert_eq!(
+            choose_collective(Collective::Auto, &all).unwrap(),
+            ("nccl", None)
+        );
+        assert_eq!(
+            choose_collective(Collective::Grpc, &all).unwrap(),
+            ("grpc", None)
+        );
+        assert_eq!(
+            choose_collective(Collective::Auto, &cpu).unwrap(),
+            ("grpc", None)
+        );
+        let (collective, note) = choose_collective(Collective::Auto, &one_lacks).unwrap();
+        assert_eq!(collective, "grpc");
+        assert_eq!(
+            note.unwrap(),
+            "rank 1 (node) cannot use NCCL (a build without --features nccl, or libnccl not \
+             found): gradients go over the gRPC ring"
+        );
+        let refusal = choose_collective(Collective::Nccl, &cpu).unwrap_err();
+        assert!(
+            refusal.starts_with(
+                "--collective nccl: rank 0 (node) cannot use NCCL (it trains on the CPU)"
+            ),
+            "{refusal}"
         );
     }
 }

@@ -1,7 +1,6 @@
 //! One module per group of subcommands; [`run`] dispatches.
 
 mod demo;
-mod device;
 mod infer;
 mod plot;
 mod prep;

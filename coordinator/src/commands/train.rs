@@ -4,10 +4,12 @@
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use sovereign_common::collective::bucket::WireDtype;
+use sovereign_common::device::Device;
 use sovereign_common::train::run::{self, RunConfig};
+use sovereign_common::with_backend;
 
-use super::device::{Device, with_backend};
 use crate::cli::{ResumeArgs, TrainArgs};
+use crate::cluster::{cluster_hosts, train_cluster};
 
 /// The effective settings: defaults, then the TOML file, then the flags.
 fn run_config(args: &TrainArgs) -> Result<RunConfig> {
@@ -50,18 +52,28 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
     Ok(config)
 }
 
+/// With workers, `--device` has no say: each worker's device comes from the hosts file's
+/// `devices=` (or `--gpus`).
+fn check_cluster_device(device: Device) -> Result<()> {
+    if device != Device::Cpu {
+        bail!(
+            "--device {device} is for single-process runs; with --hosts the hosts file's devices= \
+             (or --gpus 0,1,…) give each worker its GPU"
+        );
+    }
+    Ok(())
+}
+
 /// `sovereign train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
-    let device = Device::parse(&args.device)?;
+    let device = Device::parse(&args.device).map_err(anyhow::Error::msg)?;
     let config = run_config(args)?;
-    if let Some(hosts) = &args.cluster.hosts {
+    if let Some(hosts) = cluster_hosts(&args.cluster)? {
         if config.emulate_world != 1 {
             bail!("--hosts and --emulate-world exclude each other: the hosts file sets the world");
         }
-        if device != Device::Cpu {
-            bail!("--hosts trains on CPU workers in this release (GPU workers arrive with NCCL)");
-        }
-        return crate::cluster::train_cluster(&args.cluster, hosts, config, None);
+        check_cluster_device(device)?;
+        return train_cluster(&args.cluster, hosts, config, None);
     }
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
     let last = with_backend!(device, |B, dev| run::train::<Autodiff<B>>(&config, &dev))
@@ -72,14 +84,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
 /// `sovereign resume`.
 pub fn resume(args: &ResumeArgs) -> Result<()> {
-    let device = Device::parse(&args.device)?;
-    if let Some(hosts) = &args.cluster.hosts {
-        if device != Device::Cpu {
-            bail!("--hosts trains on CPU workers in this release (GPU workers arrive with NCCL)");
-        }
+    let device = Device::parse(&args.device).map_err(anyhow::Error::msg)?;
+    if let Some(hosts) = cluster_hosts(&args.cluster)? {
+        check_cluster_device(device)?;
         let (config, checkpoint) =
             run::resume_point(&args.run, args.from.as_deref()).map_err(anyhow::Error::msg)?;
-        return crate::cluster::train_cluster(&args.cluster, hosts, config, Some(&checkpoint));
+        return train_cluster(&args.cluster, hosts, config, Some(&checkpoint));
     }
     let last = with_backend!(device, |B, dev| run::resume::<Autodiff<B>>(
         &args.run,

@@ -1,7 +1,7 @@
 //! `--device cpu|cuda:N|wgpu:N`: which Burn backend runs the model. CPU (Burn's `flex`, pure
 //! Rust with rayon threads) is always built; CUDA and wgpu need `--features cuda` / `wgpu`.
 
-use anyhow::{Result, bail};
+use std::fmt;
 
 /// A parsed `--device`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,25 +16,39 @@ pub enum Device {
 
 impl Device {
     /// Parses `cpu`, `cuda:N` or `wgpu:N` (`cuda` and `wgpu` mean device 0).
-    pub fn parse(text: &str) -> Result<Self> {
+    pub fn parse(text: &str) -> Result<Self, String> {
         let (kind, index) = text.split_once(':').unwrap_or((text, "0"));
         let Ok(index) = index.parse() else {
-            bail!("--device {text}: the device number must be a whole number, as in cuda:0");
+            return Err(format!(
+                "--device {text}: the device number must be a whole number, as in cuda:0"
+            ));
         };
         match kind {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(index)),
             "wgpu" => Ok(Device::Wgpu(index)),
-            _ => bail!("--device {text}: use cpu, cuda:N or wgpu:N"),
+            _ => Err(format!("--device {text}: use cpu, cuda:N or wgpu:N")),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(index) => write!(f, "cuda:{index}"),
+            Device::Wgpu(index) => write!(f, "wgpu:{index}"),
         }
     }
 }
 
 /// Runs `$body` with `$B` bound to the backend type and `$device` to the device value of
-/// `$choice`; a backend this binary was built without is an error.
+/// `$choice` (a [`Device`]); a backend the calling crate was built without (its `cuda` / `wgpu`
+/// features) is an `anyhow` error.
+#[macro_export]
 macro_rules! with_backend {
     ($choice:expr, |$B:ident, $device:ident| $body:expr) => {{
-        use $crate::commands::device::Device;
+        use $crate::device::Device;
         match $choice {
             Device::Cpu => {
                 type $B = burn::backend::Flex;
@@ -55,14 +69,12 @@ macro_rules! with_backend {
             }
             #[allow(unreachable_patterns)]
             other => anyhow::bail!(
-                "--device {other:?}: this binary was built without that backend; rebuild with \
+                "--device {other}: this binary was built without that backend; rebuild with \
                  `cargo build --release --features cuda` (or wgpu)"
             ),
         }
     }};
 }
-
-pub(crate) use with_backend;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,141 @@
+//! How this worker averages gradients, as the plan says: the gRPC ring to its neighbours'
+//! Peer services, or NCCL (`--features nccl`, a CUDA device, libnccl at run time) after the
+//! coordinator relays rank 0's unique id.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sovereign_common::collective::AllReduce;
+use sovereign_common::collective::ring::{Ring, RingReducer};
+use sovereign_common::device::Device;
+use sovereign_common::train::run::RunConfig;
+use sovereign_proto::transport::{Tls, connect};
+use sovereign_proto::v1::RingAck;
+use sovereign_proto::v1::coordinator_client::CoordinatorClient;
+use sovereign_proto::v1::peer_client::PeerClient;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::peer::GrpcRing;
+
+/// The task that streams this rank's chunks to the next rank (gRPC ring only).
+pub type RingSender = JoinHandle<Result<tonic::Response<RingAck>, tonic::Status>>;
+
+/// Whether this worker can use NCCL: a CUDA device, a build with NCCL, and libnccl here.
+pub fn nccl_usable(device: Device) -> bool {
+    #[cfg(feature = "nccl")]
+    if let Device::Cuda(_) = device {
+        let found = sovereign_common::collective::nccl::nccl_available();
+        if !found {
+            tracing::warn!("libnccl or the CUDA driver library was not found: no NCCL here");
+        }
+        return found;
+    }
+    let _ = device;
+    false
+}
+
+/// Where this rank is and what it may use to reach the others.
+pub struct Setup<'a> {
+    /// This rank and the world.
+    pub rank: u32,
+    /// Ranks in the run.
+    pub world: u32,
+    /// The run token.
+    pub token: &'a str,
+    /// TLS material, when on.
+    pub tls: Option<&'a Tls>,
+    /// How long a collective may take before it is aborted.
+    pub deadline: Duration,
+}
+
+/// The gRPC ring: a stream to the next rank's Peer service, and the chunks the previous rank
+/// streams to ours (`inbox`).
+pub async fn grpc_ring(
+    setup: &Setup<'_>,
+    config: &RunConfig,
+    ring: &[String],
+    inbox: std::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+) -> Result<(Box<dyn AllReduce + Send>, Option<RingSender>)> {
+    let (rank, world) = (setup.rank, setup.world);
+    let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);
+    let sender = if world > 1 {
+        let next_rank = (rank + 1) % world;
+        let next = ring
+            .get(next_rank as usize)
+            .context("the plan's ring lists fewer peers than the world size")?;
+        let mut peer =
+            PeerClient::new(connect(next, setup.tls).await.map_err(|e| {
+                anyhow::anyhow!("cannot reach rank {next_rank}'s peer service: {e}")
+            })?);
+        Some(tokio::spawn(async move {
+            peer.ring(ReceiverStream::new(outbox_rx)).await
+        }))
+    } else {
+        None
+    };
+    let transport = GrpcRing {
+        outbox,
+        inbox,
+        token: setup.token.to_string(),
+        rank,
+        deadline: setup.deadline,
+    };
+    let reducer = RingReducer {
+        ring: Ring::new(rank as usize, world as usize, config.wire_dtype),
+        transport,
+    };
+    Ok((Box::new(reducer), sender))
+}
+
+/// NCCL on `device`: rank 0 creates the unique id, the coordinator relays it (for group
+/// `generation`), every rank joins the communicator.
+#[cfg(feature = "nccl")]
+pub async fn nccl(
+    setup: &Setup<'_>,
+    generation: u32,
+    device: Device,
+    coordinator: &mut CoordinatorClient<Channel>,
+) -> Result<Box<dyn AllReduce + Send>> {
+    use sovereign_common::collective::nccl::{NcclReducer, new_unique_id};
+    use sovereign_proto::v1::NcclIdRequest;
+    let Device::Cuda(ordinal) = device else {
+        anyhow::bail!("the plan asks for NCCL, but this worker trains on {device}");
+    };
+    let id = if setup.rank == 0 {
+        new_unique_id()?
+    } else {
+        Vec::new()
+    };
+    let id = coordinator
+        .exchange_nccl_id(NcclIdRequest {
+            token: setup.token.to_string(),
+            rank: setup.rank,
+            generation,
+            id,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("the NCCL id exchange failed: {}", s.message()))?
+        .into_inner()
+        .id;
+    let (rank, world, deadline) = (setup.rank as usize, setup.world as usize, setup.deadline);
+    let reducer =
+        tokio::task::spawn_blocking(move || NcclReducer::new(ordinal, rank, world, &id, deadline))
+            .await
+            .context("the NCCL set-up thread panicked")??;
+    tracing::info!("rank {rank}: NCCL communicator of {world} ranks on cuda:{ordinal}");
+    Ok(Box::new(reducer))
+}
+
+/// Without `--features nccl` the coordinator never chooses NCCL for this worker (it says so at
+/// join); a plan that does anyway is refused.
+#[cfg(not(feature = "nccl"))]
+pub async fn nccl(
+    _setup: &Setup<'_>,
+    _generation: u32,
+    _device: Device,
+    _coordinator: &mut CoordinatorClient<Channel>,
+) -> Result<Box<dyn AllReduce + Send>> {
+    anyhow::bail!("the plan asks for NCCL, but this worker was built without --features nccl")
+}
