@@ -7,6 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Chunk payloads as `bytes::Bytes`: decoded as views of the received buffer, not copied.
+    tonic_prost_build::configure()
+        .bytes(".sovereign.v1.Chunk.data")
+        .bytes(".sovereign.v1.DataChunk.data")
+        .compile_fds(descriptors)?;
     Ok(())
 }

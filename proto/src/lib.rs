@@ -7,6 +7,9 @@ pub mod transport;
 pub mod v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("sovereign.v1");
+
+    /// The buffer type of chunk payloads.
+    pub use prost::bytes;
 }
 
 /// The protocol package that this build speaks; workers and coordinators compare it on join.

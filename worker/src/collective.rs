@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sovereign_common::collective::AllReduce;
+use sovereign_common::collective::bucket::WireDtype;
 use sovereign_common::collective::ring::{Ring, RingReducer};
 use sovereign_common::device::Device;
-use sovereign_common::train::run::RunConfig;
 use sovereign_proto::transport::{Tls, connect};
 use sovereign_proto::v1::RingAck;
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::peer::GrpcRing;
+use crate::peer::{GrpcRing, Inbox};
 
 /// The task that streams this rank's chunks to the next rank (gRPC ring only).
 pub type RingSender = JoinHandle<Result<tonic::Response<RingAck>, tonic::Status>>;
@@ -50,13 +50,13 @@ pub struct Setup<'a> {
     pub deadline: Duration,
 }
 
-/// The gRPC ring: a stream to the next rank's Peer service, and the chunks the previous rank
-/// streams to ours (`inbox`).
+/// The gRPC ring sending `wire` values: a stream to the next rank's Peer service (`ring` lists
+/// the ranks' addresses), and the chunks the previous rank streams to ours (`inbox`).
 pub async fn grpc_ring(
     setup: &Setup<'_>,
-    config: &RunConfig,
+    wire: WireDtype,
     ring: &[String],
-    inbox: std::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    inbox: Inbox,
 ) -> Result<(Box<dyn AllReduce + Send>, Option<RingSender>)> {
     let (rank, world) = (setup.rank, setup.world);
     let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);
@@ -83,7 +83,7 @@ pub async fn grpc_ring(
         deadline: setup.deadline,
     };
     let reducer = RingReducer {
-        ring: Ring::new(rank as usize, world as usize, config.wire_dtype),
+        ring: Ring::new(rank as usize, world as usize, wire),
         transport,
     };
     Ok((Box::new(reducer), sender))

@@ -5,9 +5,7 @@
 //! blocking thread ([`sovereign_common::train::replica::run_replica`]) that reaches the network
 //! only through its all-reduce ([`collective`]: the gRPC ring or NCCL) and the report call.
 
-mod collective;
 mod data;
-mod peer;
 
 /// mimalloc keeps freed pages for reuse; glibc returns every block over 32 MiB (the logits and
 /// their gradients) to the kernel and faults it back in on the next step (about 1.3× slower
@@ -18,7 +16,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -30,14 +27,11 @@ use sovereign_common::train::run::RunConfig;
 use sovereign_common::with_backend;
 use sovereign_proto::transport::{TlsArgs, connect};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
-use sovereign_proto::v1::peer_server::PeerServer;
 use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport, command};
-use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 
-use collective::{Setup, grpc_ring, nccl_usable};
 use data::{DataPlaces, local_data};
-use peer::PeerService;
+use sovereign_worker::collective::{Setup, grpc_ring, nccl_usable};
+use sovereign_worker::peer::serve_peer;
 
 /// Joins a Sovereign coordinator, receives a rank and a plan, and trains its shard.
 #[derive(Parser, Debug)]
@@ -112,29 +106,12 @@ async fn run(args: Args) -> Result<()> {
     } else {
         bound.to_string()
     };
-    let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
-    let service = PeerService {
-        token: token.clone(),
-        inbox: inbox_tx,
-        finished: Arc::new(Notify::new()),
-    };
     // Shut down gracefully at the end, so that the answer to the previous rank's stream is
     // delivered before this process exits.
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let tls = args.tls.load().map_err(anyhow::Error::msg)?;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls.server())
-            .context("the TLS settings")?;
-    }
-    let server = tokio::spawn(
-        builder
-            .add_service(PeerServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = server_stopped.await;
-            }),
-    );
+    let (server, inbox) = serve_peer(listener, token.clone(), tls.as_ref(), server_stopped)
+        .context("the TLS settings")?;
 
     let mut coordinator = CoordinatorClient::new(
         connect(&args.coordinator, tls.as_ref())
@@ -222,11 +199,12 @@ async fn run(args: Args) -> Result<()> {
     };
     let (mut reducer, sender) = if plan.collective == "nccl" {
         (
-            collective::nccl(&setup, plan.generation, device, &mut coordinator).await?,
+            sovereign_worker::collective::nccl(&setup, plan.generation, device, &mut coordinator)
+                .await?,
             None,
         )
     } else {
-        grpc_ring(&setup, &config, &plan.ring, inbox_rx).await?
+        grpc_ring(&setup, config.wire_dtype, &plan.ring, inbox).await?
     };
     let handle = tokio::runtime::Handle::current();
     let generation = plan.generation;

@@ -2,14 +2,17 @@
 //! chunks, and the [`RingTransport`] that the training thread uses (chunks out to the next
 //! rank's Peer service over one client stream, chunks in from the service).
 
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use sovereign_common::collective::CollectiveError;
 use sovereign_common::collective::ring::RingTransport;
-use sovereign_proto::v1::peer_server::Peer;
+use sovereign_proto::transport::{Tls, tuned};
+use sovereign_proto::v1::bytes::Bytes;
+use sovereign_proto::v1::peer_server::{Peer, PeerServer as Server};
 use sovereign_proto::v1::{Chunk, RingAck};
-use tokio::sync::{Notify, mpsc as tokio_mpsc};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The Peer service: checks the token of every chunk and hands the bytes to the training thread.
@@ -17,10 +20,36 @@ pub struct PeerService {
     /// The run's token.
     pub token: String,
     /// Where received chunks go; an `Err` says the previous rank's stream broke.
-    pub inbox: mpsc::Sender<Result<Vec<u8>, String>>,
-    /// Signalled when the previous rank has closed its stream (its training is over), so that
-    /// this worker does not exit under it.
-    pub finished: Arc<Notify>,
+    pub inbox: mpsc::Sender<Result<Bytes, String>>,
+}
+
+/// Chunks the Peer service received, for the training thread.
+pub type Inbox = mpsc::Receiver<Result<Bytes, String>>;
+
+/// The task serving the Peer service.
+pub type PeerServer = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves the Peer service on `listener` (TLS when given) until `stop` fires or is dropped;
+/// returns the serving task and the inbox of received chunks.
+pub fn serve_peer(
+    listener: tokio::net::TcpListener,
+    token: String,
+    tls: Option<&Tls>,
+    stop: oneshot::Receiver<()>,
+) -> Result<(PeerServer, Inbox), tonic::transport::Error> {
+    let (inbox, received) = mpsc::channel();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.server())?;
+    }
+    let server = tokio::spawn(
+        tuned(builder)
+            .add_service(Server::new(PeerService { token, inbox }))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop.await;
+            }),
+    );
+    Ok((server, received))
 }
 
 #[tonic::async_trait]
@@ -50,7 +79,6 @@ impl Peer for PeerService {
                 return Err(Status::aborted("this worker has stopped training"));
             }
         }
-        self.finished.notify_one();
         Ok(Response::new(RingAck {}))
     }
 }
@@ -60,7 +88,7 @@ pub struct GrpcRing {
     /// Chunks to stream to the next rank.
     pub outbox: tokio_mpsc::Sender<Chunk>,
     /// Chunks the Peer service received from the previous rank.
-    pub inbox: mpsc::Receiver<Result<Vec<u8>, String>>,
+    pub inbox: Inbox,
     /// The run's token, put on every chunk.
     pub token: String,
     /// This rank.
@@ -70,18 +98,20 @@ pub struct GrpcRing {
 }
 
 impl RingTransport for GrpcRing {
+    type Received = Bytes;
+
     fn send_next(&mut self, data: Vec<u8>) -> Result<(), CollectiveError> {
         let chunk = Chunk {
             token: self.token.clone(),
             rank: self.rank,
-            data,
+            data: data.into(),
         };
         self.outbox
             .blocking_send(chunk)
             .map_err(|_| CollectiveError::Transport("the stream to the next rank closed".into()))
     }
 
-    fn recv_prev(&mut self) -> Result<Vec<u8>, CollectiveError> {
+    fn recv_prev(&mut self) -> Result<Bytes, CollectiveError> {
         let received = self
             .inbox
             .recv_timeout(self.deadline)
@@ -102,38 +132,27 @@ impl RingTransport for GrpcRing {
 mod tests {
     use super::*;
     use sovereign_proto::v1::peer_client::PeerClient;
-    use sovereign_proto::v1::peer_server::PeerServer;
-    use tokio_stream::wrappers::TcpListenerStream;
 
     /// A Peer service on a loopback port; returns its address and what it hands to training.
-    async fn serve() -> (String, mpsc::Receiver<Result<Vec<u8>, String>>) {
+    async fn serve() -> (String, Inbox, oneshot::Sender<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
-        let (inbox, received) = mpsc::channel();
-        let service = PeerService {
-            token: "secret".into(),
-            inbox,
-            finished: Arc::new(Notify::new()),
-        };
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(PeerServer::new(service))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        (address, received)
+        let (stop, stopped) = oneshot::channel();
+        let (_, received) = serve_peer(listener, "secret".into(), None, stopped).unwrap();
+        (address, received, stop)
     }
 
     fn chunk(token: &str, data: &[u8]) -> Chunk {
         Chunk {
             token: token.into(),
             rank: 0,
-            data: data.to_vec(),
+            data: Bytes::copy_from_slice(data),
         }
     }
 
     #[tokio::test]
     async fn chunks_without_the_run_token_are_refused() {
-        let (address, received) = serve().await;
+        let (address, received, _stop) = serve().await;
         let mut client = PeerClient::connect(address).await.unwrap();
         let refused = client
             .ring(tokio_stream::iter(vec![chunk("guess", b"poison")]))

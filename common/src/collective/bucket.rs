@@ -31,28 +31,39 @@ impl WireDtype {
         }
     }
 
-    /// Appends `values` to `out` in this encoding.
+    /// Appends `values` to `out` in this encoding (written in place, so the loop vectorizes).
     pub fn encode(self, values: &[f32], out: &mut Vec<u8>) {
-        out.reserve(values.len() * self.size());
+        let start = out.len();
+        out.resize(start + values.len() * self.size(), 0);
+        let bytes = &mut out[start..];
         match self {
-            WireDtype::F32 => values
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            WireDtype::Bf16 => values
-                .iter()
-                .for_each(|&v| out.extend_from_slice(&to_bf16(v).to_le_bytes())),
+            WireDtype::F32 => bytes
+                .chunks_exact_mut(4)
+                .zip(values)
+                .for_each(|(b, v)| b.copy_from_slice(&v.to_le_bytes())),
+            WireDtype::Bf16 => bytes
+                .chunks_exact_mut(2)
+                .zip(values)
+                .for_each(|(b, &v)| b.copy_from_slice(&to_bf16(v).to_le_bytes())),
         }
     }
 
-    /// Decodes `bytes` (a whole number of values) and hands each value to `apply` with its index.
-    pub fn decode(self, bytes: &[u8], mut apply: impl FnMut(usize, f32)) {
+    /// Decodes `bytes` (one value per element of `target`) and combines each value into its
+    /// element with `apply`.
+    pub fn decode_into(self, bytes: &[u8], target: &mut [f32], apply: impl Fn(&mut f32, f32)) {
         match self {
-            WireDtype::F32 => bytes.chunks_exact(4).enumerate().for_each(|(i, b)| {
-                apply(i, f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            }),
-            WireDtype::Bf16 => bytes.chunks_exact(2).enumerate().for_each(|(i, b)| {
-                apply(i, from_bf16(u16::from_le_bytes([b[0], b[1]])));
-            }),
+            WireDtype::F32 => target
+                .iter_mut()
+                .zip(bytes.chunks_exact(4))
+                .for_each(|(x, b)| {
+                    apply(x, f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }),
+            WireDtype::Bf16 => target
+                .iter_mut()
+                .zip(bytes.chunks_exact(2))
+                .for_each(|(x, b)| {
+                    apply(x, from_bf16(u16::from_le_bytes([b[0], b[1]])));
+                }),
         }
     }
 
@@ -187,7 +198,7 @@ mod tests {
         WireDtype::Bf16.encode(&values, &mut out);
         assert_eq!(out.len(), 10);
         let mut back = vec![0f32; 5];
-        WireDtype::Bf16.decode(&out, |i, v| back[i] = v);
+        WireDtype::Bf16.decode_into(&out, &mut back, |x, v| *x = v);
         assert_eq!(back[..4], [1.0, 1.0, 1.0 + 4.0 / 256.0, -2.5]);
         assert!((back[4] - 1e-3).abs() < 1e-5);
         let mut rounded = values;
@@ -196,7 +207,7 @@ mod tests {
         let mut exact = Vec::new();
         WireDtype::F32.encode(&values, &mut exact);
         let mut again = vec![0f32; 5];
-        WireDtype::F32.decode(&exact, |i, v| again[i] = v);
+        WireDtype::F32.decode_into(&exact, &mut again, |x, v| *x = v);
         assert_eq!(again, values);
     }
 }

@@ -26,6 +26,8 @@ pub fn local_ring(world: usize) -> Vec<LocalTransport> {
 }
 
 impl RingTransport for LocalTransport {
+    type Received = Vec<u8>;
+
     fn send_next(&mut self, chunk: Vec<u8>) -> Result<(), CollectiveError> {
         self.next
             .send(chunk)

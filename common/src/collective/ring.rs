@@ -18,12 +18,15 @@ use super::{AllReduce, CollectiveError};
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 /// A rank's two links in the ring. Sends must not wait for the matching receive: the transport
-/// buffers at least two chunks (channels, gRPC streams).
+/// buffers a whole segment's chunks (unbounded channels; gRPC streams drained by the Peer
+/// service into an unbounded inbox).
 pub trait RingTransport {
+    /// What a received chunk arrives as (a `Vec`, or a view of a network buffer).
+    type Received: AsRef<[u8]>;
     /// Sends one chunk to the next rank.
     fn send_next(&mut self, chunk: Vec<u8>) -> Result<(), CollectiveError>;
     /// Receives the next chunk from the previous rank.
-    fn recv_prev(&mut self) -> Result<Vec<u8>, CollectiveError>;
+    fn recv_prev(&mut self) -> Result<Self::Received, CollectiveError>;
 }
 
 /// This rank's place in the ring and how values travel.
@@ -155,6 +158,9 @@ impl Ring {
     }
 
     /// Sends `send` and receives `recv` chunk by chunk, applying each received value with `apply`.
+    /// Every chunk of `send` is queued before the first receive: the transport carries them
+    /// while this thread reduces what arrives (waiting for each chunk's echo would cost a
+    /// round trip per chunk).
     fn exchange(
         &self,
         data: &mut [f32],
@@ -164,27 +170,24 @@ impl Ring {
         apply: impl Fn(&mut f32, f32),
     ) -> Result<(), CollectiveError> {
         let per = self.chunk_values();
-        let chunks = send.len().div_ceil(per).max(recv.len().div_ceil(per));
-        for c in 0..chunks {
-            let out = send.start + c * per..(send.start + (c + 1) * per).min(send.end);
-            if !out.is_empty() {
-                let mut bytes = Vec::with_capacity(out.len() * self.wire.size());
-                self.wire.encode(&data[out], &mut bytes);
-                transport.send_next(bytes)?;
+        for start in send.clone().step_by(per) {
+            let out = start..(start + per).min(send.end);
+            let mut bytes = Vec::with_capacity(out.len() * self.wire.size());
+            self.wire.encode(&data[out], &mut bytes);
+            transport.send_next(bytes)?;
+        }
+        for start in recv.clone().step_by(per) {
+            let into = start..(start + per).min(recv.end);
+            let received = transport.recv_prev()?;
+            let bytes = received.as_ref();
+            let expected = into.len() * self.wire.size();
+            if bytes.len() != expected {
+                return Err(CollectiveError::Size {
+                    expected,
+                    got: bytes.len(),
+                });
             }
-            let into = recv.start + c * per..(recv.start + (c + 1) * per).min(recv.end);
-            if !into.is_empty() {
-                let bytes = transport.recv_prev()?;
-                let expected = into.len() * self.wire.size();
-                if bytes.len() != expected {
-                    return Err(CollectiveError::Size {
-                        expected,
-                        got: bytes.len(),
-                    });
-                }
-                let target = &mut data[into];
-                self.wire.decode(&bytes, |i, v| apply(&mut target[i], v));
-            }
+            self.wire.decode_into(bytes, &mut data[into], &apply);
         }
         Ok(())
     }

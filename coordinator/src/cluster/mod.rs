@@ -141,7 +141,7 @@ pub fn train_cluster(
         // Shut down gracefully at the end: the answer to the last step's report must reach its
         // worker before this process exits.
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = sovereign_proto::transport::tuned(tonic::transport::Server::builder());
         if let Some(tls) = args.tls.load().map_err(anyhow::Error::msg)? {
             builder = builder
                 .tls_config(tls.server())

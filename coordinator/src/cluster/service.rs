@@ -537,7 +537,10 @@ fn send_range(path: &Path, start: u64, end: u64, chunks: &mpsc::Sender<Result<Da
             let mut data = vec![0u8; left.min(1 << 20) as usize];
             file.read_exact(&mut data)?;
             left -= data.len() as u64;
-            if chunks.blocking_send(Ok(DataChunk { data })).is_err() {
+            if chunks
+                .blocking_send(Ok(DataChunk { data: data.into() }))
+                .is_err()
+            {
                 return Ok(());
             }
         }
