@@ -168,7 +168,7 @@ mod tests {
             ]))
             .await
             .unwrap();
-        assert_eq!(received.try_recv().unwrap().unwrap(), b"ok");
-        assert_eq!(received.try_recv().unwrap().unwrap(), b"!");
+        assert_eq!(received.try_recv().unwrap().unwrap(), &b"ok"[..]);
+        assert_eq!(received.try_recv().unwrap().unwrap(), &b"!"[..]);
     }
 }
