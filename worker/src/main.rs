@@ -94,6 +94,17 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let device = Device::parse(&args.device).map_err(anyhow::Error::msg)?;
+    let built = match device {
+        Device::Cpu => true,
+        Device::Cuda(_) => cfg!(feature = "cuda"),
+        Device::Wgpu(_) => cfg!(feature = "wgpu"),
+    };
+    if !built {
+        bail!(
+            "--device {device}: this binary was built without that backend; rebuild with \
+             `cargo build --release --features cuda,nccl` (or wgpu)"
+        );
+    }
     let token = read_token(&args.token_file)?;
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await

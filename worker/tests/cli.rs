@@ -7,7 +7,15 @@ fn worker_names_its_flags_and_its_bad_inputs() {
     let worker = env!("CARGO_BIN_EXE_sovereign-worker");
     let help = Command::new(worker).arg("--help").output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    for flag in ["--coordinator", "--token-file", "--device", "--bind"] {
+    for flag in [
+        "--coordinator",
+        "--token-file",
+        "--device",
+        "--bind",
+        "--data-dir",
+        "--cache-dir",
+        "--tls-cert",
+    ] {
         assert!(help.contains(flag), "{help}");
     }
     let run = |args: &[&str]| {
@@ -28,7 +36,7 @@ fn worker_names_its_flags_and_its_bad_inputs() {
     // Nothing listens on port 1.
     let err = run(&["--coordinator", "127.0.0.1:1", "--token-file", token]);
     assert!(
-        err.contains("cannot reach the coordinator at 127.0.0.1:1"),
+        err.contains("cannot reach the coordinator: cannot connect to 127.0.0.1:1"),
         "{err}"
     );
     let err = run(&[
@@ -39,5 +47,20 @@ fn worker_names_its_flags_and_its_bad_inputs() {
         "--device",
         "cuda:0",
     ]);
-    assert!(err.contains("trains on the CPU only"), "{err}");
+    assert!(
+        err.contains("--device cuda:0: this binary was built without that backend"),
+        "{err}"
+    );
+    let err = run(&[
+        "--coordinator",
+        "127.0.0.1:1",
+        "--token-file",
+        token,
+        "--device",
+        "tpu",
+    ]);
+    assert!(
+        err.contains("--device tpu: use cpu, cuda:N or wgpu:N"),
+        "{err}"
+    );
 }
