@@ -393,7 +393,8 @@ fn nccl_is_refused_for_workers_that_cannot_use_it_and_gpus_need_a_cuda_build() {
     let out = train(&["--gpus", "0,1"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("need a build with CUDA: cargo build --release --features cuda,nccl"),
+        stderr(&out)
+            .contains("need a build with CUDA: cargo build --release -p sovereign-coordinator"),
         "{}",
         stderr(&out)
     );

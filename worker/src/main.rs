@@ -102,7 +102,8 @@ async fn run(args: Args) -> Result<()> {
     if !built {
         bail!(
             "--device {device}: this binary was built without that backend; rebuild with \
-             `cargo build --release --features cuda,nccl` (or wgpu)"
+             `cargo build --release -p sovereign-worker --features nccl` (CUDA and NCCL; or \
+             --features wgpu)"
         );
     }
     let token = read_token(&args.token_file)?;

@@ -64,8 +64,9 @@ pub fn train_cluster(
         && hosts.iter().any(|h| !h.devices.is_empty())
     {
         bail!(
-            "GPU workers (--gpus or devices= in the hosts file) need a build with CUDA: \
-             cargo build --release --features cuda,nccl"
+            "GPU workers (--gpus or devices= in the hosts file) need a build with CUDA: cargo \
+             build --release -p sovereign-coordinator -p sovereign-worker --features \
+             sovereign-coordinator/cuda,sovereign-worker/nccl"
         );
     }
     let world: u32 = hosts.iter().map(|h| h.slots).sum();
