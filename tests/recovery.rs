@@ -5,6 +5,7 @@
 //! `latest`; Ctrl-C stops the run after a checkpoint it can be resumed from.
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sovereign_tests::cluster::{
@@ -66,15 +67,7 @@ fn a_killed_coordinator_is_resumed_from_latest() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(run.join("latest").exists());
-    let resumed = sovereign(&[
-        "resume",
-        "--run",
-        path_str(&run),
-        "--hosts",
-        path_str(&dir.path().join("hosts.txt")),
-    ]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_same_weights_as_uninterrupted(dir.path());
+    resume_to_the_uninterrupted_weights(dir.path());
 }
 
 #[test]
@@ -121,13 +114,19 @@ fn ctrl_c_stops_after_a_checkpoint_that_resumes() {
         at
     );
     eprintln!("stopped after step {at}; resuming");
+    resume_to_the_uninterrupted_weights(dir.path());
+}
+
+/// `sovereign resume --run DIR/cluster --hosts DIR/hosts.txt`, then the uninterrupted run's
+/// weights.
+fn resume_to_the_uninterrupted_weights(dir: &Path) {
     let resumed = sovereign(&[
         "resume",
         "--run",
-        path_str(&run),
+        path_str(&dir.join("cluster")),
         "--hosts",
-        path_str(&dir.path().join("hosts.txt")),
+        path_str(&dir.join("hosts.txt")),
     ]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_same_weights_as_uninterrupted(dir.path());
+    assert_same_weights_as_uninterrupted(dir);
 }

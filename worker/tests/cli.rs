@@ -34,31 +34,27 @@ fn worker_names_its_flags_and_its_bad_inputs() {
     std::fs::write(token.path(), "t\n").unwrap();
     let token = token.path().to_str().unwrap();
     // Nothing listens on port 1.
-    let err = run(&["--coordinator", "127.0.0.1:1", "--token-file", token]);
+    let with_token = |device: &str| {
+        run(&[
+            "--coordinator",
+            "127.0.0.1:1",
+            "--token-file",
+            token,
+            "--device",
+            device,
+        ])
+    };
+    let err = with_token("cpu");
     assert!(
         err.contains("cannot reach the coordinator: cannot connect to 127.0.0.1:1"),
         "{err}"
     );
-    let err = run(&[
-        "--coordinator",
-        "127.0.0.1:1",
-        "--token-file",
-        token,
-        "--device",
-        "cuda:0",
-    ]);
+    let err = with_token("cuda:0");
     assert!(
         err.contains("--device cuda:0: this binary was built without that backend"),
         "{err}"
     );
-    let err = run(&[
-        "--coordinator",
-        "127.0.0.1:1",
-        "--token-file",
-        token,
-        "--device",
-        "tpu",
-    ]);
+    let err = with_token("tpu");
     assert!(
         err.contains("--device tpu: use cpu, cuda:N or wgpu:N"),
         "{err}"
