@@ -48,7 +48,7 @@ PY
 printf 'vocab = 32000\nmodel = "micro"\nseq_len = 128\nmicro_bsz = 4\naccum = 1\nsteps = 12\nwarmup = 2\ncheckpoint_every = 0\neval_every = 0\n' >"$work/run.toml"
 step_s() {  # workers → mean seconds per step over steps 3..12
   printf 'localhost slots=%s\n' "$1" >"$work/hosts$1"
-  RAYON_NUM_THREADS=1 RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/sovereign" train --config "$work/run.toml" \
+  RAYON_NUM_THREADS=1 RUST_LOG=error "${CARGO_TARGET_DIR:-target}/release/sovereign" train --config "$work/run.toml" \
     --data "$work/train.bin" --hosts "$work/hosts$1" --out "$work/run$1" >/dev/null
   python3 -c "
 import json

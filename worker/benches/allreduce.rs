@@ -13,9 +13,15 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use sovereign_common::collective::AllReduce;
 use sovereign_common::collective::bucket::WireDtype;
+use sovereign_common::collective::ring::{Ring, RingReducer};
 use sovereign_worker::collective::{RingSender, Setup, grpc_ring};
 use sovereign_worker::peer::serve_peer;
+
+/// The allocator `sovereign-worker` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Timed rounds per measurement (after one warm-up round).
 const ROUNDS: usize = 3;
@@ -37,17 +43,24 @@ fn main() {
     let tcp = raw_tcp_gbps(256 << 20);
     println!("raw TCP, one stream on loopback: {tcp:.2} GB/s");
     println!();
-    println!("| ranks | MiB | time (ms) | algbw (GB/s) | busbw (GB/s) | busbw / raw TCP |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| ranks | MiB | time (ms) | algbw (GB/s) | busbw (GB/s) | busbw / raw TCP | \
+         same ring in-process, busbw (GB/s) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for &world in &worlds {
         for &mib in &sizes {
+            let busbw = |seconds: f64| {
+                (mib << 20) as f64 / seconds / 1e9 * 2.0 * (world - 1) as f64 / world as f64
+            };
             let seconds = ring_seconds(world, mib << 20);
-            let algbw = (mib << 20) as f64 / seconds / 1e9;
-            let busbw = algbw * 2.0 * (world - 1) as f64 / world as f64;
+            let local = busbw(median_round(world, mib << 20, local_ring(world)));
             println!(
-                "| {world} | {mib} | {:.1} | {algbw:.2} | {busbw:.2} | {:.0}% |",
+                "| {world} | {mib} | {:.1} | {:.2} | {:.2} | {:.0}% | {local:.2} |",
                 seconds * 1e3,
-                100.0 * busbw / tcp
+                (mib << 20) as f64 / seconds / 1e9,
+                busbw(seconds),
+                100.0 * busbw(seconds) / tcp
             );
         }
     }
@@ -123,6 +136,33 @@ fn ring_seconds(world: usize, bytes: usize) -> f64 {
         }
         (reducers, senders, stops)
     });
+    let seconds = median_round(world, bytes, reducers);
+    runtime.block_on(async {
+        for sender in senders {
+            let _ = sender.await;
+        }
+    });
+    drop(stops);
+    seconds
+}
+
+/// The same ring over in-process channels: the algorithm and its copies without a network.
+fn local_ring(world: usize) -> Vec<Box<dyn AllReduce + Send>> {
+    sovereign_common::collective::local::local_ring(world)
+        .into_iter()
+        .enumerate()
+        .map(|(rank, transport)| {
+            Box::new(RingReducer {
+                ring: Ring::new(rank, world, WireDtype::F32),
+                transport,
+            }) as Box<dyn AllReduce + Send>
+        })
+        .collect()
+}
+
+/// Median seconds of one all-reduce of `bytes` of f32, each rank on its own thread; a round
+/// takes as long as its slowest rank, and the first (warm-up) round is not counted.
+fn median_round(world: usize, bytes: usize, reducers: Vec<Box<dyn AllReduce + Send>>) -> f64 {
     let barrier = Arc::new(Barrier::new(world));
     let threads: Vec<_> = reducers
         .into_iter()
@@ -145,12 +185,6 @@ fn ring_seconds(world: usize, bytes: usize) -> f64 {
         })
         .collect();
     let per_rank: Vec<Vec<f64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    runtime.block_on(async {
-        for sender in senders {
-            let _ = sender.await;
-        }
-    });
-    drop(stops);
     // A round takes as long as its slowest rank; skip the warm-up round.
     let mut rounds: Vec<f64> = (1..=ROUNDS)
         .map(|i| per_rank.iter().map(|t| t[i]).fold(0.0, f64::max))

@@ -31,20 +31,12 @@ impl WireDtype {
         }
     }
 
-    /// Appends `values` to `out` in this encoding (written in place, so the loop vectorizes).
+    /// Appends `values` to `out` in this encoding.
     pub fn encode(self, values: &[f32], out: &mut Vec<u8>) {
-        let start = out.len();
-        out.resize(start + values.len() * self.size(), 0);
-        let bytes = &mut out[start..];
+        out.reserve(values.len() * self.size());
         match self {
-            WireDtype::F32 => bytes
-                .chunks_exact_mut(4)
-                .zip(values)
-                .for_each(|(b, v)| b.copy_from_slice(&v.to_le_bytes())),
-            WireDtype::Bf16 => bytes
-                .chunks_exact_mut(2)
-                .zip(values)
-                .for_each(|(b, &v)| b.copy_from_slice(&to_bf16(v).to_le_bytes())),
+            WireDtype::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+            WireDtype::Bf16 => out.extend(values.iter().flat_map(|&v| to_bf16(v).to_le_bytes())),
         }
     }
 
