@@ -84,6 +84,12 @@ fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {
     let copy1 = cached("cache1", "train.bin");
     assert_eq!(copy1[half as usize..], train[half as usize..]);
     assert_eq!(cached("cache0", "val.bin"), train[..4000]);
+    // Checkpoints record the coordinator's paths, not rank 0's cache, so `resume` finds the data.
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(p("cluster/ckpt-000020/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["config"]["data"], path_str(&p("train.bin")));
+    assert_eq!(meta["config"]["val_data"], path_str(&p("val.bin")));
     // Evaluation ran on the fetched val.bin, and the weights are those of a run with the data.
     let metrics = fs::read_to_string(p("cluster/metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();

@@ -57,6 +57,8 @@ fn ring_replicas_match_the_emulated_world() {
                 let plan = ReplicaPlan {
                     rank: rank as u32,
                     world,
+                    data: config.data.clone(),
+                    val_data: config.val_data.clone(),
                 };
                 let mut losses = Vec::new();
                 let mut reducer = RingReducer {

@@ -156,7 +156,7 @@ async fn run(args: Args) -> Result<()> {
         .into_inner();
     let plan = reply.plan.context("the coordinator sent no plan")?;
     let (rank, world) = (reply.rank, reply.world_size);
-    let mut config: RunConfig =
+    let config: RunConfig =
         serde_json::from_str(&plan.config_json).context("the plan's run config")?;
     // Heartbeats from this thread, whatever the training thread is doing.
     let mut beats = coordinator.clone();
@@ -185,10 +185,11 @@ async fn run(args: Args) -> Result<()> {
         data_dir: args.data_dir.as_deref(),
         cache_dir: &cache_dir,
     };
+    let (mut data, mut val_data) = (config.data.clone(), config.val_data.clone());
     for (file, path) in local_data(&plan.data, &places, &mut coordinator, &token).await? {
         match file.as_str() {
-            "train" => config.data = path,
-            "val" => config.val_data = Some(path),
+            "train" => data = path,
+            "val" => val_data = Some(path),
             other => bail!("the plan names an unknown data file {other:?}"),
         }
     }
@@ -221,7 +222,12 @@ async fn run(args: Args) -> Result<()> {
     let handle = tokio::runtime::Handle::current();
     let generation = plan.generation;
     let trained = tokio::task::spawn_blocking(move || -> Result<Option<PathBuf>> {
-        let plan = ReplicaPlan { rank, world };
+        let plan = ReplicaPlan {
+            rank,
+            world,
+            data,
+            val_data,
+        };
         let report = |step: &ReplicaStep| {
             let report = StepReport {
                 token: token.clone(),

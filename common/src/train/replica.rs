@@ -19,12 +19,17 @@ use crate::data::dataset::{TokenDataset, Validation};
 use crate::model::wkv::TrainBackend;
 
 /// This rank's place in the run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReplicaPlan {
     /// This rank.
     pub rank: u32,
     /// Ranks in the run.
     pub world: u32,
+    /// Where this rank reads train.bin: its local copy, which may be a cache file holding only
+    /// its shard. The config's path (the coordinator's) is what checkpoints record.
+    pub data: PathBuf,
+    /// Where this rank reads val.bin, likewise.
+    pub val_data: Option<PathBuf>,
 }
 
 /// What one rank did in one step.
@@ -70,7 +75,12 @@ pub fn run_replica<A: TrainBackend>(
     device: &A::Device,
     mut report: impl FnMut(&ReplicaStep) -> Result<Control, String>,
 ) -> Result<Option<PathBuf>, String> {
-    let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
+    let local = RunConfig {
+        data: plan.data.clone(),
+        val_data: plan.val_data.clone(),
+        ..config.clone()
+    };
+    let data = TokenDataset::open(&local.data, config.vocab_hint()?, Validation::Sampled)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
     let (mut model, mut optimizer, first_step) = match start {
         Some(dir) => {
@@ -105,7 +115,7 @@ pub fn run_replica<A: TrainBackend>(
         let evaluation_due =
             config.eval_every > 0 && done.is_multiple_of(config.eval_every) || done == config.steps;
         let val_loss = if plan.rank == 0 && evaluation_due {
-            evaluate(&model.valid(), &model_config, config, device)?
+            evaluate(&model.valid(), &model_config, &local, device)?
         } else {
             None
         };
