@@ -4,6 +4,8 @@
 //! train.bin among the ranks, and writes metrics.jsonl from their reports; rank 0 writes the
 //! checkpoints.
 
+pub mod collective;
+pub mod data;
 pub mod hosts;
 pub mod launch;
 pub mod service;
@@ -13,12 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sovereign_common::data::dataset::{
-    Source, TokenDataset, Validation, sha256_range, sidecar_path,
-};
+use sovereign_common::data::dataset::{Source, TokenDataset, Validation};
 use sovereign_common::train::checkpoint::{CheckpointMeta, latest_checkpoint};
 use sovereign_common::train::run::{RunConfig, truncate_metrics};
-use sovereign_proto::v1::DataRange;
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -108,7 +107,7 @@ pub fn train_cluster(
     write_secret(&token_file, &token)?;
     let plan = RunPlan {
         config_json: serde_json::to_string(&config)?,
-        data: data_ranges(&config, &shards)?,
+        data: data::data_ranges(&config, &shards)?,
         files: std::iter::once(("train".to_string(), config.data.clone()))
             .chain(config.val_data.clone().map(|v| ("val".to_string(), v)))
             .collect(),
@@ -337,45 +336,6 @@ async fn wait_for_exit(children: &mut [Worker]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Per rank, the data ranges it reads (its shard of train.bin; all of val.bin for rank 0, which
-/// evaluates), with the checksums a worker checks its copy against.
-fn data_ranges(config: &RunConfig, shards: &[(u64, u64)]) -> Result<Vec<Vec<DataRange>>> {
-    let range = |file: &str, path: &Path, start: u64, end: Option<u64>| -> Result<DataRange> {
-        let file_bytes = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-        let end = end.unwrap_or(file_bytes);
-        let sidecar = sidecar_path(path);
-        Ok(DataRange {
-            file: file.to_string(),
-            path: path.display().to_string(),
-            file_bytes,
-            start,
-            end,
-            sha256: sha256_range(path, start, end).map_err(anyhow::Error::msg)?,
-            sidecar_json: if sidecar.exists() {
-                std::fs::read_to_string(&sidecar)
-                    .with_context(|| format!("cannot read {}", sidecar.display()))?
-            } else {
-                String::new()
-            },
-        })
-    };
-    shards
-        .iter()
-        .enumerate()
-        .map(|(rank, &(start, end))| {
-            let mut ranges = vec![range("train", &config.data, start, Some(end))?];
-            if rank == 0
-                && let Some(val) = &config.val_data
-            {
-                ranges.push(range("val", val, 0, None)?);
-            }
-            Ok(ranges)
-        })
-        .collect()
 }
 
 /// The step a checkpoint directory was taken at (from its meta.json).

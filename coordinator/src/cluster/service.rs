@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::collective::{Member, choose_collective};
+use super::data::send_range;
 use crate::cli::Collective;
 
 /// What every worker is told, apart from its rank.
@@ -39,53 +41,6 @@ pub struct RunPlan {
     pub steps: u64,
     /// The collective asked for.
     pub collective: Collective,
-}
-
-/// What the coordinator knows of a joined worker.
-struct Member {
-    peer_address: String,
-    pid: u32,
-    host: String,
-    /// It drives a GPU.
-    gpu: bool,
-    /// It can all-reduce over NCCL.
-    nccl: bool,
-}
-
-/// The collective a group uses: NCCL when asked for (or `auto`) and every rank can use it.
-/// With `auto`, falling back to the gRPC ring for GPU workers comes with a line saying why.
-fn choose_collective(
-    asked: Collective,
-    members: &[Member],
-) -> Result<(&'static str, Option<String>), String> {
-    let lacking = members.iter().position(|m| !m.nccl);
-    let why = |rank: usize| {
-        let m = &members[rank];
-        format!(
-            "rank {rank} ({}) cannot use NCCL ({})",
-            m.host,
-            if m.gpu {
-                "a build without --features nccl, or libnccl not found"
-            } else {
-                "it trains on the CPU"
-            }
-        )
-    };
-    match (asked, lacking) {
-        (Collective::Grpc, _) => Ok(("grpc", None)),
-        (_, None) => Ok(("nccl", None)),
-        (Collective::Nccl, Some(rank)) => Err(format!(
-            "--collective nccl: {}; use --collective auto or grpc",
-            why(rank)
-        )),
-        (Collective::Auto, Some(rank)) => Ok((
-            "grpc",
-            members
-                .iter()
-                .any(|m| m.gpu)
-                .then(|| format!("{}: gradients go over the gRPC ring", why(rank))),
-        )),
-    }
 }
 
 /// The current generation's workers: joined, waiting for the rest, or running.
@@ -525,35 +480,6 @@ impl Coordinator for CoordinatorService {
     }
 }
 
-/// Streams bytes `[start, end)` of `path` in chunks of at most 1 MiB (stops early when the
-/// receiver goes away).
-fn send_range(path: &Path, start: u64, end: u64, chunks: &mpsc::Sender<Result<DataChunk, Status>>) {
-    use std::io::{Read, Seek, SeekFrom};
-    let read = || -> std::io::Result<()> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(start))?;
-        let mut left = end - start;
-        while left > 0 {
-            let mut data = vec![0u8; left.min(1 << 20) as usize];
-            file.read_exact(&mut data)?;
-            left -= data.len() as u64;
-            if chunks
-                .blocking_send(Ok(DataChunk { data: data.into() }))
-                .is_err()
-            {
-                return Ok(());
-            }
-        }
-        Ok(())
-    };
-    if let Err(e) = read() {
-        let _ = chunks.blocking_send(Err(Status::internal(format!(
-            "reading {}: {e}",
-            path.display()
-        ))));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,49 +547,6 @@ mod tests {
         assert_eq!(
             refused(fetch("/etc/passwd", "secret", 0, 8)).await,
             tonic::Code::NotFound
-        );
-    }
-
-    fn member(gpu: bool, nccl: bool) -> Member {
-        Member {
-            peer_address: String::new(),
-            pid: 1,
-            host: "node".into(),
-            gpu,
-            nccl,
-        }
-    }
-
-    #[test]
-    fn the_collective_is_nccl_only_when_every_rank_can_use_it() {
-        let all = [member(true, true), member(true, true)];
-        let one_lacks = [member(true, true), member(true, false)];
-        let cpu = [member(false, false), member(false, false)];
-        assert_eq!(
-            choose_collective(Collective::Auto, &all).unwrap(),
-            ("nccl", None)
-        );
-        assert_eq!(
-            choose_collective(Collective::Grpc, &all).unwrap(),
-            ("grpc", None)
-        );
-        assert_eq!(
-            choose_collective(Collective::Auto, &cpu).unwrap(),
-            ("grpc", None)
-        );
-        let (collective, note) = choose_collective(Collective::Auto, &one_lacks).unwrap();
-        assert_eq!(collective, "grpc");
-        assert_eq!(
-            note.unwrap(),
-            "rank 1 (node) cannot use NCCL (a build without --features nccl, or libnccl not \
-             found): gradients go over the gRPC ring"
-        );
-        let refusal = choose_collective(Collective::Nccl, &cpu).unwrap_err();
-        assert!(
-            refusal.starts_with(
-                "--collective nccl: rank 0 (node) cannot use NCCL (it trains on the CPU)"
-            ),
-            "{refusal}"
         );
     }
 }

@@ -1,0 +1,85 @@
+//! The data the coordinator serves: each rank's byte ranges of the data files with their
+//! checksums (in its plan), and the ranges themselves for workers that lack them (FetchData).
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use sovereign_common::data::dataset::{sha256_range, sidecar_path};
+use sovereign_common::train::run::RunConfig;
+use sovereign_proto::v1::{DataChunk, DataRange};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// Per rank, the data ranges it reads (its shard of train.bin; all of val.bin for rank 0, which
+/// evaluates), with the checksums a worker checks its copy against.
+pub fn data_ranges(config: &RunConfig, shards: &[(u64, u64)]) -> Result<Vec<Vec<DataRange>>> {
+    let range = |file: &str, path: &Path, start: u64, end: Option<u64>| -> Result<DataRange> {
+        let file_bytes = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        let end = end.unwrap_or(file_bytes);
+        let sidecar = sidecar_path(path);
+        Ok(DataRange {
+            file: file.to_string(),
+            path: path.display().to_string(),
+            file_bytes,
+            start,
+            end,
+            sha256: sha256_range(path, start, end).map_err(anyhow::Error::msg)?,
+            sidecar_json: if sidecar.exists() {
+                std::fs::read_to_string(&sidecar)
+                    .with_context(|| format!("cannot read {}", sidecar.display()))?
+            } else {
+                String::new()
+            },
+        })
+    };
+    shards
+        .iter()
+        .enumerate()
+        .map(|(rank, &(start, end))| {
+            let mut ranges = vec![range("train", &config.data, start, Some(end))?];
+            if rank == 0
+                && let Some(val) = &config.val_data
+            {
+                ranges.push(range("val", val, 0, None)?);
+            }
+            Ok(ranges)
+        })
+        .collect()
+}
+
+/// Streams bytes `[start, end)` of `path` in chunks of at most 1 MiB (stops early when the
+/// receiver goes away).
+pub fn send_range(
+    path: &Path,
+    start: u64,
+    end: u64,
+    chunks: &mpsc::Sender<Result<DataChunk, Status>>,
+) {
+    use std::io::{Read, Seek, SeekFrom};
+    let read = || -> std::io::Result<()> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(start))?;
+        let mut left = end - start;
+        while left > 0 {
+            let mut data = vec![0u8; left.min(1 << 20) as usize];
+            file.read_exact(&mut data)?;
+            left -= data.len() as u64;
+            if chunks
+                .blocking_send(Ok(DataChunk { data: data.into() }))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = read() {
+        let _ = chunks.blocking_send(Err(Status::internal(format!(
+            "reading {}: {e}",
+            path.display()
+        ))));
+    }
+}
