@@ -35,14 +35,14 @@ pub async fn local_data(
             (Some(dir), Some(name)) => dir.join(name),
             _ => planned.clone(),
         };
-        let path = match holds_range(&here, range) {
+        let path = match check(&here, range).await? {
             Ok(()) => here,
             Err(why) => {
                 let cached = places
                     .cache_dir
                     .join(&range.sha256)
                     .join(planned.file_name().unwrap_or("data.bin".as_ref()));
-                if holds_range(&cached, range).is_err() {
+                if check(&cached, range).await?.is_err() {
                     tracing::info!(
                         "{why}; fetching bytes [{}, {}) of {} from the coordinator into {}",
                         range.start,
@@ -58,6 +58,15 @@ pub async fn local_data(
         found.push((range.file.clone(), path));
     }
     Ok(found)
+}
+
+/// [`holds_range`] on a blocking thread (it reads the whole range), so the runtime keeps
+/// sending heartbeats meanwhile.
+async fn check(path: &Path, range: &DataRange) -> Result<Result<(), String>> {
+    let (path, range) = (path.to_path_buf(), range.clone());
+    tokio::task::spawn_blocking(move || holds_range(&path, &range))
+        .await
+        .context("the checksum thread panicked")
 }
 
 /// Whether `path` has the plan's length and the range's checksum; the error says why not.
@@ -134,10 +143,7 @@ async fn fetch(
         std::fs::write(sidecar_path(path), &range.sidecar_json)
             .with_context(|| format!("writing the sidecar of {}", path.display()))?;
     }
-    holds_range(path, range).map_err(|why| {
-        anyhow::anyhow!(
-            "after fetching {} bytes: {why}; the transfer was damaged",
-            received
-        )
+    check(path, range).await?.map_err(|why| {
+        anyhow::anyhow!("after fetching {received} bytes: {why}; the transfer was damaged")
     })
 }
