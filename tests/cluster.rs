@@ -172,21 +172,28 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(status.success());
 }
 
+/// `sovereign train` on the run in `dir` (run.toml, train.bin) into `dir/out`, with `extra`
+/// flags; asserts that it succeeded.
+pub fn train_run(dir: &Path, out: &str, extra: &[&str]) {
+    let (config, data, out) = (dir.join("run.toml"), dir.join("train.bin"), dir.join(out));
+    let mut args = vec![
+        "train",
+        "--config",
+        path_str(&config),
+        "--data",
+        path_str(&data),
+        "--out",
+        path_str(&out),
+    ];
+    args.extend(extra);
+    let trained = sovereign(&args);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+}
+
 /// Runs the uninterrupted reference (`--emulate-world 2`) and checks the cluster's final weights.
 pub fn assert_same_weights_as_uninterrupted(dir: &Path) {
     let p = |name: &str| dir.join(name);
-    let emulated = sovereign(&[
-        "train",
-        "--config",
-        path_str(&p("run.toml")),
-        "--data",
-        path_str(&p("train.bin")),
-        "--emulate-world",
-        "2",
-        "--out",
-        path_str(&p("emulated")),
-    ]);
-    assert!(emulated.status.success(), "{}", stderr(&emulated));
+    train_run(dir, "emulated", &["--emulate-world", "2"]);
     let worst = max_relative_difference(
         &p("cluster/ckpt-000020/model.safetensors"),
         &p("emulated/ckpt-000020/model.safetensors"),

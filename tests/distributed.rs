@@ -6,8 +6,8 @@
 
 use std::fs;
 
-use sovereign_tests::cluster::{losses, max_relative_difference, setup};
-use sovereign_tests::{binary, path_str, sovereign, stderr};
+use sovereign_tests::cluster::{losses, max_relative_difference, setup, train_run};
+use sovereign_tests::{binary, path_str, stderr};
 
 fn workers_match_the_emulated_world(world: u32) {
     let dir = tempfile::tempdir().unwrap();
@@ -18,30 +18,13 @@ fn workers_match_the_emulated_world(world: u32) {
         format!("# a local run\nlocalhost slots={world}\n"),
     )
     .unwrap();
-    let cluster = sovereign(&[
-        "train",
-        "--config",
-        path_str(&p("run.toml")),
-        "--data",
-        path_str(&p("train.bin")),
-        "--hosts",
-        path_str(&p("hosts.txt")),
-        "--out",
-        path_str(&p("cluster")),
-    ]);
-    assert!(cluster.status.success(), "{}", stderr(&cluster));
-    let emulated = sovereign(&[
-        "train",
-        "--config",
-        path_str(&p("run.toml")),
-        "--data",
-        path_str(&p("train.bin")),
-        "--emulate-world",
-        &world.to_string(),
-        "--out",
-        path_str(&p("emulated")),
-    ]);
-    assert!(emulated.status.success(), "{}", stderr(&emulated));
+    let hosts = p("hosts.txt");
+    train_run(dir.path(), "cluster", &["--hosts", path_str(&hosts)]);
+    train_run(
+        dir.path(),
+        "emulated",
+        &["--emulate-world", &world.to_string()],
+    );
 
     let (ours, reference) = (losses(&p("cluster")), losses(&p("emulated")));
     assert_eq!(ours.len(), 20);
