@@ -16,6 +16,7 @@ pub mod device;
 pub mod logging;
 pub mod model;
 pub mod output;
+pub mod prep;
 pub mod progress;
 pub mod tokenizer;
 pub mod train;

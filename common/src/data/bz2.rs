@@ -107,25 +107,12 @@ impl Bz2Reader {
         }
         self.scan_pos = self.scan_pos.max(self.next_stream);
         let limit = (self.next_stream + LOOKAHEAD).min(self.len);
-        let mut buf = vec![0u8; READ_CHUNK + 9];
-        while self.candidates.len() < want && self.scan_pos < limit {
-            let n = read_at_most(&self.file, &mut buf, self.scan_pos)?;
-            if n < 10 {
-                self.scan_pos = self.len;
-                break;
-            }
-            // Only starts whose 10 header bytes lie in this chunk are decided here; the chunk
-            // overlaps the next by 9 bytes so none is missed.
-            let searchable = n - 9;
-            for hit in memchr::memmem::find_iter(&buf[..n], b"BZh") {
-                if hit >= searchable {
-                    break;
-                }
-                if is_stream_start(&buf[hit..n]) {
-                    self.candidates.push_back(self.scan_pos + hit as u64);
-                }
-            }
-            self.scan_pos += searchable as u64;
+        if self.candidates.len() < want {
+            let candidates = &mut self.candidates;
+            self.scan_pos = scan_stream_starts(&self.file, self.scan_pos, limit, |at| {
+                candidates.push_back(at);
+                candidates.len() < want
+            })?;
         }
         Ok(())
     }
@@ -306,31 +293,119 @@ fn decode_whole_stream(file: &File, start: u64, end: u64) -> io::Result<Option<V
     let mut input = vec![0u8; (end - start) as usize];
     let n = read_at_most(file, &mut input, start)?;
     input.truncate(n);
-    let mut decoder = Decompress::new(false);
     let mut out = Vec::with_capacity(input.len() * 6);
+    let decoded = decode_stream(&input, &mut out, PARALLEL_STREAM_CAP)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok((decoded == Decoded::Ended(input.len())).then_some(out))
+}
+
+/// How far [`decode_stream`] got.
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    /// The stream ended after this many input bytes.
+    Ended(usize),
+    /// The input ran out first.
+    Unfinished,
+    /// The output passed the cap first.
+    TooLarge,
+}
+
+/// Decodes the one bz2 stream at the start of `input`, appending its output to `out`.
+fn decode_stream(input: &[u8], out: &mut Vec<u8>, cap: usize) -> Result<Decoded, bzip2::Error> {
+    let mut decoder = Decompress::new(false);
+    let start_len = out.len();
     loop {
         if out.len() == out.capacity() {
             out.reserve(out.len().max(1 << 16));
         }
         let consumed = decoder.total_in() as usize;
-        let status = decoder
-            .decompress_vec(&input[consumed..], &mut out)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let status = decoder.decompress_vec(&input[consumed..], out)?;
         if status == Status::StreamEnd {
-            return Ok((decoder.total_in() as usize == input.len()).then_some(out));
+            return Ok(Decoded::Ended(decoder.total_in() as usize));
         }
         let stalled = decoder.total_in() as usize == consumed && out.len() < out.capacity();
         if stalled || decoder.total_in() as usize == input.len() && out.len() < out.capacity() {
-            return Ok(None);
+            return Ok(Decoded::Unfinished);
         }
-        if out.len() > PARALLEL_STREAM_CAP {
-            return Ok(None);
+        if out.len() - start_len > cap {
+            return Ok(Decoded::TooLarge);
         }
     }
 }
 
+/// Scans bytes `[from, limit)` of `file` for stream starts (by their magic bytes: a match inside
+/// compressed data is possible, if unlikely, so callers confirm by decoding), passing each to
+/// `found` until it returns false. Returns where a later scan should resume.
+fn scan_stream_starts(
+    file: &File,
+    from: u64,
+    limit: u64,
+    mut found: impl FnMut(u64) -> bool,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; READ_CHUNK + 9];
+    let mut pos = from;
+    while pos < limit {
+        let n = read_at_most(file, &mut buf, pos)?;
+        if n < 10 {
+            return Ok(limit.max(pos + n as u64));
+        }
+        // Only starts whose 10 header bytes lie in this chunk are decided here; the chunk
+        // overlaps the next by 9 bytes so none is missed.
+        let searchable = n - 9;
+        for hit in memchr::memmem::find_iter(&buf[..n], b"BZh") {
+            if hit >= searchable {
+                break;
+            }
+            if is_stream_start(&buf[hit..n]) && !found(pos + hit as u64) {
+                return Ok(pos + hit as u64 + 1);
+            }
+        }
+        pos += searchable as u64;
+    }
+    Ok(pos)
+}
+
+/// Where the first bz2 stream at or after byte `from` of `path` starts, if any: how a
+/// multistream dump is cut into ranges of whole streams for the distributed process-wiki.
+pub fn next_stream_start(file: &File, from: u64) -> io::Result<Option<u64>> {
+    let len = file.metadata()?.len();
+    let mut start = None;
+    scan_stream_starts(file, from, len, |at| {
+        start = Some(at);
+        false
+    })?;
+    Ok(start)
+}
+
+/// Decodes the whole bz2 streams that fill `bytes` (a range of a multistream dump) and returns
+/// their output in order. The error names the range's byte offset (`origin` is where `bytes`
+/// start in the file) when the data is corrupt or a stream does not end inside the range.
+pub fn decode_streams(bytes: &[u8], origin: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(bytes.len() * 5);
+    let mut at = 0;
+    while at < bytes.len() {
+        let stream = origin + at as u64;
+        if !is_stream_start(&bytes[at..]) {
+            return Err(format!(
+                "byte {stream} does not start a bz2 stream: the range is not made of whole streams"
+            ));
+        }
+        match decode_stream(&bytes[at..], &mut out, usize::MAX) {
+            Ok(Decoded::Ended(used)) => at += used,
+            Ok(_) => {
+                return Err(format!(
+                    "the bz2 stream starting at byte {stream} does not end before byte {}",
+                    origin + bytes.len() as u64
+                ));
+            }
+            Err(e) => return Err(format!("corrupt bz2 data in the stream at byte {stream}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
 /// Reads as many bytes as fit into `buf` from `offset`, fewer only at the end of the file.
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read_at(&mut buf[filled..], offset + filled as u64) {

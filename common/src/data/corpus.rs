@@ -16,6 +16,13 @@ pub enum Utf8Policy {
     Replace,
 }
 
+impl Utf8Policy {
+    /// `Replace` when `lossy`, else `Strict`.
+    pub fn new(lossy: bool) -> Self {
+        if lossy { Self::Replace } else { Self::Strict }
+    }
+}
+
 /// Reads documents in order; see the module documentation.
 pub struct DocumentReader<R> {
     reader: R,
@@ -25,6 +32,9 @@ pub struct DocumentReader<R> {
     line: u64,
     invalid_utf8: u64,
     bytes_read: u64,
+    /// Where the input starts in its file, when it is a byte range of one: errors then name
+    /// the file's byte offset (a range's line numbers would mislead).
+    origin: Option<u64>,
     eof: bool,
 }
 
@@ -39,8 +49,15 @@ impl<R: BufRead> DocumentReader<R> {
             line: 0,
             invalid_utf8: 0,
             bytes_read: 0,
+            origin: None,
             eof: false,
         }
+    }
+
+    /// Reads a byte range of the file that starts at byte `offset`: errors name file offsets.
+    pub fn starting_at(mut self, offset: u64) -> Self {
+        self.origin = Some(offset);
+        self
     }
 
     /// Invalid UTF-8 sequences replaced so far.
@@ -66,6 +83,7 @@ impl<R: BufRead> DocumentReader<R> {
         let mut line = Vec::new();
         while batch.len() < max_documents && batch_bytes < max_bytes && !self.eof {
             line.clear();
+            let line_start = self.bytes_read;
             let n = self.reader.read_until(b'\n', &mut line)?;
             self.bytes_read += n as u64;
             batch_bytes += n;
@@ -76,17 +94,17 @@ impl<R: BufRead> DocumentReader<R> {
             self.line += 1;
             let (text, invalid) = decode_utf8_lossy(&line);
             if invalid > 0 && self.policy == Utf8Policy::Strict {
-                let column = std::str::from_utf8(&line)
-                    .err()
-                    .map_or(0, |e| e.valid_up_to())
-                    + 1;
+                let valid = std::str::from_utf8(&line).err().map_or(0, |e| e.valid_up_to());
+                let place = match self.origin {
+                    Some(origin) => format!("byte {}", origin + line_start + valid as u64),
+                    None => format!("line {}, byte {} of the line", self.line, valid + 1),
+                };
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "{}: line {}, byte {column} of the line: invalid UTF-8 (use --lossy to \
-                         replace bad bytes with U+FFFD)",
+                        "{}: {place}: invalid UTF-8 (use --lossy to replace bad bytes with \
+                         U+FFFD)",
                         self.path.display(),
-                        self.line
                     ),
                 ));
             }
@@ -145,5 +163,9 @@ mod tests {
             ["ok", "bad \u{FFFD} here"]
         );
         assert_eq!(lossy.invalid_utf8(), 1);
+        let mut range = DocumentReader::new(&text[..], Path::new("c.txt"), true, Utf8Policy::Strict)
+            .starting_at(1000);
+        let err = range.next_batch(10, 1 << 20).unwrap_err().to_string();
+        assert!(err.starts_with("c.txt: byte 1007: invalid UTF-8"), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 use super::wikitext::tidy::collapse_spaces;
 
 /// What [`normalize`] does beyond NFC and space collapsing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NormalizeOptions {
     /// Decompose (NFD) and drop combining marks: "São Paulo" → "Sao Paulo", "JOSÉ" → "JOSE".
     pub strip_accents: bool,

@@ -95,13 +95,7 @@ impl Stream {
     }
 
     /// Commits the data file, then its sidecar.
-    fn finish(
-        self,
-        path: &Path,
-        tokenizer: &Tokenizer,
-        tokenizer_sha256: &str,
-        eos: u16,
-    ) -> Result<(), PrepError> {
+    fn finish(self, path: &Path, loaded: &LoadedTokenizer) -> Result<(), PrepError> {
         let output_error = |error| PrepError::Output {
             path: path.to_path_buf(),
             error,
@@ -113,9 +107,9 @@ impl Stream {
             byte_order: "little".into(),
             tokens: self.tokens,
             documents: self.documents,
-            vocab_size: tokenizer.vocab_size() as u32,
-            eos_id: eos,
-            tokenizer_sha256: tokenizer_sha256.to_string(),
+            vocab_size: loaded.tokenizer.vocab_size() as u32,
+            eos_id: loaded.eos,
+            tokenizer_sha256: loaded.sha256.clone(),
             data_sha256: hex(&self.sha.finalize()),
         };
         let json_path = sidecar_path(path);
@@ -135,6 +129,129 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A tokenizer.json loaded for encoding, with what the sidecars record about it.
+pub struct LoadedTokenizer {
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// sha256 of the tokenizer.json file.
+    pub sha256: String,
+    /// The `[EOS]` id that ends every document.
+    pub eos: u16,
+}
+
+impl LoadedTokenizer {
+    /// Loads `path`; a tokenizer without `[EOS]` is refused.
+    pub fn load(path: &Path) -> Result<Self, PrepError> {
+        let bytes = std::fs::read(path).map_err(|error| PrepError::Open {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let tokenizer = Tokenizer::from_file(path).map_err(PrepError::Invalid)?;
+        let eos = tokenizer.eos_id().ok_or_else(|| {
+            PrepError::Invalid(format!(
+                "{}: the tokenizer has no [EOS] token",
+                path.display()
+            ))
+        })?;
+        let eos = u16::try_from(eos)
+            .map_err(|_| PrepError::Invalid("[EOS] id does not fit u16".into()))?;
+        Ok(Self {
+            tokenizer,
+            sha256: hex(&Sha256::digest(&bytes)),
+            eos,
+        })
+    }
+}
+
+/// Encodes documents in parallel, each followed by `eos`, in input order.
+pub fn encode_documents(tokenizer: &Tokenizer, documents: &[String], eos: u16) -> Vec<Vec<u16>> {
+    documents
+        .par_iter()
+        .map(|doc| {
+            let mut ids: Vec<u16> = tokenizer
+                .encode(doc, false)
+                .into_iter()
+                .map(|id| id as u16)
+                .collect();
+            ids.push(eos);
+            ids
+        })
+        .collect()
+}
+
+/// Where encoded documents go, in corpus order: train.bin, or val.bin for the documents whose
+/// index [`is_val`] holds out. The single-process and the distributed `tokenize` both write
+/// through it, so their outputs are the same bytes.
+pub struct TokenSink {
+    train: Stream,
+    val: Option<(Stream, PathBuf)>,
+    output: PathBuf,
+    val_fraction: f64,
+    /// Documents pushed so far: the index of the next one.
+    index: u64,
+}
+
+impl TokenSink {
+    /// Creates the outputs (under temporary names until [`Self::finish`]).
+    pub fn create(output: &Path, options: &TokenizeOptions) -> Result<Self, PrepError> {
+        let val = match options.val_output.as_deref() {
+            Some(path) => Some((Stream::create(path)?, path.to_path_buf())),
+            None => None,
+        };
+        Ok(Self {
+            train: Stream::create(output)?,
+            val,
+            output: output.to_path_buf(),
+            val_fraction: options.val_fraction,
+            index: 0,
+        })
+    }
+
+    /// Documents pushed so far.
+    pub fn documents(&self) -> u64 {
+        self.index
+    }
+
+    /// Appends the next document's ids (`[EOS]` included) to train or val.
+    pub fn push(&mut self, ids: &[u16]) -> Result<(), PrepError> {
+        let (stream, path) = match self.val.as_mut() {
+            Some((val, path)) if is_val(self.index, self.val_fraction) => (val, path.as_path()),
+            _ => (&mut self.train, self.output.as_path()),
+        };
+        stream.write(ids).map_err(|error| PrepError::Output {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        self.index += 1;
+        Ok(())
+    }
+
+    /// The error for an input that broke after some documents: the outputs are dropped.
+    pub fn abandon(self, error: std::io::Error) -> PrepError {
+        let written = self.train.tokens;
+        PrepError::input_failed(error, self.train.file, false, written, "tokens")
+    }
+
+    /// Commits the outputs and their sidecars; `stats` gets the document and token counts.
+    pub fn finish(
+        self,
+        tokenizer: &LoadedTokenizer,
+        stats: &mut TokenizeStats,
+    ) -> Result<(), PrepError> {
+        stats.train_documents = self.train.documents;
+        stats.train_tokens = self.train.tokens;
+        if let Some((val, _)) = &self.val {
+            stats.val_documents = val.documents;
+            stats.val_tokens = val.tokens;
+        }
+        self.train.finish(&self.output, tokenizer)?;
+        if let Some((val, path)) = self.val {
+            val.finish(&path, tokenizer)?;
+        }
+        Ok(())
+    }
+}
+
 /// Tokenizes `input` with the tokenizer at `tokenizer_path` into `output` (and val).
 pub fn tokenize(
     input: &Path,
@@ -142,96 +259,40 @@ pub fn tokenize(
     output: &Path,
     options: &TokenizeOptions,
 ) -> Result<TokenizeStats, PrepError> {
-    let bad_tokenizer = PrepError::Invalid;
-    let tokenizer_bytes = std::fs::read(tokenizer_path).map_err(|error| PrepError::Open {
-        path: tokenizer_path.to_path_buf(),
-        error,
-    })?;
-    let tokenizer = Tokenizer::from_file(tokenizer_path).map_err(bad_tokenizer)?;
-    let eos = tokenizer.eos_id().ok_or_else(|| {
-        bad_tokenizer(format!(
-            "{}: the tokenizer has no [EOS] token",
-            tokenizer_path.display()
-        ))
-    })?;
-    let eos = u16::try_from(eos).map_err(|_| bad_tokenizer("[EOS] id does not fit u16".into()))?;
-    let tokenizer_sha256 = hex(&Sha256::digest(&tokenizer_bytes));
-
+    let loaded = LoadedTokenizer::load(tokenizer_path)?;
     let file = File::open(input).map_err(|error| PrepError::Open {
         path: input.to_path_buf(),
         error,
     })?;
     let total = file.metadata().map(|m| m.len()).ok();
-    let policy = if options.lossy {
-        Utf8Policy::Replace
-    } else {
-        Utf8Policy::Strict
-    };
     let mut reader = DocumentReader::new(
         BufReader::with_capacity(1 << 20, file),
         input,
         options.line_docs,
-        policy,
+        Utf8Policy::new(options.lossy),
     );
-    let mut train = Stream::create(output)?;
-    let mut val = options
-        .val_output
-        .as_deref()
-        .map(Stream::create)
-        .transpose()?;
+    let mut sink = TokenSink::create(output, options)?;
     let mut progress = Progress::new("tokenize", "documents", total);
-    let mut index = 0u64;
     loop {
         let batch = match reader.next_batch(8192, 8 << 20) {
             Ok(batch) => batch,
-            Err(error) => {
-                let written = train.tokens;
-                return Err(PrepError::input_failed(
-                    error, train.file, false, written, "tokens",
-                ));
-            }
+            Err(error) => return Err(sink.abandon(error)),
         };
         if batch.is_empty() {
             break;
         }
-        let encoded: Vec<Vec<u16>> = batch
-            .par_iter()
-            .map(|doc| {
-                let mut ids: Vec<u16> = tokenizer
-                    .encode(doc, false)
-                    .into_iter()
-                    .map(|id| id as u16)
-                    .collect();
-                ids.push(eos);
-                ids
-            })
-            .collect();
-        for ids in encoded {
-            let stream = match val.as_mut() {
-                Some(val) if is_val(index, options.val_fraction) => val,
-                _ => &mut train,
-            };
-            stream.write(&ids).map_err(|error| PrepError::Output {
-                path: output.to_path_buf(),
-                error,
-            })?;
-            index += 1;
+        for ids in encode_documents(&loaded.tokenizer, &batch, loaded.eos) {
+            sink.push(&ids)?;
         }
-        progress.update(index, reader.bytes_read());
+        progress.update(sink.documents(), reader.bytes_read());
     }
     progress.finish();
-    let stats = TokenizeStats {
-        train_documents: train.documents,
-        train_tokens: train.tokens,
-        val_documents: val.as_ref().map_or(0, |v| v.documents),
-        val_tokens: val.as_ref().map_or(0, |v| v.tokens),
+    let mut stats = TokenizeStats {
         bytes: reader.bytes_read(),
         invalid_utf8: reader.invalid_utf8(),
+        ..TokenizeStats::default()
     };
-    train.finish(output, &tokenizer, &tokenizer_sha256, eos)?;
-    if let (Some(val), Some(path)) = (val, options.val_output.as_deref()) {
-        val.finish(path, &tokenizer, &tokenizer_sha256, eos)?;
-    }
+    sink.finish(&loaded, &mut stats)?;
     Ok(stats)
 }
 

@@ -100,34 +100,51 @@ pub fn count_corpus(
     Ok(counts)
 }
 
+/// Refuses a vocabulary size outside what the format allows.
+pub fn check_vocab_size(vocab_size: usize) -> Result<(), PrepError> {
+    if !(MIN_VOCAB..=MAX_VOCAB).contains(&vocab_size) {
+        return Err(PrepError::Invalid(format!(
+            "--vocab-size {vocab_size} is out of range: it must be between {MIN_VOCAB} (5 special \
+             tokens + 256 bytes) and {MAX_VOCAB} (ids are stored as u16)"
+        )));
+    }
+    Ok(())
+}
+
 /// Trains a tokenizer on the corpus files and writes it to `output` atomically.
 pub fn train_tokenizer(
     corpus: &[PathBuf],
     output: &Path,
     options: &TrainTokenizerOptions,
 ) -> Result<TrainTokenizerStats, PrepError> {
-    let invalid = PrepError::Invalid;
-    if !(MIN_VOCAB..=MAX_VOCAB).contains(&options.vocab_size) {
-        return Err(invalid(format!(
-            "--vocab-size {} is out of range: it must be between {MIN_VOCAB} (5 special tokens + \
-             256 bytes) and {MAX_VOCAB} (ids are stored as u16)",
-            options.vocab_size
-        )));
-    }
+    check_vocab_size(options.vocab_size)?;
     let mut stats = TrainTokenizerStats::default();
-    let policy = if options.lossy {
-        Utf8Policy::Replace
-    } else {
-        Utf8Policy::Strict
-    };
     let start = Instant::now();
-    let counts = count_corpus(corpus, options.line_docs, policy, &mut stats)?;
+    let counts = count_corpus(
+        corpus,
+        options.line_docs,
+        Utf8Policy::new(options.lossy),
+        &mut stats,
+    )?;
     stats.count_seconds = start.elapsed().as_secs_f64();
+    write_tokenizer(&counts, output, options, &mut stats)?;
+    Ok(stats)
+}
+
+/// The reduce's end: runs the merge loop on the word counts and writes tokenizer.json to
+/// `output` atomically; `stats` gets the vocabulary and the merge time.
+pub fn write_tokenizer(
+    counts: &WordCounts,
+    output: &Path,
+    options: &TrainTokenizerOptions,
+    stats: &mut TrainTokenizerStats,
+) -> Result<(), PrepError> {
     let start = Instant::now();
-    let tokenizer =
-        Tokenizer::train(&counts, options.vocab_size, options.min_frequency).map_err(invalid)?;
+    let tokenizer = Tokenizer::train(counts, options.vocab_size, options.min_frequency)
+        .map_err(PrepError::Invalid)?;
     stats.merge_seconds = start.elapsed().as_secs_f64();
     stats.vocab_size = tokenizer.vocab_size();
+    stats.distinct_words = counts.len();
     let output_error = |error| PrepError::Output {
         path: output.to_path_buf(),
         error,
@@ -135,6 +152,5 @@ pub fn train_tokenizer(
     let mut out = AtomicFile::create(output).map_err(output_error)?;
     out.write_all(tokenizer.to_json().as_bytes())
         .map_err(output_error)?;
-    out.commit().map_err(output_error)?;
-    Ok(stats)
+    out.commit().map_err(output_error)
 }

@@ -107,8 +107,13 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let spec = json::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_spec(spec).map_err(|e| format!("{}: {e}", path.display()))
+        Self::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses the text of a tokenizer.json; an unsupported one is refused with the field at
+    /// fault.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        Self::from_spec(json::from_json(text)?)
     }
 
     /// Builds a tokenizer from its parts, checking that they fit together.

@@ -11,17 +11,17 @@ pub mod split;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::PrepError;
 use super::bz2::Bz2Reader;
-use super::encoding::utf8_reader;
+use super::encoding::{Encoding, utf8_reader};
 use super::normalize::{NormalizeOptions, normalize};
 use super::wikitext::{LineMode, clean, is_redirect_text};
 use crate::output::AtomicFile;
@@ -75,6 +75,26 @@ impl Default for WikiOptions {
     }
 }
 
+impl WikiOptions {
+    /// The options that decide each page's fate and text.
+    pub fn rules(&self) -> PageRules {
+        PageRules {
+            min_chars: self.min_chars,
+            normalize: self.normalize,
+        }
+    }
+}
+
+/// What decides a page's fate and its text: the options a map task of the distributed
+/// process-wiki needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRules {
+    /// Pages whose cleaned text has fewer characters are dropped.
+    pub min_chars: usize,
+    /// Normalization applied to the cleaned text.
+    pub normalize: NormalizeOptions,
+}
+
 /// What `process-wiki` read and kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WikiStats {
@@ -114,20 +134,34 @@ impl std::fmt::Display for WikiStats {
 }
 
 /// One document of the corpus.
-#[derive(Serialize)]
-struct Document {
-    id: String,
-    title: String,
-    text: String,
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Document {
+    /// The page id.
+    pub id: String,
+    /// The page title.
+    pub title: String,
+    /// The cleaned, normalized text.
+    pub text: String,
 }
 
 /// What became of one page.
-enum Outcome {
+#[derive(Debug)]
+pub enum Outcome {
+    /// Written to the corpus.
     Kept(Document),
+    /// A redirect, skipped.
     Redirect,
+    /// Outside namespace 0, skipped.
     OtherNamespace,
+    /// Empty or under `min_chars` once cleaned.
     TooShort,
-    Malformed { offset: u64, problem: Malformed },
+    /// Unusable XML, skipped with a warning.
+    Malformed {
+        /// The page's offset in the XML.
+        offset: u64,
+        /// What was wrong.
+        problem: Malformed,
+    },
 }
 
 /// Messages from the reader thread.
@@ -150,11 +184,7 @@ pub fn process_wiki(
     let total_bytes = std::fs::metadata(input).map_err(open_error)?.len();
     let consumed = Arc::new(AtomicU64::new(0));
     let source = open_dump(input, options.threads, consumed.clone()).map_err(open_error)?;
-    let output_error = |error| PrepError::Output {
-        path: output.to_path_buf(),
-        error,
-    };
-    let mut out = AtomicFile::create(output).map_err(output_error)?;
+    let mut sink = CorpusSink::create(output, options)?;
 
     let (sender, receiver) = sync_channel::<io::Result<Batch>>(QUEUE_BATCHES);
     let reader = std::thread::spawn(move || {
@@ -164,34 +194,113 @@ pub fn process_wiki(
         }
     });
 
-    let mut stats = WikiStats::default();
     let mut progress = Progress::new("process-wiki", "pages", Some(total_bytes));
-    let result = write_corpus(
-        &receiver,
-        &mut out,
-        options,
-        &mut stats,
-        &mut progress,
-        &consumed,
-    );
+    let result = write_corpus(&receiver, &mut sink, options, &mut progress, &consumed);
     drop(receiver);
     let _ = reader.join();
     progress.finish();
-    stats.input_bytes = consumed.load(Ordering::Relaxed);
+    sink.stats.input_bytes = consumed.load(Ordering::Relaxed);
     match result {
-        Ok(()) => {
-            out.commit().map_err(output_error)?;
-            Ok(stats)
-        }
-        Err(Failure::Output(source)) => Err(output_error(source)),
-        Err(Failure::Input(source)) => Err(PrepError::input_failed(
-            source,
-            out,
-            options.keep_partial,
-            stats.kept,
-            "pages",
-        )),
+        Ok(()) => sink.commit(),
+        Err(Failure::Output(source)) => Err(PrepError::Output {
+            path: output.to_path_buf(),
+            error: source,
+        }),
+        Err(Failure::Input(source)) => Err(sink.abandon(source, options.keep_partial)),
     }
+}
+
+/// The corpus being written, in dump order, with the counts of what became of each page. The
+/// single-process and the distributed process-wiki both write through it, so their outputs are
+/// the same bytes.
+pub struct CorpusSink {
+    out: AtomicFile,
+    path: PathBuf,
+    format: OutputFormat,
+    title: bool,
+    /// What has been recorded so far.
+    pub stats: WikiStats,
+}
+
+impl CorpusSink {
+    /// Creates the output (under a temporary name until [`Self::commit`]).
+    pub fn create(output: &Path, options: &WikiOptions) -> Result<Self, PrepError> {
+        let out = AtomicFile::create(output).map_err(|error| PrepError::Output {
+            path: output.to_path_buf(),
+            error,
+        })?;
+        Ok(Self {
+            out,
+            path: output.to_path_buf(),
+            format: options.format,
+            title: options.title,
+            stats: WikiStats::default(),
+        })
+    }
+
+    /// Records the next page's outcome (and its count of replaced UTF-8 sequences), writing it
+    /// when it was kept and warning about a malformed one.
+    pub fn record(&mut self, outcome: Outcome, invalid_utf8: u64) -> io::Result<()> {
+        let stats = &mut self.stats;
+        stats.pages_read += 1;
+        stats.invalid_utf8 += invalid_utf8;
+        match outcome {
+            Outcome::Kept(document) => {
+                write_document(&mut self.out, &document, self.format, self.title, stats.kept == 0)?;
+                stats.kept += 1;
+            }
+            Outcome::Redirect => stats.redirects += 1,
+            Outcome::OtherNamespace => stats.other_namespaces += 1,
+            Outcome::TooShort => stats.too_short += 1,
+            Outcome::Malformed { offset, problem } => {
+                stats.malformed += 1;
+                let name = problem
+                    .title
+                    .map_or_else(String::new, |t| format!(" {t:?}"));
+                tracing::warn!(
+                    "skipped malformed page{name} at XML byte {offset}: {}",
+                    problem.reason
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The corpus path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the finished corpus into place and returns the counts.
+    pub fn commit(self) -> Result<WikiStats, PrepError> {
+        let path = self.path;
+        self.out
+            .commit()
+            .map_err(|error| PrepError::Output { path, error })?;
+        Ok(self.stats)
+    }
+
+    /// The error for an input that broke part-way: the partial corpus is dropped, or kept as
+    /// `<output>.partial` with `keep_partial`.
+    pub fn abandon(self, error: io::Error, keep_partial: bool) -> PrepError {
+        PrepError::input_failed(error, self.out, keep_partial, self.stats.kept, "pages")
+    }
+}
+
+/// The dump's header (the XML before the first page, where `<siteinfo>` declares the
+/// namespaces) and its text encoding: what the distributed process-wiki tells its workers.
+pub fn dump_header(path: &Path) -> Result<(Vec<u8>, Encoding), PrepError> {
+    let open_error = |error| PrepError::Open {
+        path: path.to_path_buf(),
+        error,
+    };
+    let source = open_dump(path, 1, Arc::new(AtomicU64::new(0))).map_err(open_error)?;
+    let (xml, encoding) = utf8_reader(source).map_err(open_error)?;
+    let mut splitter = PageSplitter::new(xml);
+    if let Some(Err(error)) = splitter.next() {
+        return Err(open_error(error));
+    }
+    Ok((splitter.header().to_vec(), encoding))
 }
 
 /// Where a failure came from.
@@ -278,13 +387,13 @@ fn read_pages(source: Box<dyn Read + Send>, mut send: impl FnMut(Batch) -> bool)
 /// Cleans the batches in parallel and writes them in order.
 fn write_corpus(
     receiver: &Receiver<io::Result<Batch>>,
-    out: &mut AtomicFile,
+    sink: &mut CorpusSink,
     options: &WikiOptions,
-    stats: &mut WikiStats,
     progress: &mut Progress,
     consumed: &AtomicU64,
 ) -> Result<(), Failure> {
     let mut namespaces: Vec<String> = Vec::new();
+    let rules = options.rules();
     for message in receiver {
         let pages = match message.map_err(Failure::Input)? {
             Batch::Header(header) => {
@@ -295,39 +404,19 @@ fn write_corpus(
         };
         let outcomes: Vec<(Outcome, u64)> = pages
             .par_iter()
-            .map(|raw| process_page(raw, &namespaces, options))
+            .map(|raw| process_page(raw, &namespaces, rules))
             .collect();
         for (outcome, invalid_utf8) in outcomes {
-            stats.pages_read += 1;
-            stats.invalid_utf8 += invalid_utf8;
-            match outcome {
-                Outcome::Kept(document) => {
-                    write_document(out, &document, options, stats.kept == 0)
-                        .map_err(Failure::Output)?;
-                    stats.kept += 1;
-                }
-                Outcome::Redirect => stats.redirects += 1,
-                Outcome::OtherNamespace => stats.other_namespaces += 1,
-                Outcome::TooShort => stats.too_short += 1,
-                Outcome::Malformed { offset, problem } => {
-                    stats.malformed += 1;
-                    let name = problem
-                        .title
-                        .map_or_else(String::new, |t| format!(" {t:?}"));
-                    tracing::warn!(
-                        "skipped malformed page{name} at XML byte {offset}: {}",
-                        problem.reason
-                    );
-                }
-            }
+            sink.record(outcome, invalid_utf8)
+                .map_err(Failure::Output)?;
         }
-        progress.update(stats.pages_read, consumed.load(Ordering::Relaxed));
+        progress.update(sink.stats.pages_read, consumed.load(Ordering::Relaxed));
     }
     Ok(())
 }
 
 /// Parses, filters and cleans one page; also returns its count of replaced UTF-8 sequences.
-fn process_page(raw: &RawPage, namespaces: &[String], options: &WikiOptions) -> (Outcome, u64) {
+pub fn process_page(raw: &RawPage, namespaces: &[String], rules: PageRules) -> (Outcome, u64) {
     let page: Page = match parse_page(raw) {
         Ok(page) => page,
         Err(problem) => {
@@ -350,8 +439,8 @@ fn process_page(raw: &RawPage, namespaces: &[String], options: &WikiOptions) -> 
     } else if page.redirect_element || is_redirect_text(&page.text) {
         Outcome::Redirect
     } else {
-        let text = normalize(&clean(&page.text, LineMode::Wikitext), options.normalize);
-        if text.is_empty() || text.chars().count() < options.min_chars {
+        let text = normalize(&clean(&page.text, LineMode::Wikitext), rules.normalize);
+        if text.is_empty() || text.chars().count() < rules.min_chars {
             Outcome::TooShort
         } else {
             Outcome::Kept(Document {
@@ -367,15 +456,16 @@ fn process_page(raw: &RawPage, namespaces: &[String], options: &WikiOptions) -> 
 fn write_document(
     out: &mut AtomicFile,
     document: &Document,
-    options: &WikiOptions,
+    format: OutputFormat,
+    title: bool,
     first: bool,
 ) -> io::Result<()> {
-    match options.format {
+    match format {
         OutputFormat::Text => {
             if !first {
                 out.write_all(b"\n")?;
             }
-            if options.title {
+            if title {
                 writeln!(out, "{}", document.title)?;
             }
             writeln!(out, "{}", document.text)
@@ -388,7 +478,7 @@ fn write_document(
 }
 
 /// The names of the non-main namespaces that `<siteinfo>` declares, each with its colon.
-fn namespace_prefixes(header: &[u8]) -> Vec<String> {
+pub fn namespace_prefixes(header: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(header);
     let mut prefixes = Vec::new();
     let mut rest = text.as_ref();

@@ -1,0 +1,174 @@
+//! Distributed data preparation (DESIGN §7): the map tasks a worker runs on a byte range of a
+//! corpus or dump, the compact encodings their results travel in, and the reduce steps that fold
+//! them, in corpus order, into the very files the single-process stages write. Nothing here
+//! touches the network: the coordinator hands out ranges and the worker moves bytes.
+//!
+//! - [`ranges`] cuts the inputs into tasks;
+//! - [`words`] (train-tokenizer), [`tokens`] (tokenize) and [`pages`] (process-wiki) each hold
+//!   one job's map function, result encoding and reducer;
+//! - [`wire`] is the varint encoding they share.
+
+pub mod pages;
+pub mod ranges;
+pub mod tokens;
+pub mod wire;
+pub mod words;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::PrepError;
+use crate::data::wiki::PageRules;
+use crate::tokenizer::Tokenizer;
+
+/// A data-prep job as the coordinator describes it to its workers (sent as JSON at join).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PrepJob {
+    /// What each task does.
+    pub map: MapJob,
+    /// The input files in order; tasks name them by index.
+    pub inputs: Vec<InputFile>,
+}
+
+/// One input file of a job, as the coordinator sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InputFile {
+    /// The coordinator's path (workers look there, or under their `--data-dir`).
+    pub path: PathBuf,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+/// The map step of a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MapJob {
+    /// train-tokenizer: count each document's pre-tokenized words.
+    CountWords {
+        /// Each line is a document.
+        line_docs: bool,
+        /// Replace invalid UTF-8 instead of failing.
+        lossy: bool,
+    },
+    /// tokenize: encode each document, `[EOS]` after it.
+    Encode {
+        /// Each line is a document.
+        line_docs: bool,
+        /// Replace invalid UTF-8 instead of failing.
+        lossy: bool,
+        /// The tokenizer.json text.
+        tokenizer_json: String,
+    },
+    /// process-wiki: parse, filter and clean each page.
+    Pages {
+        /// What decides each page's fate and text.
+        rules: PageRules,
+        /// The dump's namespace prefixes (from its `<siteinfo>`).
+        namespaces: Vec<String>,
+    },
+}
+
+/// A map job ready to run tasks (its tokenizer parsed once).
+pub enum Mapper {
+    /// See [`MapJob::CountWords`].
+    CountWords {
+        /// Each line is a document.
+        line_docs: bool,
+        /// Replace invalid UTF-8 instead of failing.
+        lossy: bool,
+    },
+    /// See [`MapJob::Encode`].
+    Encode {
+        /// Each line is a document.
+        line_docs: bool,
+        /// Replace invalid UTF-8 instead of failing.
+        lossy: bool,
+        /// The parsed tokenizer.
+        tokenizer: Box<Tokenizer>,
+        /// Its `[EOS]` id.
+        eos: u16,
+    },
+    /// See [`MapJob::Pages`].
+    Pages {
+        /// What decides each page's fate and text.
+        rules: PageRules,
+        /// The dump's namespace prefixes.
+        namespaces: Vec<String>,
+    },
+}
+
+impl Mapper {
+    /// Prepares `job`; a tokenizer that does not parse or has no `[EOS]` is refused.
+    pub fn new(job: &MapJob) -> Result<Self, String> {
+        Ok(match job {
+            &MapJob::CountWords { line_docs, lossy } => Self::CountWords { line_docs, lossy },
+            MapJob::Encode {
+                line_docs,
+                lossy,
+                tokenizer_json,
+            } => {
+                let tokenizer = Tokenizer::from_json(tokenizer_json)
+                    .map_err(|e| format!("the job's tokenizer: {e}"))?;
+                let eos = tokenizer
+                    .eos_id()
+                    .and_then(|id| u16::try_from(id).ok())
+                    .ok_or("the job's tokenizer has no [EOS] token that fits u16")?;
+                Self::Encode {
+                    line_docs: *line_docs,
+                    lossy: *lossy,
+                    tokenizer: Box::new(tokenizer),
+                    eos,
+                }
+            }
+            MapJob::Pages { rules, namespaces } => Self::Pages {
+                rules: *rules,
+                namespaces: namespaces.clone(),
+            },
+        })
+    }
+
+    /// Runs one task on `input`, the bytes `[start, start + input.len())` of the file at
+    /// `path` (named in errors), and returns the encoded result.
+    pub fn run(&self, input: &[u8], path: &Path, start: u64) -> Result<Vec<u8>, String> {
+        match self {
+            &Self::CountWords { line_docs, lossy } => {
+                words::map(input, path, start, line_docs, lossy)
+            }
+            Self::Encode {
+                line_docs,
+                lossy,
+                tokenizer,
+                eos,
+            } => tokens::map(input, path, start, *line_docs, *lossy, tokenizer, *eos),
+            Self::Pages { rules, namespaces } => {
+                pages::map(input, path, start, *rules, namespaces)
+            }
+        }
+    }
+}
+
+/// The coordinator's side of a job. Each task's result is decoded and checked when it arrives
+/// (one that fails is refused and its task handed to another worker), then accepted in task
+/// order, which is corpus order.
+pub trait Reducer: Send {
+    /// A decoded, checked result.
+    type Part: Send;
+    /// Decodes the result of the task over `range`; the error says what is wrong with it.
+    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<Self::Part, String>;
+    /// Folds in the next task's result.
+    fn accept(&mut self, part: Self::Part) -> Result<(), PrepError>;
+}
+
+/// Fails unless a result's input length is its task's.
+fn check_length(range: (u64, u64), bytes: u64) -> Result<(), String> {
+    let (start, end) = range;
+    if bytes == end - start {
+        Ok(())
+    } else {
+        Err(format!(
+            "it covers {bytes} input bytes, but the task is bytes [{start}, {end}) ({} bytes)",
+            end - start
+        ))
+    }
+}
