@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".sovereign.v1.Chunk.data")
         .bytes(".sovereign.v1.DataChunk.data")
+        .bytes(".sovereign.v1.ResultChunk.data")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -51,7 +51,7 @@ pub enum Command {
     /// in corpus order: the output is byte-identical whatever --threads is. numpy reads it with
     /// np.memmap(path, dtype=np.uint16).
     Tokenize(TokenizeArgs),
-    /// Train an RWKV-7 model (one process; distributed training is a later release).
+    /// Train an RWKV-7 model: in this process, or data-parallel on workers with --hosts/--gpus.
     ///
     /// Settings come from --config run.toml (fields named like the flags, with underscores) and
     /// are overridden by flags. Writes RUN_DIR/metrics.jsonl and checkpoints RUN_DIR/ckpt-<step>/
@@ -136,6 +136,8 @@ pub struct ProcessWikiArgs {
     pub keep_partial: bool,
     #[command(flatten)]
     pub normalize: NormalizeArgs,
+    #[command(flatten)]
+    pub cluster: PrepClusterArgs,
 }
 
 /// Flags of clean-corpus.
@@ -197,6 +199,8 @@ pub struct TrainTokenizerArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub read: CorpusReadArgs,
+    #[command(flatten)]
+    pub cluster: PrepClusterArgs,
 }
 
 /// Flags of tokenize.
@@ -219,6 +223,8 @@ pub struct TokenizeArgs {
     pub val_fraction: f64,
     #[command(flatten)]
     pub read: CorpusReadArgs,
+    #[command(flatten)]
+    pub cluster: PrepClusterArgs,
 }
 
 /// Flags of train; each is also a run.toml field.
@@ -313,6 +319,21 @@ pub struct ClusterArgs {
     /// `localhost slots=N devices=LIST` would (needs a build with --features cuda).
     #[arg(long, value_name = "LIST", conflicts_with = "hosts")]
     pub gpus: Option<String>,
+    /// With --hosts: how many times the group may restart after a worker dies or stalls.
+    #[arg(long, default_value_t = 3)]
+    pub max_restarts: u32,
+    /// How workers average gradients: NCCL when every worker can (a CUDA device, a build with
+    /// --features nccl, libnccl present) and the gRPC ring otherwise (auto); or insist on one.
+    #[arg(long, value_enum, default_value_t = Collective::Auto)]
+    pub collective: Collective,
+    /// How the workers start and reach the coordinator.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+}
+
+/// How a coordinator (of training or of a data-prep job) starts its workers and serves them.
+#[derive(Args, Debug, Clone)]
+pub struct LaunchArgs {
     /// How workers start with --hosts: local processes, over ssh on every host of the file, or
     /// none (they are started elsewhere and dial in with the token file).
     #[arg(long, value_enum, default_value_t = Launcher::Local)]
@@ -327,20 +348,50 @@ pub struct ClusterArgs {
     /// The coordinator's listening address with --hosts (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub bind: String,
-    /// With --hosts: a worker not heard from for this many seconds is named as stalled, and the
-    /// group restarts from the last checkpoint.
+    /// With --hosts: a worker not heard from for this many seconds is named as stalled (a
+    /// training group restarts from the last checkpoint; a data-prep task goes to another
+    /// worker).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub stall_timeout: u64,
-    /// With --hosts: how many times the group may restart after a worker dies or stalls.
-    #[arg(long, default_value_t = 3)]
-    pub max_restarts: u32,
-    /// How workers average gradients: NCCL when every worker can (a CUDA device, a build with
-    /// --features nccl, libnccl present) and the gRPC ring otherwise (auto); or insist on one.
-    #[arg(long, value_enum, default_value_t = Collective::Auto)]
-    pub collective: Collective,
     /// Mutual TLS between the coordinator and the workers (passed on to the workers it starts).
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+/// A data-prep stage spread over workers (`--hosts`): map tasks over byte ranges of the input,
+/// reduced in input order into the same output as one process writes.
+#[derive(Args, Debug, Clone)]
+pub struct PrepClusterArgs {
+    /// Spread the work over the workers of this hosts file (`hostname slots=N` per line); the
+    /// output is byte-identical to the single-process one.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+    /// With --hosts: the size of one map task, in MiB of input (ranges end at document, page
+    /// or bz2 stream boundaries).
+    #[arg(long, default_value_t = 8.0, value_name = "MIB")]
+    pub task_mib: f64,
+    /// How the workers start and reach the coordinator.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+}
+
+impl Default for LaunchArgs {
+    fn default() -> Self {
+        flag_defaults()
+    }
+}
+
+impl Default for PrepClusterArgs {
+    fn default() -> Self {
+        flag_defaults()
+    }
+}
+
+/// A group of flags as a command line without any of them sets it: the declared defaults.
+fn flag_defaults<T: Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("sovereign"));
+    T::from_arg_matches(&command.get_matches_from(["sovereign"]))
+        .expect("every flag of the group has a default")
 }
 
 /// How the workers average gradients.

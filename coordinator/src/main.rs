@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod commands;
+mod mapreduce;
 
 /// mimalloc keeps freed pages for reuse; glibc returns every block over 32 MiB (the logits and
 /// their gradients) to the kernel and faults it back in on the next step (about 1.3× slower

@@ -94,6 +94,43 @@ fn holds_range(path: &Path, range: &DataRange) -> Result<(), String> {
     Ok(())
 }
 
+/// Streams bytes `[start, end)` of the coordinator's data file `file` ("train", "val",
+/// "input:N") into `sink`, chunk by chunk; returns how many bytes came.
+pub async fn fetch_range(
+    coordinator: &mut CoordinatorClient<Channel>,
+    token: &str,
+    file: &str,
+    (start, end): (u64, u64),
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut stream = coordinator
+        .fetch_data(FetchRequest {
+            token: token.to_string(),
+            file: file.to_string(),
+            start,
+            end,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("the coordinator refused the fetch: {}", s.message()))?
+        .into_inner();
+    let mut received = 0u64;
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("fetching {file}: {}", s.message()))?
+    {
+        received += chunk.data.len() as u64;
+        if received > end - start {
+            bail!(
+                "the coordinator sent more than the {} bytes asked for",
+                end - start
+            );
+        }
+        sink(&chunk.data)?;
+    }
+    Ok(received)
+}
+
 /// Streams the range from the coordinator into `path` (a file of the whole length; only the
 /// range is written) and its sidecar beside it, then checks the checksum.
 async fn fetch(
@@ -112,32 +149,17 @@ async fn fetch(
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.set_len(range.file_bytes)?;
     file.seek(SeekFrom::Start(range.start))?;
-    let mut stream = coordinator
-        .fetch_data(FetchRequest {
-            token: token.to_string(),
-            file: range.file.clone(),
-            start: range.start,
-            end: range.end,
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("the coordinator refused the fetch: {}", s.message()))?
-        .into_inner();
-    let mut received = 0u64;
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(|s| anyhow::anyhow!("fetching {}: {}", range.file, s.message()))?
-    {
-        received += chunk.data.len() as u64;
-        if received > range.end - range.start {
-            bail!(
-                "the coordinator sent more than the {} bytes asked for",
-                range.end - range.start
-            );
-        }
-        file.write_all(&chunk.data)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let received = fetch_range(
+        coordinator,
+        token,
+        &range.file,
+        (range.start, range.end),
+        |data| {
+            file.write_all(data)
+                .with_context(|| format!("writing {}", path.display()))
+        },
+    )
+    .await?;
     file.sync_all()?;
     if !range.sidecar_json.is_empty() {
         std::fs::write(sidecar_path(path), &range.sidecar_json)

@@ -1,11 +1,13 @@
 //! `sovereign-worker`: joins a coordinator, receives its rank and plan, trains its shard of the
-//! data and averages gradients with its ring neighbours over gRPC (DESIGN §6).
+//! data and averages gradients with its ring neighbours over gRPC (DESIGN §6); or, when the
+//! coordinator runs a data-prep job, pulls and runs its map tasks ([`prep`]).
 //!
 //! The tokio runtime serves the Peer service and talks to the coordinator; training runs on a
 //! blocking thread ([`sovereign_common::train::replica::run_replica`]) that reaches the network
 //! only through its all-reduce ([`collective`]: the gRPC ring or NCCL) and the report call.
 
 mod data;
+mod prep;
 
 /// mimalloc keeps freed pages for reuse; glibc returns every block over 32 MiB (the logits and
 /// their gradients) to the kernel and faults it back in on the next step (about 1.3× slower
@@ -125,11 +127,11 @@ async fn run(args: Args) -> Result<()> {
     let (server, inbox) = serve_peer(listener, token.clone(), tls.as_ref(), server_stopped)
         .context("the TLS settings")?;
 
-    let mut coordinator = CoordinatorClient::new(
-        connect(&args.coordinator, tls.as_ref())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the coordinator: {e}"))?,
-    );
+    let channel = connect(&args.coordinator, tls.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the coordinator: {e}"))?;
+    // A data-prep job carries the tokenizer.json, which can pass tonic's 4 MiB default.
+    let mut coordinator = CoordinatorClient::new(channel.clone()).max_decoding_message_size(64 << 20);
     let reply = coordinator
         .join(JoinRequest {
             token: token.clone(),
@@ -154,24 +156,23 @@ async fn run(args: Args) -> Result<()> {
             _ => anyhow::anyhow!("joining the coordinator failed: {}", s.message()),
         })?
         .into_inner();
+    if !reply.prep_job_json.is_empty() {
+        tracing::info!("joined a data-prep job as worker {}", reply.rank);
+        send_heartbeats(&coordinator, &token, reply.rank, 0);
+        return prep::run_prep(
+            &reply.prep_job_json,
+            reply.rank,
+            channel,
+            &token,
+            args.data_dir.as_deref(),
+        )
+        .await;
+    }
     let plan = reply.plan.context("the coordinator sent no plan")?;
     let (rank, world) = (reply.rank, reply.world_size);
     let config: RunConfig =
         serde_json::from_str(&plan.config_json).context("the plan's run config")?;
-    // Heartbeats from this thread, whatever the training thread is doing.
-    let mut beats = coordinator.clone();
-    let beat = HeartbeatRequest {
-        token: token.clone(),
-        rank,
-        generation: plan.generation,
-    };
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            every.tick().await;
-            let _ = beats.heartbeat(beat.clone()).await;
-        }
-    });
+    send_heartbeats(&coordinator, &token, rank, plan.generation);
 
     // The data this rank reads, fetched from the coordinator where it is missing or differs.
     let cache_dir = match &args.cache_dir {
@@ -282,6 +283,29 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!("rank {rank}: last checkpoint {}", last.display());
     }
     Ok(())
+}
+
+/// Sends a heartbeat every second from the runtime, whatever the training or map thread is
+/// doing: a worker that stops (frozen, or its machine gone) is named as stalled.
+fn send_heartbeats(
+    coordinator: &CoordinatorClient<tonic::transport::Channel>,
+    token: &str,
+    rank: u32,
+    generation: u32,
+) {
+    let mut beats = coordinator.clone();
+    let beat = HeartbeatRequest {
+        token: token.to_string(),
+        rank,
+        generation,
+    };
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let _ = beats.heartbeat(beat.clone()).await;
+        }
+    });
 }
 
 /// The run token from `path`, or from stdin's first line for `-`. With stdin, a thread then

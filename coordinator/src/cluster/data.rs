@@ -2,12 +2,13 @@
 //! checksums (in its plan), and the ranges themselves for workers that lack them (FetchData).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use sovereign_common::data::dataset::{sha256_range, sidecar_path};
 use sovereign_common::train::run::RunConfig;
-use sovereign_proto::v1::{DataChunk, DataRange};
+use sovereign_proto::v1::{DataChunk, DataRange, FetchRequest};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -48,6 +49,50 @@ pub fn data_ranges(config: &RunConfig, shards: &[(u64, u64)]) -> Result<Vec<Vec<
             Ok(ranges)
         })
         .collect()
+}
+
+/// The answer to a FetchData request for one of `files` (by name): the range streamed from a
+/// blocking thread, or a refusal (logged) for an unknown file or a range outside it.
+pub fn fetch_stream(
+    files: &[(String, PathBuf)],
+    fetch: FetchRequest,
+    from: &str,
+) -> Result<ReceiverStream<Result<DataChunk, Status>>, Status> {
+    let Some((_, path)) = files.iter().find(|(name, _)| *name == fetch.file) else {
+        tracing::warn!(
+            "refused a fetch of {:?} from {from}: no such data file",
+            fetch.file
+        );
+        return Err(Status::not_found(format!(
+            "the run has no data file {:?}",
+            fetch.file
+        )));
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?
+        .len();
+    if fetch.start > fetch.end || fetch.end > len {
+        tracing::warn!(
+            "refused a fetch of bytes [{}, {}) of {} from {from}: outside its {len} bytes",
+            fetch.start,
+            fetch.end,
+            path.display()
+        );
+        return Err(Status::out_of_range(format!(
+            "bytes [{}, {}) are not inside the {len} bytes of {}",
+            fetch.start, fetch.end, fetch.file
+        )));
+    }
+    tracing::info!(
+        "sending bytes [{}, {}) of {} to {from}",
+        fetch.start,
+        fetch.end,
+        path.display()
+    );
+    let (tx, rx) = mpsc::channel(4);
+    let path = path.clone();
+    tokio::task::spawn_blocking(move || send_range(&path, fetch.start, fetch.end, &tx));
+    Ok(ReceiverStream::new(rx))
 }
 
 /// Streams bytes `[start, end)` of `path` in chunks of at most 1 MiB (stops early when the

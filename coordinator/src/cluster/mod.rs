@@ -8,6 +8,7 @@ pub mod collective;
 pub mod data;
 pub mod hosts;
 pub mod launch;
+pub mod serve;
 pub mod service;
 
 use std::path::{Path, PathBuf};
@@ -19,11 +20,11 @@ use sovereign_common::data::dataset::{Source, TokenDataset, Validation};
 use sovereign_common::train::checkpoint::{CheckpointMeta, latest_checkpoint};
 use sovereign_common::train::run::{RunConfig, truncate_metrics};
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cli::{ClusterArgs, Launcher};
 use hosts::Host;
 use launch::{Launch, Worker, stop};
+use serve::{new_token, serve, write_secret};
 use service::{CoordinatorService, RunPlan};
 
 /// The workers of a distributed run: the hosts file's lines, or `--gpus` as one local host;
@@ -49,7 +50,7 @@ pub fn train_cluster(
     config: RunConfig,
     start: Option<&Path>,
 ) -> Result<()> {
-    if args.launcher == Launcher::Local
+    if args.launch.launcher == Launcher::Local
         && let Some(remote) = hosts.iter().find(|h| !h.is_local())
     {
         bail!(
@@ -58,7 +59,7 @@ pub fn train_cluster(
             remote.name
         );
     }
-    if args.launcher == Launcher::Local
+    if args.launch.launcher == Launcher::Local
         && !cfg!(feature = "cuda")
         && hosts.iter().any(|h| !h.devices.is_empty())
     {
@@ -130,55 +131,21 @@ pub fn train_cluster(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&args.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.bind))?;
-        let address = listener.local_addr()?;
+        let server = serve(&args.launch, |mut builder| {
+            builder.add_service(CoordinatorServer::from_arc(service.clone()))
+        })
+        .await?;
         tracing::info!(
-            "coordinator on {address}: {world} workers, token in {}",
+            "coordinator on {}: {world} workers, token in {}",
+            server.address,
             token_file.display()
         );
-        // Shut down gracefully at the end: the answer to the last step's report must reach its
-        // worker before this process exits.
-        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = sovereign_proto::transport::tuned(tonic::transport::Server::builder());
-        if let Some(tls) = args.tls.load().map_err(anyhow::Error::msg)? {
-            builder = builder
-                .tls_config(tls.server())
-                .context("the TLS settings")?;
-            tracing::info!("mutual TLS on: workers need a certificate signed by the run's CA");
-        }
-        let server = tokio::spawn(
-            builder
-                .add_service(CoordinatorServer::from_arc(service.clone()))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = server_stopped.await;
-                }),
-        );
-        let launch = Launch {
-            launcher: args.launcher,
-            address: advertised(address),
-            token_file: token_file.clone(),
-            token: token.clone(),
-            hosts: hosts.clone(),
-            ssh_command: args
-                .ssh_command
-                .split_whitespace()
-                .map(String::from)
-                .collect(),
-            remote_worker: args.remote_worker.clone(),
-            tls_args: args.tls.to_args(),
-        };
+        let launch = server.launch(&args.launch, &hosts, &token_file, &token);
         let mut children = launch.start()?;
         let outcome = supervise(&service, &launch, &mut children, &config, args).await;
         stop(&mut children);
-        let _ = stop_server.send(());
-        if tokio::time::timeout(Duration::from_secs(5), server)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the coordinator service did not shut down within 5 s");
-        }
+        // Gracefully: the answer to the last step's report must reach its worker.
+        server.shutdown().await;
         outcome
     })?;
     println!(
@@ -187,18 +154,6 @@ pub fn train_cluster(
         metrics_path.display()
     );
     Ok(())
-}
-
-/// The coordinator's address as workers should dial it: its host name when it listens on every
-/// interface.
-fn advertised(bound: std::net::SocketAddr) -> String {
-    if bound.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "localhost".into(), |h| h.trim().to_string());
-        format!("{host}:{}", bound.port())
-    } else {
-        bound.to_string()
-    }
 }
 
 /// What went wrong with the group, if anything: a worker process that died (named by its rank)
@@ -238,7 +193,7 @@ async fn supervise(
     args: &ClusterArgs,
 ) -> Result<()> {
     let mut progress = service.progress();
-    let stall_timeout = Duration::from_secs(args.stall_timeout);
+    let stall_timeout = Duration::from_secs(args.launch.stall_timeout);
     let mut generation = 0;
     let mut stopping = None;
     let mut target = config.steps;
@@ -363,29 +318,4 @@ fn absolute_paths(mut config: RunConfig) -> Result<RunConfig> {
     config.tokenizer = config.tokenizer.as_ref().map(absolute);
     config.init_from = config.init_from.as_ref().map(absolute);
     Ok(config)
-}
-
-/// 32 random bytes from the OS, as hex.
-fn new_token() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom for the run token")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Writes a file only its owner can read.
-fn write_secret(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -17,12 +17,13 @@ use sovereign_proto::v1::{
     Command, DataChunk, DataRange, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest,
     NcclIdReply, NcclIdRequest, Plan, StepReport, command,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::collective::{Member, choose_collective};
-use super::data::send_range;
+use super::data::fetch_stream;
+use super::serve::{check_token, check_version, remote};
 use crate::cli::Collective;
 
 /// What every worker is told, apart from its rank.
@@ -181,11 +182,7 @@ impl CoordinatorService {
 
     /// Refuses (and logs) a request without the run's token.
     fn check_token(&self, token: &str, what: &str, remote: &str) -> Result<(), Status> {
-        if token == self.token {
-            return Ok(());
-        }
-        tracing::warn!("refused {what} from {remote}: missing or wrong run token");
-        Err(Status::unauthenticated("missing or wrong run token"))
+        check_token(&self.token, token, what, remote)
     }
 
     /// Notes that `rank` is alive.
@@ -323,6 +320,7 @@ impl CoordinatorService {
             let reply = JoinReply {
                 rank: rank as u32,
                 world_size: self.world,
+                prep_job_json: String::new(),
                 plan: Some(Plan {
                     config_json: self.plan.config_json.clone(),
                     ring: ring.clone(),
@@ -341,31 +339,13 @@ impl CoordinatorService {
     }
 }
 
-/// The address of a request's peer, for logs.
-fn remote<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "an unknown address".into(), |a| a.to_string())
-}
-
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         let from = remote(&request);
         let join = request.into_inner();
         self.check_token(&join.token, "a join", &from)?;
-        let ours = env!("CARGO_PKG_VERSION");
-        if join.binary_version != ours {
-            tracing::warn!(
-                "refused worker {} ({from}): version {} differs from the coordinator's {ours}",
-                join.host,
-                join.binary_version
-            );
-            return Err(Status::failed_precondition(format!(
-                "sovereign-worker {} cannot join a run of sovereign {ours}; install the same version",
-                join.binary_version
-            )));
-        }
+        check_version(&join, &from)?;
         let (tx, rx) = oneshot::channel();
         self.admit(join, tx)?;
         let reply = rx
@@ -428,41 +408,7 @@ impl Coordinator for CoordinatorService {
         let from = remote(&request);
         let fetch = request.into_inner();
         self.check_token(&fetch.token, "a data fetch", &from)?;
-        let Some((_, path)) = self.plan.files.iter().find(|(name, _)| *name == fetch.file) else {
-            tracing::warn!(
-                "refused a fetch of {:?} from {from}: no such data file",
-                fetch.file
-            );
-            return Err(Status::not_found(format!(
-                "the run has no data file {:?}",
-                fetch.file
-            )));
-        };
-        let len = std::fs::metadata(path)
-            .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?
-            .len();
-        if fetch.start > fetch.end || fetch.end > len {
-            tracing::warn!(
-                "refused a fetch of bytes [{}, {}) of {} from {from}: outside its {len} bytes",
-                fetch.start,
-                fetch.end,
-                path.display()
-            );
-            return Err(Status::out_of_range(format!(
-                "bytes [{}, {}) are not inside the {len} bytes of {}",
-                fetch.start, fetch.end, fetch.file
-            )));
-        }
-        tracing::info!(
-            "sending bytes [{}, {}) of {} to {from}",
-            fetch.start,
-            fetch.end,
-            path.display()
-        );
-        let (tx, rx) = mpsc::channel(4);
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || send_range(&path, fetch.start, fetch.end, &tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        fetch_stream(&self.plan.files, fetch, &from).map(Response::new)
     }
 
     async fn heartbeat(

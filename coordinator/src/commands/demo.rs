@@ -10,7 +10,7 @@ use sovereign_common::tokenizer::Tokenizer;
 
 use crate::cli::{
     CleanCorpusArgs, ClusterArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs,
-    PlotArgs, ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs, WeightsArgs,
+    PlotArgs, PrepClusterArgs, ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs, WeightsArgs,
 };
 
 /// The bundled dump: a handful of Portuguese articles with the markup real dumps have, plus a
@@ -26,8 +26,25 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         strip_accents: false,
         lowercase: false,
     };
+    // Two local workers: real sovereign-worker processes when the binary is beside this one
+    // (data prep as map tasks of about 2 KiB, training data-parallel); otherwise every stage
+    // runs in this process and training emulates the two ranks (bit-identical results).
+    let hosts = args.out.join("hosts.txt");
+    fs::write(&hosts, "localhost slots=2\n")
+        .with_context(|| format!("writing {}", hosts.display()))?;
+    let workers = crate::cluster::launch::worker_binary().is_ok();
+    let prep_cluster = PrepClusterArgs {
+        hosts: workers.then(|| hosts.clone()),
+        task_mib: 2.0 / 1024.0,
+        ..PrepClusterArgs::default()
+    };
+    let on = if workers {
+        "as map tasks on 2 local workers"
+    } else {
+        "in this process (sovereign-worker is not built beside this binary)"
+    };
 
-    eprintln!("== 1/7 process-wiki: {} → corpus.txt", dump.display());
+    eprintln!("== 1/7 process-wiki: {} → corpus.txt, {on}", dump.display());
     let raw = args.out.join("corpus.txt");
     let wiki = prep::process_wiki(&ProcessWikiArgs {
         input: dump,
@@ -38,6 +55,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         title: true,
         keep_partial: false,
         normalize,
+        cluster: prep_cluster.clone(),
     })?;
 
     eprintln!("== 2/7 clean-corpus: corpus.txt → clean.txt");
@@ -59,7 +77,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         lossy: false,
         threads: Some(2),
     };
-    eprintln!("== 3/7 train-tokenizer: clean.txt → tokenizer.json");
+    eprintln!("== 3/7 train-tokenizer: clean.txt → tokenizer.json, {on}");
     let tokenizer_path = args.out.join("tokenizer.json");
     let trained = prep::train_tokenizer(&TrainTokenizerArgs {
         corpus: vec![clean.clone()],
@@ -67,9 +85,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         min_frequency: 2,
         output: tokenizer_path.clone(),
         read,
+        cluster: prep_cluster.clone(),
     })?;
 
-    eprintln!("== 4/7 tokenize: clean.txt → train.bin + val.bin");
+    eprintln!("== 4/7 tokenize: clean.txt → train.bin + val.bin, {on}");
     let tokens = prep::tokenize(&TokenizeArgs {
         input: clean.clone(),
         tokenizer: tokenizer_path.clone(),
@@ -77,6 +96,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         val_output: Some(args.out.join("val.bin")),
         val_fraction: 0.25,
         read,
+        cluster: prep_cluster,
     })?;
 
     let steps = args.steps.max(1);
@@ -84,20 +104,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     if run_dir.exists() {
         fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
     }
-    // Two data-parallel workers: real sovereign-worker processes when the binary is beside this
-    // one, otherwise the same two ranks emulated in this process (bit-identical results).
-    let hosts = args.out.join("hosts.txt");
-    fs::write(&hosts, "localhost slots=2\n")
-        .with_context(|| format!("writing {}", hosts.display()))?;
-    let (cluster, emulate_world) = if crate::cluster::launch::worker_binary().is_ok() {
+    let (cluster, emulate_world) = if workers {
         eprintln!(
             "== 5/7 train: the micro RWKV-7 (8 layers, width 128), {steps} steps on 2 local workers"
         );
         let cluster = ClusterArgs {
             hosts: Some(hosts),
-            bind: "127.0.0.1:0".into(),
-            stall_timeout: 30,
-            max_restarts: 3,
             ..ClusterArgs::default()
         };
         (cluster, None)

@@ -1,4 +1,5 @@
-//! The data-preparation subcommands: thin wrappers over `sovereign_common::data`.
+//! The data-preparation subcommands: thin wrappers over `sovereign_common::data`, or over the
+//! map-reduce jobs of [`crate::mapreduce`] with `--hosts`.
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use sovereign_common::data::wiki::{OutputFormat, WikiOptions, WikiStats};
 use sovereign_common::data::tokenize::{TokenizeOptions, TokenizeStats};
 use sovereign_common::data::train_tokenizer::{TrainTokenizerOptions, TrainTokenizerStats};
 
+use crate::mapreduce::{jobs, prep_hosts};
 use crate::cli::{
     CleanCorpusArgs, Format, NormalizeArgs, ProcessWikiArgs, TokenizeArgs, TrainTokenizerArgs,
 };
@@ -29,7 +31,12 @@ pub fn process_wiki(args: &ProcessWikiArgs) -> Result<WikiStats> {
         normalize: normalize_options(args.normalize),
     };
     let start = Instant::now();
-    let stats = sovereign_common::data::wiki::process_wiki(&args.input, &args.output, &options)?;
+    let stats = match prep_hosts(&args.cluster)? {
+        None => sovereign_common::data::wiki::process_wiki(&args.input, &args.output, &options)?,
+        Some(hosts) => {
+            jobs::process_wiki(&args.cluster, &hosts, &args.input, &args.output, &options)?
+        }
+    };
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "process-wiki: {stats}\nprocess-wiki: {:.1}s, {:.0} pages/s, {:.1} MB/s of input; wrote {}",
@@ -71,11 +78,20 @@ pub fn train_tokenizer(args: &TrainTokenizerArgs) -> Result<TrainTokenizerStats>
         line_docs: args.read.line_docs,
         lossy: args.read.lossy,
     };
-    let stats = sovereign_common::data::train_tokenizer::train_tokenizer(
-        &args.corpus,
-        &args.output,
-        &options,
-    )?;
+    let stats = match prep_hosts(&args.cluster)? {
+        None => sovereign_common::data::train_tokenizer::train_tokenizer(
+            &args.corpus,
+            &args.output,
+            &options,
+        )?,
+        Some(hosts) => jobs::train_tokenizer(
+            &args.cluster,
+            &hosts,
+            &args.corpus,
+            &args.output,
+            &options,
+        )?,
+    };
     eprintln!(
         "train-tokenizer: {} documents, {:.1} MB, {} distinct words; vocabulary {} ({} merges); \
          counting {:.1}s, merging {:.1}s; wrote {}",
@@ -120,12 +136,22 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<TokenizeStats> {
         lossy: args.read.lossy,
     };
     let start = Instant::now();
-    let stats = sovereign_common::data::tokenize::tokenize(
-        &args.input,
-        &args.tokenizer,
-        &args.output,
-        &options,
-    )?;
+    let stats = match prep_hosts(&args.cluster)? {
+        None => sovereign_common::data::tokenize::tokenize(
+            &args.input,
+            &args.tokenizer,
+            &args.output,
+            &options,
+        )?,
+        Some(hosts) => jobs::tokenize(
+            &args.cluster,
+            &hosts,
+            &args.input,
+            &args.tokenizer,
+            &args.output,
+            &options,
+        )?,
+    };
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "tokenize: train {} documents, {} tokens; val {} documents, {} tokens; {:.1}s, {:.1} MB/s; \

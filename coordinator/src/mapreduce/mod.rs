@@ -1,0 +1,303 @@
+//! Data-prep stages spread over workers (`train-tokenizer`, `tokenize`, `process-wiki` with
+//! `--hosts`, DESIGN §7): the coordinator cuts the inputs into byte ranges, serves them as map
+//! tasks to the workers of the hosts file (started as for training: local processes, ssh, or
+//! dialling in), and folds their results, in input order, into the same output a single process
+//! writes. A worker that dies or stalls loses nothing: its tasks go to the others.
+
+pub mod board;
+pub mod jobs;
+pub mod service;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use sovereign_common::data::dataset::sha256_range;
+use sovereign_common::prep::{InputFile, MapJob, PrepJob, Reducer};
+use sovereign_common::progress::Progress;
+use sovereign_proto::v1::coordinator_server::CoordinatorServer;
+use sovereign_proto::v1::prep_server::PrepServer;
+
+use crate::cli::{Launcher, PrepClusterArgs};
+use crate::cluster::hosts::{Host, read_hosts};
+use crate::cluster::launch::{Worker, stop};
+use crate::cluster::serve::{new_token, serve, write_secret};
+use board::{TaskBoard, TaskSpec};
+use service::PrepService;
+
+/// What a map-reduce job did, for the closing log line and the benchmark.
+#[derive(Clone, Debug)]
+pub struct JobStats {
+    /// Map tasks run.
+    pub tasks: usize,
+    /// Workers the hosts file names.
+    pub workers: u32,
+    /// Input bytes mapped.
+    pub input_bytes: u64,
+    /// Result bytes the workers sent.
+    pub result_bytes: u64,
+    /// Seconds from starting the workers to the last result folded in.
+    pub map_seconds: f64,
+}
+
+impl JobStats {
+    /// The line the stages print: wall time, input rate and result bytes per MB of input.
+    pub fn summary(&self, label: &str) -> String {
+        let mb = self.input_bytes as f64 / 1e6;
+        format!(
+            "{label}: map on {} workers: {} tasks, {mb:.1} MB in {:.2} s ({:.1} MB/s); {} result \
+             bytes ({:.0} bytes per MB of input)",
+            self.workers,
+            self.tasks,
+            self.map_seconds,
+            mb / self.map_seconds.max(1e-9),
+            self.result_bytes,
+            self.result_bytes as f64 / mb.max(1e-9)
+        )
+    }
+}
+
+/// The workers of a `--hosts` data-prep run, or `None` to run in this process.
+pub fn prep_hosts(args: &PrepClusterArgs) -> Result<Option<Vec<Host>>> {
+    let Some(path) = &args.hosts else {
+        return Ok(None);
+    };
+    let hosts = read_hosts(path)?;
+    if args.launch.launcher == Launcher::Local
+        && let Some(remote) = hosts.iter().find(|h| !h.is_local())
+    {
+        bail!(
+            "host {} is not this machine; the local launcher starts workers here only (use \
+             --launcher ssh, or start remote workers yourself with --launcher none)",
+            remote.name
+        );
+    }
+    Ok(Some(hosts))
+}
+
+/// The task size in bytes from `--task-mib`.
+pub fn task_bytes(args: &PrepClusterArgs) -> Result<u64> {
+    if !(args.task_mib > 0.0 && args.task_mib.is_finite()) {
+        bail!("--task-mib {} must be a positive number", args.task_mib);
+    }
+    Ok(((args.task_mib * (1u64 << 20) as f64) as u64).max(1))
+}
+
+/// Runs `map` over the byte `ranges` (input index, start, end) of `inputs` on the workers of
+/// `hosts`, folding the results into `reducer` in range order; returns the reducer for the
+/// caller to finish its output.
+pub fn run_job<R: Reducer + 'static>(
+    label: &str,
+    args: &PrepClusterArgs,
+    hosts: &[Host],
+    map: MapJob,
+    inputs: &[PathBuf],
+    ranges: &[(u32, u64, u64)],
+    reducer: R,
+) -> Result<(R, JobStats)> {
+    let workers: u32 = hosts.iter().map(|h| h.slots).sum();
+    // Checksums of every range: a worker whose copy of an input differs fetches the range.
+    let tasks = ranges
+        .par_iter()
+        .map(|&(input, start, end)| {
+            let path = &inputs[input as usize];
+            sha256_range(path, start, end).map(|sha256| TaskSpec {
+                input,
+                start,
+                end,
+                sha256,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let job = PrepJob {
+        map,
+        inputs: inputs
+            .iter()
+            .map(|path| {
+                let bytes = std::fs::metadata(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .len();
+                Ok(InputFile {
+                    path: path.clone(),
+                    bytes,
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let input_bytes: u64 = tasks.iter().map(|t| t.end - t.start).sum();
+    let task_count = tasks.len();
+    let board = Arc::new(Mutex::new(TaskBoard::new(
+        tasks,
+        reducer,
+        4 * workers as usize,
+    )));
+    let secrets = tempfile::Builder::new()
+        .prefix("sovereign-prep-")
+        .tempdir()
+        .context("cannot create a private directory for the run token")?;
+    let token = new_token()?;
+    let token_file = secrets.path().join("token");
+    write_secret(&token_file, &token)?;
+    let service = Arc::new(PrepService::new(
+        token.clone(),
+        serde_json::to_string(&job)?,
+        inputs,
+        board.clone(),
+    ));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let server = serve(&args.launch, |mut builder| {
+            builder
+                .add_service(CoordinatorServer::from_arc(service.clone()))
+                .add_service(PrepServer::from_arc(service.clone()))
+        })
+        .await?;
+        tracing::info!(
+            "{label}: coordinator on {}: {task_count} map tasks for {workers} workers, token in {}",
+            server.address,
+            token_file.display()
+        );
+        let launch = server.launch(&args.launch, hosts, &token_file, &token);
+        let mut children = launch.start()?;
+        let outcome = supervise(label, &board, &mut children, args, input_bytes).await;
+        if outcome.is_ok() {
+            let dropped = |pid| lock_board(&board).is_ok_and(|b| b.is_dropped_pid(pid));
+            let _ = tokio::time::timeout(
+                Duration::from_secs(30),
+                let_workers_exit(&mut children, dropped),
+            )
+            .await;
+        }
+        stop(&mut children);
+        server.shutdown().await;
+        outcome
+    })?;
+    let map_seconds = started.elapsed().as_secs_f64();
+    drop(service);
+    let board = Arc::try_unwrap(board)
+        .map_err(|_| anyhow::anyhow!("the task board is still in use"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("the task board is poisoned"))?;
+    let stats = JobStats {
+        tasks: task_count,
+        workers,
+        input_bytes,
+        result_bytes: board.result_bytes,
+        map_seconds,
+    };
+    Ok((board.into_reducer(), stats))
+}
+
+fn lock_board<R: Reducer>(board: &Mutex<TaskBoard<R>>) -> Result<std::sync::MutexGuard<'_, TaskBoard<R>>> {
+    board
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the task board is poisoned"))
+}
+
+/// After the last task: the workers hear "done" on their next request and exit; one that was
+/// dropped (a frozen process) is killed instead. An exit status other than success is logged:
+/// the output is whole either way.
+async fn let_workers_exit(children: &mut [Worker], dropped: impl Fn(u32) -> bool) {
+    for worker in children.iter_mut() {
+        if dropped(worker.child.id()) {
+            let _ = worker.child.kill();
+        }
+        loop {
+            match worker.child.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() && !dropped(worker.child.id()) {
+                        tracing::warn!(
+                            "a worker ({}, pid {}) exited with {status} after the job",
+                            worker.place,
+                            worker.child.id()
+                        );
+                    }
+                    break;
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Watches the job until every result is folded in: drops (and requeues the tasks of) workers
+/// whose process died or that stopped sending heartbeats, and gives up when none is left.
+async fn supervise<R: Reducer>(
+    label: &str,
+    board: &Mutex<TaskBoard<R>>,
+    children: &mut Vec<Worker>,
+    args: &PrepClusterArgs,
+    input_bytes: u64,
+) -> Result<()> {
+    let stall_timeout = Duration::from_secs(args.launch.stall_timeout);
+    let mut progress = Progress::new("map tasks", "tasks", Some(input_bytes));
+    let mut alive = vec![true; children.len()];
+    loop {
+        {
+            let mut board = lock_board(board)?;
+            if let Some(why) = board.failure() {
+                bail!("{why}; no output was written");
+            }
+            if board.is_finished() {
+                break;
+            }
+            for (child, alive) in children.iter_mut().zip(alive.iter_mut()) {
+                if !*alive {
+                    continue;
+                }
+                if let Some(status) = child.child.try_wait()? {
+                    *alive = false;
+                    let pid = child.child.id();
+                    match board.worker_of_pid(pid) {
+                        Some(worker) => {
+                            board.drop_worker(worker, &format!("its process died ({status})"));
+                        }
+                        None => tracing::warn!(
+                            "the worker started by {} (pid {pid}) exited before it joined: {status}",
+                            child.place
+                        ),
+                    }
+                }
+            }
+            for (worker, quiet) in board.stalled(stall_timeout) {
+                let why = format!(
+                    "stalled: no heartbeat for {:.0} s (--stall-timeout)",
+                    quiet.as_secs_f64()
+                );
+                board.drop_worker(worker, &why);
+                if let Some(child) = children
+                    .iter_mut()
+                    .find(|c| Some(c.child.id()) == board.pid(worker))
+                {
+                    let _ = child.child.kill();
+                }
+            }
+            if !children.is_empty() && !alive.iter().any(|&a| a) {
+                let (total, done) = board.counts();
+                bail!(
+                    "every worker is gone with {done} of {total} map tasks done; no output was \
+                     written (the log says why each one went)"
+                );
+            }
+            let (_, done) = board.counts();
+            progress.update(done as u64, board.input_done);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                bail!("{label}: interrupted; no output was written");
+            }
+        }
+    }
+    progress.finish();
+    Ok(())
+}
