@@ -97,24 +97,27 @@ pub fn start_coordinator_with(
     extra: &[&str],
 ) -> (Child, mpsc::Receiver<String>) {
     let p = |name: &str| dir.join(name);
-    let mut coordinator = launcher
+    launcher
         .args(["train", "--config", path_str(&p("run.toml")), "--data"])
         .arg(p("train.bin"))
         .args(["--hosts", path_str(&p("hosts.txt")), "--out"])
         .arg(p("cluster"))
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .args(extra);
+    spawn_logged(launcher)
+}
+
+/// Starts `command` with its standard error's lines on a channel.
+pub fn spawn_logged(mut command: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let (tx, rx) = mpsc::channel();
-    let pipe = coordinator.stderr.take().unwrap();
+    let pipe = child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             let _ = tx.send(line);
         }
     });
-    (coordinator, rx)
+    (child, rx)
 }
 
 /// The host:port the coordinator logged it listens on.

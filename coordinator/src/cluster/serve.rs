@@ -55,14 +55,16 @@ pub async fn serve(args: &LaunchArgs, router: impl FnOnce(Server) -> Router) -> 
 }
 
 impl Serving {
-    /// Stops accepting work and lets answers in flight reach their workers (up to 5 s).
-    pub async fn shutdown(self) {
+    /// Stops accepting work and lets answers in flight reach their workers; a connection still
+    /// open after 5 s is cut.
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(());
-        if tokio::time::timeout(Duration::from_secs(5), self.task)
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
             .await
             .is_err()
         {
-            tracing::warn!("the coordinator service did not shut down within 5 s");
+            tracing::warn!("a client kept its connection open for 5 s after the end; cut it");
+            self.task.abort();
         }
     }
 

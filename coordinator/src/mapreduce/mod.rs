@@ -181,6 +181,9 @@ pub fn run_job<R: Reducer + 'static>(
         outcome
     })?;
     let map_seconds = started.elapsed().as_secs_f64();
+    // Dropping the runtime ends every task that still holds the service (a connection a
+    // client left open), so the board is ours again.
+    drop(runtime);
     drop(service);
     let board = Arc::try_unwrap(board)
         .map_err(|_| anyhow::anyhow!("the task board is still in use"))?
