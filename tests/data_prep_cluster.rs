@@ -14,8 +14,7 @@ use sovereign_proto::v1::prep_client::PrepClient;
 use sovereign_proto::v1::{JoinRequest, ResultChunk, TaskRequest, task};
 use sovereign_tests::cluster::{signal, spawn_logged, wait_for_line};
 use sovereign_tests::{
-    binary, bz2_multistream, demo_dump, path_str, shared_fixtures, sovereign, sovereign_ok,
-    stderr,
+    binary, bz2_multistream, demo_dump, path_str, shared_fixtures, sovereign, sovereign_ok, stderr,
 };
 
 /// sha256 (hex) of a file.
@@ -70,7 +69,11 @@ fn same_on_1_2_3_workers(
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let log = sovereign_ok(&flags);
         assert!(log.contains(&format!("map on {n} workers")), "{log}");
-        assert_same_files(&files("single-"), &files(&prefix), &format!("{what}, {n} workers"));
+        assert_same_files(
+            &files("single-"),
+            &files(&prefix),
+            &format!("{what}, {n} workers"),
+        );
     }
 }
 
@@ -138,16 +141,22 @@ fn the_ptbr_fixture_gives_the_same_bytes_on_1_2_3_workers() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = fixtures.join("ptbr/corpus.txt").display().to_string();
     let d = |name: &str| dir.path().join(name).display().to_string();
-    same_on_1_2_3_workers(dir.path(), "train-tokenizer", "0.5", &["tokenizer.json"], |p| {
-        vec![
-            "train-tokenizer".into(),
-            "--corpus".into(),
-            corpus.clone(),
-            "--line-docs".into(),
-            "--output".into(),
-            d(&format!("{p}tokenizer.json")),
-        ]
-    });
+    same_on_1_2_3_workers(
+        dir.path(),
+        "train-tokenizer",
+        "0.5",
+        &["tokenizer.json"],
+        |p| {
+            vec![
+                "train-tokenizer".into(),
+                "--corpus".into(),
+                corpus.clone(),
+                "--line-docs".into(),
+                "--output".into(),
+                d(&format!("{p}tokenizer.json")),
+            ]
+        },
+    );
     let tokenizer = d("single-tokenizer.json");
     let outputs = ["train.bin", "train.bin.json", "val.bin", "val.bin.json"];
     same_on_1_2_3_workers(dir.path(), "tokenize", "0.5", &outputs, |p| {
@@ -185,7 +194,13 @@ fn the_wiki_fixtures_give_the_same_corpus_on_workers() {
         for dump in [original, multistream] {
             let single = dir.path().join("single.txt");
             let spread = dir.path().join("spread.txt");
-            sovereign_ok(&["process-wiki", "--input", path_str(&dump), "--output", path_str(&single)]);
+            sovereign_ok(&[
+                "process-wiki",
+                "--input",
+                path_str(&dump),
+                "--output",
+                path_str(&single),
+            ]);
             let hosts = hosts(dir.path(), 2);
             let flags = ["--hosts", path_str(&hosts), "--task-mib", "0.001"];
             let mut args = vec!["process-wiki", "--input", path_str(&dump), "--output"];
@@ -209,7 +224,10 @@ fn the_wiki_fixtures_give_the_same_corpus_on_workers() {
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("the distributed process-wiki reads UTF-8 dumps"), "{err}");
+    assert!(
+        err.contains("the distributed process-wiki reads UTF-8 dumps"),
+        "{err}"
+    );
     assert!(err.contains("run it without --hosts"), "{err}");
     assert!(!dir.path().join("bg.txt").exists());
 }
@@ -219,7 +237,9 @@ fn the_wiki_fixtures_give_the_same_corpus_on_workers() {
 fn big_corpus(dir: &Path) -> (PathBuf, PathBuf) {
     let corpus = dir.join("corpus.txt");
     let mut text = String::new();
-    let words = ["casa", "rio", "cidade", "água", "são", "paulo", "brasil", "língua"];
+    let words = [
+        "casa", "rio", "cidade", "água", "são", "paulo", "brasil", "língua",
+    ];
     for i in 0..40_000u64 {
         let line: Vec<&str> = (0..10)
             .map(|j| words[((i * 7 + j * 13 + i / 5) % 8) as usize])
@@ -266,7 +286,10 @@ fn tokenize_args(dir: &Path, prefix: &str, extra: &[&str]) -> Vec<String> {
 fn assert_same_tokens(dir: &Path, prefix: &str) {
     let outputs = ["train.bin", "train.bin.json", "val.bin", "val.bin.json"];
     let files = |p: &str| -> Vec<PathBuf> {
-        outputs.iter().map(|o| dir.join(format!("{p}{o}"))).collect()
+        outputs
+            .iter()
+            .map(|o| dir.join(format!("{p}{o}")))
+            .collect()
     };
     let single = tokenize_args(dir, "single-", &[]);
     sovereign_ok(&single.iter().map(String::as_str).collect::<Vec<_>>());
@@ -291,14 +314,22 @@ fn hit_worker_1_mid_task(dir: &Path, how: &str, extra: &[&str]) -> Vec<String> {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {line:?}"));
-    let task = line.split("task ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let task = line
+        .split("task ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
     signal(pid, how);
     let status = coordinator.wait().unwrap();
     let log: Vec<String> = lines.try_iter().collect();
     assert!(status.success(), "{}", log.join("\n"));
     assert!(
-        log.iter().any(|l| l.contains(&format!("dropped worker 1 (pid {pid}"))
-            && l.contains(&format!("task(s) [{task}] go back to the queue"))),
+        log.iter()
+            .any(|l| l.contains(&format!("dropped worker 1 (pid {pid}"))
+                && l.contains(&format!("task(s) [{task}] go back to the queue"))),
         "task {task} of worker 1 was not requeued:\n{}",
         log.join("\n")
     );
@@ -310,7 +341,11 @@ fn a_worker_killed_mid_task_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     big_corpus(dir.path());
     let log = hit_worker_1_mid_task(dir.path(), "-KILL", &[]);
-    assert!(log.iter().any(|l| l.contains("its process died")), "{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("its process died")),
+        "{}",
+        log.join("\n")
+    );
     assert_same_tokens(dir.path(), "spread-");
 }
 
@@ -332,12 +367,24 @@ fn wrong_results_are_refused_and_a_worker_without_the_input_fetches_it() {
     let dir = tempfile::tempdir().unwrap();
     let (corpus, _) = big_corpus(dir.path());
     let hosts = hosts(dir.path(), 1);
-    let flags = ["--hosts", path_str(&hosts), "--launcher", "none", "--task-mib", "0.5"];
+    let flags = [
+        "--hosts",
+        path_str(&hosts),
+        "--launcher",
+        "none",
+        "--task-mib",
+        "0.5",
+    ];
     let mut command = binary("sovereign");
     command.args(tokenize_args(dir.path(), "spread-", &flags));
     let (mut coordinator, lines) = spawn_logged(command);
     let (line, _) = wait_for_line(&lines, "token in ", Duration::from_secs(60));
-    let address = line.split("coordinator on ").nth(1).unwrap().split(':').take(2);
+    let address = line
+        .split("coordinator on ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .take(2);
     let address = address.collect::<Vec<_>>().join(":");
     let token_file = PathBuf::from(line.split("token in ").nth(1).unwrap().trim());
     let token = fs::read_to_string(&token_file).unwrap().trim().to_string();
@@ -379,25 +426,49 @@ fn wrong_results_are_refused_and_a_worker_without_the_input_fetches_it() {
         // A result for a task it was not given (a bad range), then one whose sha256 is wrong.
         let chunks = vec![result(1, b"x", "00")];
         let refused = prep.submit(tokio_stream::iter(chunks)).await.unwrap_err();
-        assert!(refused.message().contains("task 1 is not assigned to worker 0"), "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .contains("task 1 is not assigned to worker 0"),
+            "{refused:?}"
+        );
         let chunks = vec![result(0, b"not a result", "00")];
         let refused = prep.submit(tokio_stream::iter(chunks)).await.unwrap_err();
-        assert!(refused.message().contains("not the 00 it announced"), "{refused:?}");
+        assert!(
+            refused.message().contains("not the 00 it announced"),
+            "{refused:?}"
+        );
         // Dropped: no more tasks for it.
         let refused = prep.next_task(ask).await.unwrap_err();
-        assert!(refused.message().contains("was dropped from the job"), "{refused:?}");
+        assert!(
+            refused.message().contains("was dropped from the job"),
+            "{refused:?}"
+        );
     });
     drop(runtime);
-    let (line, _) = wait_for_line(&lines, "refused the result of task 1", Duration::from_secs(10));
+    let (line, _) = wait_for_line(
+        &lines,
+        "refused the result of task 1",
+        Duration::from_secs(10),
+    );
     assert!(line.contains("is not assigned"), "{line}");
-    let (line, _) = wait_for_line(&lines, "dropped worker 0 (pid 1 on liar)", Duration::from_secs(10));
+    let (line, _) = wait_for_line(
+        &lines,
+        "dropped worker 0 (pid 1 on liar)",
+        Duration::from_secs(10),
+    );
     assert!(line.contains("task(s) [0] go back to the queue"), "{line}");
 
     // A real worker whose --data-dir lacks the corpus: it fetches every range.
     let empty = dir.path().join("elsewhere");
     fs::create_dir(&empty).unwrap();
     let worker = binary("sovereign-worker")
-        .args(["--coordinator", &address, "--token-file", path_str(&token_file)])
+        .args([
+            "--coordinator",
+            &address,
+            "--token-file",
+            path_str(&token_file),
+        ])
         .args(["--data-dir", path_str(&empty)])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -406,7 +477,8 @@ fn wrong_results_are_refused_and_a_worker_without_the_input_fetches_it() {
     let log: Vec<String> = lines.try_iter().collect();
     assert!(status.success(), "{}", log.join("\n"));
     assert!(
-        log.iter().any(|l| l.contains("sending bytes [0, ") && l.contains("corpus.txt")),
+        log.iter()
+            .any(|l| l.contains("sending bytes [0, ") && l.contains("corpus.txt")),
         "{}",
         log.join("\n")
     );

@@ -131,7 +131,8 @@ async fn run(args: Args) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the coordinator: {e}"))?;
     // A data-prep job carries the tokenizer.json, which can pass tonic's 4 MiB default.
-    let mut coordinator = CoordinatorClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+    let mut coordinator =
+        CoordinatorClient::new(channel.clone()).max_decoding_message_size(64 << 20);
     let reply = coordinator
         .join(JoinRequest {
             token: token.clone(),

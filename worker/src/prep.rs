@@ -175,15 +175,23 @@ async fn submit(
                 .into_iter()
                 .enumerate()
                 .map(|(i, piece)| {
-                    chunk(piece, if i == last { sha256.clone() } else { String::new() }, String::new())
+                    chunk(
+                        piece,
+                        if i == last {
+                            sha256.clone()
+                        } else {
+                            String::new()
+                        },
+                        String::new(),
+                    )
                 })
                 .collect()
         }
         Err(why) => vec![chunk(&[], String::new(), why.clone())],
     };
-    prep.submit(tokio_stream::iter(chunks))
-        .await
-        .map_err(|s| anyhow::anyhow!("the coordinator refused task {}: {}", task.id, s.message()))?;
+    prep.submit(tokio_stream::iter(chunks)).await.map_err(|s| {
+        anyhow::anyhow!("the coordinator refused task {}: {}", task.id, s.message())
+    })?;
     if let Err(why) = result {
         bail!("task {} failed: {why}", task.id);
     }

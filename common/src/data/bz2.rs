@@ -398,7 +398,11 @@ pub fn decode_streams(bytes: &[u8], origin: u64) -> Result<Vec<u8>, String> {
                     origin + bytes.len() as u64
                 ));
             }
-            Err(e) => return Err(format!("corrupt bz2 data in the stream at byte {stream}: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "corrupt bz2 data in the stream at byte {stream}: {e}"
+                ));
+            }
         }
     }
     Ok(out)

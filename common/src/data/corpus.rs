@@ -94,7 +94,9 @@ impl<R: BufRead> DocumentReader<R> {
             self.line += 1;
             let (text, invalid) = decode_utf8_lossy(&line);
             if invalid > 0 && self.policy == Utf8Policy::Strict {
-                let valid = std::str::from_utf8(&line).err().map_or(0, |e| e.valid_up_to());
+                let valid = std::str::from_utf8(&line)
+                    .err()
+                    .map_or(0, |e| e.valid_up_to());
                 let place = match self.origin {
                     Some(origin) => format!("byte {}", origin + line_start + valid as u64),
                     None => format!("line {}, byte {} of the line", self.line, valid + 1),
@@ -163,8 +165,9 @@ mod tests {
             ["ok", "bad \u{FFFD} here"]
         );
         assert_eq!(lossy.invalid_utf8(), 1);
-        let mut range = DocumentReader::new(&text[..], Path::new("c.txt"), true, Utf8Policy::Strict)
-            .starting_at(1000);
+        let mut range =
+            DocumentReader::new(&text[..], Path::new("c.txt"), true, Utf8Policy::Strict)
+                .starting_at(1000);
         let err = range.next_batch(10, 1 << 20).unwrap_err().to_string();
         assert!(err.starts_with("c.txt: byte 1007: invalid UTF-8"), "{err}");
     }

@@ -141,9 +141,7 @@ impl Mapper {
                 tokenizer,
                 eos,
             } => tokens::map(input, path, start, *line_docs, *lossy, tokenizer, *eos),
-            Self::Pages { rules, namespaces } => {
-                pages::map(input, path, start, *rules, namespaces)
-            }
+            Self::Pages { rules, namespaces } => pages::map(input, path, start, *rules, namespaces),
         }
     }
 }

@@ -53,7 +53,11 @@ pub fn map(
         }
         raw.push(page);
     }
-    let header = if raw.is_empty() { xml } else { splitter.header() };
+    let header = if raw.is_empty() {
+        xml
+    } else {
+        splitter.header()
+    };
     if memmem::find(header, b"</page>").is_some() {
         return Err(place(format!(
             "the range [{start}, {end}) starts inside a page: the dump's streams do not hold \

@@ -86,7 +86,10 @@ fn next_document_boundary(
         if n == 0 {
             return Ok(None);
         }
-        if line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+        if line
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
             return Ok(Some(at));
         }
         at += n as u64;
@@ -150,7 +153,11 @@ mod tests {
         let one = file(b"a\nb\nc");
         assert_eq!(document_ranges(one.path(), false, 1).unwrap(), [(0, 5)]);
         assert_eq!(document_ranges(one.path(), true, 100).unwrap(), [(0, 5)]);
-        assert!(document_ranges(file(b"").path(), true, 4).unwrap().is_empty());
+        assert!(
+            document_ranges(file(b"").path(), true, 4)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -162,24 +169,41 @@ mod tests {
             encoder.write_all(text.as_bytes()).unwrap();
             encoder.finish().unwrap()
         };
-        let parts = [stream("<mediawiki>"), stream("<page>a</page>"), stream("</mediawiki>")];
+        let parts = [
+            stream("<mediawiki>"),
+            stream("<page>a</page>"),
+            stream("</mediawiki>"),
+        ];
         let dump: Vec<u8> = parts.concat();
         let f = file(&dump);
         let ranges = dump_ranges(f.path(), 1).unwrap();
-        let (a, b) = (parts[0].len() as u64, (parts[0].len() + parts[1].len()) as u64);
+        let (a, b) = (
+            parts[0].len() as u64,
+            (parts[0].len() + parts[1].len()) as u64,
+        );
         assert_eq!(ranges, [(0, a), (a, b), (b, dump.len() as u64)]);
         let xml = crate::data::bz2::decode_streams(&dump[a as usize..], a).unwrap();
         assert_eq!(xml, b"<page>a</page></mediawiki>");
         let err = crate::data::bz2::decode_streams(&dump[1..b as usize], 1).unwrap_err();
-        assert!(err.starts_with("byte 1 does not start a bz2 stream"), "{err}");
+        assert!(
+            err.starts_with("byte 1 does not start a bz2 stream"),
+            "{err}"
+        );
         let err = crate::data::bz2::decode_streams(&dump[..b as usize - 1], 0).unwrap_err();
-        assert!(err.contains(&format!("stream starting at byte {a} does not end")), "{err}");
+        assert!(
+            err.contains(&format!("stream starting at byte {a} does not end")),
+            "{err}"
+        );
 
         let xml = b"<mediawiki><pages/><page>a</page>\n<page id=1>b</page></mediawiki>";
         let f = file(xml);
         assert_eq!(
             pieces(xml, &dump_ranges(f.path(), 1).unwrap()),
-            ["<mediawiki><pages/>", "<page>a</page>\n", "<page id=1>b</page></mediawiki>"]
+            [
+                "<mediawiki><pages/>",
+                "<page>a</page>\n",
+                "<page id=1>b</page></mediawiki>"
+            ]
         );
     }
 }

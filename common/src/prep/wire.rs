@@ -65,7 +65,10 @@ impl<'a> Reader<'a> {
     /// The next length-prefixed byte string.
     pub fn bytes(&mut self, what: &str) -> Result<&'a [u8], String> {
         let n = self.varint(what)?;
-        self.take(usize::try_from(n).map_err(|_| format!("{what} is too long"))?, what)
+        self.take(
+            usize::try_from(n).map_err(|_| format!("{what} is too long"))?,
+            what,
+        )
     }
 
     /// The next length-prefixed UTF-8 string.

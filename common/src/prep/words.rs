@@ -115,7 +115,9 @@ impl Reducer for WordCountReducer {
         for i in 0..n {
             let shared = reader.varint("a word's shared length")? as usize;
             if shared > previous.len() {
-                return Err(format!("word {i} shares more bytes than the word before it has"));
+                return Err(format!(
+                    "word {i} shares more bytes than the word before it has"
+                ));
             }
             let mut word = previous[..shared].to_vec();
             word.extend_from_slice(reader.bytes("a word")?);
@@ -126,8 +128,8 @@ impl Reducer for WordCountReducer {
             if count == 0 {
                 return Err(format!("word {i} has a count of 0"));
             }
-            let text = String::from_utf8(word.clone())
-                .map_err(|_| format!("word {i} is not UTF-8"))?;
+            let text =
+                String::from_utf8(word.clone()).map_err(|_| format!("word {i} is not UTF-8"))?;
             words.push((text, count));
             previous = word;
         }
@@ -176,10 +178,17 @@ mod tests {
         let cut = text.find("\n\nda").unwrap();
         let mut reducer = WordCountReducer::default();
         for (start, end) in [(0, cut), (cut, text.len())] {
-            let payload =
-                map(&text.as_bytes()[start..end], Path::new("c.txt"), start as u64, false, false)
-                    .unwrap();
-            let part = reducer.decode((start as u64, end as u64), &payload).unwrap();
+            let payload = map(
+                &text.as_bytes()[start..end],
+                Path::new("c.txt"),
+                start as u64,
+                false,
+                false,
+            )
+            .unwrap();
+            let part = reducer
+                .decode((start as u64, end as u64), &payload)
+                .unwrap();
             reducer.accept(part).unwrap();
         }
         let mut single = WordCountReducer::default();
@@ -188,7 +197,10 @@ mod tests {
         assert_eq!(reducer.counts, single.counts);
         assert_eq!(reducer.counts[" casa"], 2);
         assert_eq!(reducer.counts["água"], 1);
-        assert_eq!((reducer.stats.documents, reducer.stats.bytes), (3, text.len() as u64));
+        assert_eq!(
+            (reducer.stats.documents, reducer.stats.bytes),
+            (3, text.len() as u64)
+        );
     }
 
     #[test]
@@ -198,7 +210,10 @@ mod tests {
         let reducer = WordCountReducer::default();
         let err = reducer.decode((0, 5), &payload).err().unwrap();
         assert!(err.contains("the task is bytes [0, 5)"), "{err}");
-        let err = reducer.decode((0, 12), &payload[..payload.len() - 1]).err().unwrap();
+        let err = reducer
+            .decode((0, 12), &payload[..payload.len() - 1])
+            .err()
+            .unwrap();
         assert!(err.starts_with("the result ends inside"), "{err}");
         // One count changed: the pair counts no longer match the words.
         let mut changed = payload.clone();

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use sovereign_common::data::dataset::{sha256_range, sidecar_path};
 use sovereign_common::train::run::RunConfig;
 use sovereign_proto::v1::{DataChunk, DataRange, FetchRequest};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 /// Per rank, the data ranges it reads (its shard of train.bin; all of val.bin for rank 0, which

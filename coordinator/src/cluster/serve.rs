@@ -15,8 +15,8 @@ use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic::{Request, Status};
 
-use super::launch::Launch;
 use super::hosts::Host;
+use super::launch::Launch;
 use crate::cli::LaunchArgs;
 
 /// A running gRPC server.
@@ -69,7 +69,13 @@ impl Serving {
     }
 
     /// How this coordinator's workers start, from the flags and the hosts file.
-    pub fn launch(&self, args: &LaunchArgs, hosts: &[Host], token_file: &Path, token: &str) -> Launch {
+    pub fn launch(
+        &self,
+        args: &LaunchArgs,
+        hosts: &[Host],
+        token_file: &Path,
+        token: &str,
+    ) -> Launch {
         Launch {
             launcher: args.launcher,
             address: advertised(self.address),

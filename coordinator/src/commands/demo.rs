@@ -10,7 +10,8 @@ use sovereign_common::tokenizer::Tokenizer;
 
 use crate::cli::{
     CleanCorpusArgs, ClusterArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs,
-    PlotArgs, PrepClusterArgs, ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs, WeightsArgs,
+    PlotArgs, PrepClusterArgs, ProcessWikiArgs, TokenizeArgs, TrainArgs, TrainTokenizerArgs,
+    WeightsArgs,
 };
 
 /// The bundled dump: a handful of Portuguese articles with the markup real dumps have, plus a

@@ -11,10 +11,10 @@ use sovereign_common::data::wiki::{OutputFormat, WikiOptions, WikiStats};
 use sovereign_common::data::tokenize::{TokenizeOptions, TokenizeStats};
 use sovereign_common::data::train_tokenizer::{TrainTokenizerOptions, TrainTokenizerStats};
 
-use crate::mapreduce::{jobs, prep_hosts};
 use crate::cli::{
     CleanCorpusArgs, Format, NormalizeArgs, ProcessWikiArgs, TokenizeArgs, TrainTokenizerArgs,
 };
+use crate::mapreduce::{jobs, prep_hosts};
 
 /// `sovereign process-wiki`.
 pub fn process_wiki(args: &ProcessWikiArgs) -> Result<WikiStats> {
@@ -84,13 +84,9 @@ pub fn train_tokenizer(args: &TrainTokenizerArgs) -> Result<TrainTokenizerStats>
             &args.output,
             &options,
         )?,
-        Some(hosts) => jobs::train_tokenizer(
-            &args.cluster,
-            &hosts,
-            &args.corpus,
-            &args.output,
-            &options,
-        )?,
+        Some(hosts) => {
+            jobs::train_tokenizer(&args.cluster, &hosts, &args.corpus, &args.output, &options)?
+        }
     };
     eprintln!(
         "train-tokenizer: {} documents, {:.1} MB, {} distinct words; vocabulary {} ({} merges); \

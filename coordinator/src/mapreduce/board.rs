@@ -178,8 +178,13 @@ impl<R: Reducer> TaskBoard<R> {
         self.check_worker(worker)?;
         let id = usize::try_from(task).unwrap_or(usize::MAX);
         match self.state.get(id) {
-            None => Err(format!("there is no task {task} (the job has {})", self.tasks.len())),
-            Some(&State::Running(w)) if w == worker => Ok((self.tasks[id].start, self.tasks[id].end)),
+            None => Err(format!(
+                "there is no task {task} (the job has {})",
+                self.tasks.len()
+            )),
+            Some(&State::Running(w)) if w == worker => {
+                Ok((self.tasks[id].start, self.tasks[id].end))
+            }
             Some(_) => Err(format!("task {task} is not assigned to worker {worker}")),
         }
     }
@@ -240,7 +245,10 @@ impl<R: Reducer> TaskBoard<R> {
 
     /// The worker with process id `pid`, if one joined.
     pub fn worker_of_pid(&self, pid: u32) -> Option<u32> {
-        self.workers.iter().position(|w| w.pid == pid).map(|w| w as u32)
+        self.workers
+            .iter()
+            .position(|w| w.pid == pid)
+            .map(|w| w as u32)
     }
 
     /// The process id `worker` joined with.
@@ -250,7 +258,9 @@ impl<R: Reducer> TaskBoard<R> {
 
     /// Whether the worker with process id `pid` was dropped.
     pub fn is_dropped_pid(&self, pid: u32) -> bool {
-        self.workers.iter().any(|w| w.pid == pid && w.gone.is_some())
+        self.workers
+            .iter()
+            .any(|w| w.pid == pid && w.gone.is_some())
     }
 
     /// The workers not dropped and not heard from for longer than `timeout`, with how long.
@@ -330,11 +340,23 @@ mod tests {
         assert_eq!(board.next(a).unwrap(), Next::Work(0));
         assert_eq!(board.next(b).unwrap(), Next::Work(1));
         // A result for a task it does not hold, then a result that fails its checks.
-        let Err(Refusal::Refused(why)) = board.complete(b, 0, &[1]) else { panic!() };
+        let Err(Refusal::Refused(why)) = board.complete(b, 0, &[1]) else {
+            panic!()
+        };
         assert_eq!(why, "task 0 is not assigned to worker 1");
-        let Err(Refusal::Refused(why)) = board.complete(b, 1, &[0]) else { panic!() };
-        assert!(why.contains("fails its checks: not one nonzero byte"), "{why}");
-        assert!(board.next(b).unwrap_err().starts_with("worker 1 was dropped"));
+        let Err(Refusal::Refused(why)) = board.complete(b, 1, &[0]) else {
+            panic!()
+        };
+        assert!(
+            why.contains("fails its checks: not one nonzero byte"),
+            "{why}"
+        );
+        assert!(
+            board
+                .next(b)
+                .unwrap_err()
+                .starts_with("worker 1 was dropped")
+        );
         // Worker a dies holding task 0: both tasks go to a new worker.
         assert_eq!(board.drop_worker(a, "died"), vec![0]);
         assert_eq!(board.worker_of_pid(2), Some(b));

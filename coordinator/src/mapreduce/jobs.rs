@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use sovereign_common::data::encoding::Encoding;
-use sovereign_common::data::tokenize::{LoadedTokenizer, TokenSink, TokenizeOptions, TokenizeStats};
+use sovereign_common::data::tokenize::{
+    LoadedTokenizer, TokenSink, TokenizeOptions, TokenizeStats,
+};
 use sovereign_common::data::train_tokenizer::{
     TrainTokenizerOptions, TrainTokenizerStats, check_vocab_size, write_tokenizer,
 };
@@ -28,6 +30,17 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
+/// The summed length of the inputs.
+fn total_bytes(inputs: &[impl AsRef<Path>]) -> Result<u64> {
+    inputs.iter().try_fold(0, |sum, path| {
+        let path = path.as_ref();
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        Ok(sum + len)
+    })
+}
+
 /// `train-tokenizer --hosts`: workers count the words of document-aligned ranges of every
 /// corpus file; the coordinator adds the counts up and runs the merge loop.
 pub fn train_tokenizer(
@@ -38,8 +51,8 @@ pub fn train_tokenizer(
     options: &TrainTokenizerOptions,
 ) -> Result<TrainTokenizerStats> {
     check_vocab_size(options.vocab_size)?;
-    let target = task_bytes(cluster)?;
     let corpus: Vec<PathBuf> = corpus.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
+    let target = task_bytes(cluster, total_bytes(&corpus)?, hosts)?;
     let mut ranges = Vec::new();
     for (i, path) in corpus.iter().enumerate() {
         let cut = document_ranges(path, options.line_docs, target)
@@ -51,8 +64,15 @@ pub fn train_tokenizer(
         lossy: options.lossy,
     };
     let reducer = WordCountReducer::default();
-    let (reduced, job) =
-        run_job("train-tokenizer", cluster, hosts, map, &corpus, &ranges, reducer)?;
+    let (reduced, job) = run_job(
+        "train-tokenizer",
+        cluster,
+        hosts,
+        map,
+        &corpus,
+        &ranges,
+        reducer,
+    )?;
     eprintln!("{}", job.summary("train-tokenizer"));
     let mut stats = reduced.stats;
     stats.count_seconds = job.map_seconds;
@@ -74,12 +94,15 @@ pub fn tokenize(
     let tokenizer_json = std::fs::read_to_string(tokenizer)
         .with_context(|| format!("cannot read {}", tokenizer.display()))?;
     let input = absolute(input)?;
-    let ranges: Vec<(u32, u64, u64)> =
-        document_ranges(&input, options.line_docs, task_bytes(cluster)?)
-            .with_context(|| format!("cannot read {}", input.display()))?
-            .into_iter()
-            .map(|(a, b)| (0, a, b))
-            .collect();
+    let ranges: Vec<(u32, u64, u64)> = document_ranges(
+        &input,
+        options.line_docs,
+        task_bytes(cluster, total_bytes(&[&input])?, hosts)?,
+    )
+    .with_context(|| format!("cannot read {}", input.display()))?
+    .into_iter()
+    .map(|(a, b)| (0, a, b))
+    .collect();
     let map = MapJob::Encode {
         line_docs: options.line_docs,
         lossy: options.lossy,
@@ -109,7 +132,8 @@ pub fn process_wiki(
             input.display()
         );
     }
-    let ranges: Vec<(u32, u64, u64)> = dump_ranges(&input, task_bytes(cluster)?)
+    let target = task_bytes(cluster, total_bytes(&[&input])?, hosts)?;
+    let ranges: Vec<(u32, u64, u64)> = dump_ranges(&input, target)
         .with_context(|| format!("cannot read {}", input.display()))?
         .into_iter()
         .map(|(a, b)| (0, a, b))
@@ -128,7 +152,15 @@ pub fn process_wiki(
     let reducer = CorpusReducer {
         sink: CorpusSink::create(output, options)?,
     };
-    let (reduced, job) = run_job("process-wiki", cluster, hosts, map, &[input], &ranges, reducer)?;
+    let (reduced, job) = run_job(
+        "process-wiki",
+        cluster,
+        hosts,
+        map,
+        &[input],
+        &ranges,
+        reducer,
+    )?;
     eprintln!("{}", job.summary("process-wiki"));
     Ok(reduced.sink.commit()?)
 }

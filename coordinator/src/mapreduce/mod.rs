@@ -77,12 +77,17 @@ pub fn prep_hosts(args: &PrepClusterArgs) -> Result<Option<Vec<Host>>> {
     Ok(Some(hosts))
 }
 
-/// The task size in bytes from `--task-mib`.
-pub fn task_bytes(args: &PrepClusterArgs) -> Result<u64> {
+/// The task size in bytes: `--task-mib`, made smaller when the inputs (`total` bytes) would
+/// give fewer than four tasks per worker, so that the work spreads evenly (but not below
+/// 64 KiB, where a task's overhead starts to tell).
+pub fn task_bytes(args: &PrepClusterArgs, total: u64, hosts: &[Host]) -> Result<u64> {
     if !(args.task_mib > 0.0 && args.task_mib.is_finite()) {
         bail!("--task-mib {} must be a positive number", args.task_mib);
     }
-    Ok(((args.task_mib * (1u64 << 20) as f64) as u64).max(1))
+    let asked = ((args.task_mib * (1u64 << 20) as f64) as u64).max(1);
+    let workers: u64 = hosts.iter().map(|h| u64::from(h.slots)).sum();
+    let balanced = (total / (4 * workers.max(1))).max(64 << 10);
+    Ok(asked.min(balanced))
 }
 
 /// Runs `map` over the byte `ranges` (input index, start, end) of `inputs` on the workers of
@@ -199,7 +204,9 @@ pub fn run_job<R: Reducer + 'static>(
     Ok((board.into_reducer(), stats))
 }
 
-fn lock_board<R: Reducer>(board: &Mutex<TaskBoard<R>>) -> Result<std::sync::MutexGuard<'_, TaskBoard<R>>> {
+fn lock_board<R: Reducer>(
+    board: &Mutex<TaskBoard<R>>,
+) -> Result<std::sync::MutexGuard<'_, TaskBoard<R>>> {
     board
         .lock()
         .map_err(|_| anyhow::anyhow!("the task board is poisoned"))
@@ -237,7 +244,7 @@ async fn let_workers_exit(children: &mut [Worker], dropped: impl Fn(u32) -> bool
 async fn supervise<R: Reducer>(
     label: &str,
     board: &Mutex<TaskBoard<R>>,
-    children: &mut Vec<Worker>,
+    children: &mut [Worker],
     args: &PrepClusterArgs,
     input_bytes: u64,
 ) -> Result<()> {

@@ -246,7 +246,13 @@ impl CorpusSink {
         stats.invalid_utf8 += invalid_utf8;
         match outcome {
             Outcome::Kept(document) => {
-                write_document(&mut self.out, &document, self.format, self.title, stats.kept == 0)?;
+                write_document(
+                    &mut self.out,
+                    &document,
+                    self.format,
+                    self.title,
+                    stats.kept == 0,
+                )?;
                 stats.kept += 1;
             }
             Outcome::Redirect => stats.redirects += 1,
