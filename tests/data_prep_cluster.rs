@@ -232,6 +232,42 @@ fn the_wiki_fixtures_give_the_same_corpus_on_workers() {
     assert!(!dir.path().join("bg.txt").exists());
 }
 
+#[test]
+fn an_input_error_on_a_worker_stops_the_job_naming_the_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text: Vec<u8> = Vec::new();
+    for i in 0..20_000 {
+        text.extend_from_slice(format!("linha {i} do corpus\n").as_bytes());
+    }
+    let bad = text.len() + "ruim ".len();
+    text.extend_from_slice(b"ruim \xff aqui\n");
+    let corpus = dir.path().join("corpus.txt");
+    fs::write(&corpus, &text).unwrap();
+    let output = dir.path().join("tokenizer.json");
+    let hosts = hosts(dir.path(), 2);
+    let out = sovereign(&[
+        "train-tokenizer",
+        "--corpus",
+        path_str(&corpus),
+        "--line-docs",
+        "--output",
+        path_str(&output),
+        "--hosts",
+        path_str(&hosts),
+        "--task-mib",
+        "0.1",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let expected = format!(
+        "{}: byte {bad}: invalid UTF-8 (use --lossy",
+        corpus.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains("no output was written"), "{err}");
+    assert!(!output.exists());
+}
+
 /// A corpus of about 3 MB and a tokenizer trained on it (single process): inputs for the
 /// failure tests, large enough that a 0.5 MiB task takes a while to encode.
 fn big_corpus(dir: &Path) -> (PathBuf, PathBuf) {
@@ -336,13 +372,13 @@ fn hit_worker_1_mid_task(dir: &Path, how: &str, extra: &[&str]) -> Vec<String> {
     log
 }
 
-#[test]
-fn a_worker_killed_mid_task_loses_nothing() {
+/// Hits worker 1 mid-task with `how`, checks the log for `expected`, and the output.
+fn loses_nothing(how: &str, extra: &[&str], expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     big_corpus(dir.path());
-    let log = hit_worker_1_mid_task(dir.path(), "-KILL", &[]);
+    let log = hit_worker_1_mid_task(dir.path(), how, extra);
     assert!(
-        log.iter().any(|l| l.contains("its process died")),
+        log.iter().any(|l| l.contains(expected)),
         "{}",
         log.join("\n")
     );
@@ -350,16 +386,17 @@ fn a_worker_killed_mid_task_loses_nothing() {
 }
 
 #[test]
+fn a_worker_killed_mid_task_loses_nothing() {
+    loses_nothing("-KILL", &[], "its process died");
+}
+
+#[test]
 fn a_frozen_worker_is_dropped_and_its_task_runs_elsewhere() {
-    let dir = tempfile::tempdir().unwrap();
-    big_corpus(dir.path());
-    let log = hit_worker_1_mid_task(dir.path(), "-STOP", &["--stall-timeout", "2"]);
-    assert!(
-        log.iter().any(|l| l.contains("stalled: no heartbeat for")),
-        "{}",
-        log.join("\n")
+    loses_nothing(
+        "-STOP",
+        &["--stall-timeout", "2"],
+        "stalled: no heartbeat for",
     );
-    assert_same_tokens(dir.path(), "spread-");
 }
 
 #[test]

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::PrepError;
 use crate::data::wiki::PageRules;
 use crate::tokenizer::Tokenizer;
+use wire::Reader;
 
 /// A data-prep job as the coordinator describes it to its workers (sent as JSON at join).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,79 +70,51 @@ pub enum MapJob {
     },
 }
 
-/// A map job ready to run tasks (its tokenizer parsed once).
-pub enum Mapper {
-    /// See [`MapJob::CountWords`].
-    CountWords {
-        /// Each line is a document.
-        line_docs: bool,
-        /// Replace invalid UTF-8 instead of failing.
-        lossy: bool,
-    },
-    /// See [`MapJob::Encode`].
-    Encode {
-        /// Each line is a document.
-        line_docs: bool,
-        /// Replace invalid UTF-8 instead of failing.
-        lossy: bool,
-        /// The parsed tokenizer.
-        tokenizer: Box<Tokenizer>,
-        /// Its `[EOS]` id.
-        eos: u16,
-    },
-    /// See [`MapJob::Pages`].
-    Pages {
-        /// What decides each page's fate and text.
-        rules: PageRules,
-        /// The dump's namespace prefixes.
-        namespaces: Vec<String>,
-    },
+/// A map job ready to run tasks (its tokenizer, if any, parsed once).
+pub struct Mapper {
+    job: MapJob,
+    /// The tokenizer of [`MapJob::Encode`] and its `[EOS]` id.
+    tokenizer: Option<(Tokenizer, u16)>,
 }
 
 impl Mapper {
     /// Prepares `job`; a tokenizer that does not parse or has no `[EOS]` is refused.
     pub fn new(job: &MapJob) -> Result<Self, String> {
-        Ok(match job {
-            &MapJob::CountWords { line_docs, lossy } => Self::CountWords { line_docs, lossy },
-            MapJob::Encode {
-                line_docs,
-                lossy,
-                tokenizer_json,
-            } => {
+        let tokenizer = match job {
+            MapJob::Encode { tokenizer_json, .. } => {
                 let tokenizer = Tokenizer::from_json(tokenizer_json)
                     .map_err(|e| format!("the job's tokenizer: {e}"))?;
                 let eos = tokenizer
                     .eos_id()
                     .and_then(|id| u16::try_from(id).ok())
                     .ok_or("the job's tokenizer has no [EOS] token that fits u16")?;
-                Self::Encode {
-                    line_docs: *line_docs,
-                    lossy: *lossy,
-                    tokenizer: Box::new(tokenizer),
-                    eos,
-                }
+                Some((tokenizer, eos))
             }
-            MapJob::Pages { rules, namespaces } => Self::Pages {
-                rules: *rules,
-                namespaces: namespaces.clone(),
-            },
+            _ => None,
+        };
+        Ok(Self {
+            job: job.clone(),
+            tokenizer,
         })
     }
 
     /// Runs one task on `input`, the bytes `[start, start + input.len())` of the file at
     /// `path` (named in errors), and returns the encoded result.
     pub fn run(&self, input: &[u8], path: &Path, start: u64) -> Result<Vec<u8>, String> {
-        match self {
-            &Self::CountWords { line_docs, lossy } => {
+        match (&self.job, &self.tokenizer) {
+            (&MapJob::CountWords { line_docs, lossy }, _) => {
                 words::map(input, path, start, line_docs, lossy)
             }
-            Self::Encode {
-                line_docs,
-                lossy,
-                tokenizer,
-                eos,
-            } => tokens::map(input, path, start, *line_docs, *lossy, tokenizer, *eos),
-            Self::Pages { rules, namespaces } => pages::map(input, path, start, *rules, namespaces),
+            (
+                &MapJob::Encode {
+                    line_docs, lossy, ..
+                },
+                Some((tokenizer, eos)),
+            ) => tokens::map(input, path, start, line_docs, lossy, tokenizer, *eos),
+            (MapJob::Encode { .. }, None) => Err("the job's tokenizer is missing".into()),
+            (MapJob::Pages { rules, namespaces }, _) => {
+                pages::map(input, path, start, *rules, namespaces)
+            }
         }
     }
 }
@@ -158,11 +131,13 @@ pub trait Reducer: Send {
     fn accept(&mut self, part: Self::Part) -> Result<(), PrepError>;
 }
 
-/// Fails unless a result's input length is its task's.
-fn check_length(range: (u64, u64), bytes: u64) -> Result<(), String> {
+/// Reads a result's first field, the input length it covers, and fails unless that is the
+/// length of its task's range.
+fn read_input_length(reader: &mut Reader<'_>, range: (u64, u64)) -> Result<u64, String> {
+    let bytes = reader.varint("the byte count")?;
     let (start, end) = range;
     if bytes == end - start {
-        Ok(())
+        Ok(bytes)
     } else {
         Err(format!(
             "it covers {bytes} input bytes, but the task is bytes [{start}, {end}) ({} bytes)",

@@ -9,7 +9,7 @@ use memchr::memmem;
 use rayon::prelude::*;
 
 use super::wire::{Reader, put_bytes, put_varint};
-use super::{Reducer, check_length};
+use super::{Reducer, read_input_length};
 use crate::data::PrepError;
 use crate::data::bz2::decode_streams;
 use crate::data::wiki::page::Malformed;
@@ -122,8 +122,7 @@ impl Reducer for CorpusReducer {
 
     fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<PagesPart, String> {
         let mut reader = Reader::new(payload);
-        let bytes = reader.varint("the byte count")?;
-        check_length(range, bytes)?;
+        let bytes = read_input_length(&mut reader, range)?;
         let n = reader.varint("the page count")?;
         let mut pages = Vec::with_capacity(n.min(1 << 20) as usize);
         for i in 0..n {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::wire::{Reader, put_varint};
-use super::{Reducer, check_length};
+use super::{Reducer, read_input_length};
 use crate::data::PrepError;
 use crate::data::corpus::{DocumentReader, Utf8Policy};
 use crate::data::tokenize::{LoadedTokenizer, TokenSink, TokenizeStats, encode_documents};
@@ -86,8 +86,7 @@ impl Reducer for TokenReducer {
 
     fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<TokenPart, String> {
         let mut reader = Reader::new(payload);
-        let bytes = reader.varint("the byte count")?;
-        check_length(range, bytes)?;
+        let bytes = read_input_length(&mut reader, range)?;
         let invalid_utf8 = reader.varint("the replaced-sequence count")?;
         let n = reader.varint("the document count")?;
         let mut documents = Vec::with_capacity(n.min(1 << 20) as usize);

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::wire::{Reader, put_bytes, put_varint};
-use super::{Reducer, check_length};
+use super::{Reducer, read_input_length};
 use crate::data::PrepError;
 use crate::data::corpus::{DocumentReader, Utf8Policy};
 use crate::data::train_tokenizer::TrainTokenizerStats;
@@ -105,8 +105,7 @@ impl Reducer for WordCountReducer {
 
     fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<WordPart, String> {
         let mut reader = Reader::new(payload);
-        let bytes = reader.varint("the byte count")?;
-        check_length(range, bytes)?;
+        let bytes = read_input_length(&mut reader, range)?;
         let documents = reader.varint("the document count")?;
         let invalid_utf8 = reader.varint("the replaced-sequence count")?;
         let n = reader.varint("the word count")?;

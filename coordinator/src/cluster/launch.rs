@@ -135,6 +135,21 @@ impl Launch {
     }
 }
 
+/// Refuses a hosts file that names other machines when the local launcher is to start the
+/// workers.
+pub fn check_local_hosts(launcher: Launcher, hosts: &[Host]) -> Result<()> {
+    if launcher == Launcher::Local
+        && let Some(remote) = hosts.iter().find(|h| !h.is_local())
+    {
+        bail!(
+            "host {} is not this machine; the local launcher starts workers here only (use \
+             --launcher ssh, or start remote workers yourself with --launcher none)",
+            remote.name
+        );
+    }
+    Ok(())
+}
+
 /// Per slot of `host`: the device it drives (`cuda:N` when the host lists devices).
 fn slot_devices(host: &Host) -> Vec<Option<String>> {
     if host.devices.is_empty() {

@@ -23,7 +23,7 @@ use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 
 use crate::cli::{ClusterArgs, Launcher};
 use hosts::Host;
-use launch::{Launch, Worker, stop};
+use launch::{Launch, Worker, check_local_hosts, stop};
 use serve::{new_token, serve, write_secret};
 use service::{CoordinatorService, RunPlan};
 
@@ -50,15 +50,7 @@ pub fn train_cluster(
     config: RunConfig,
     start: Option<&Path>,
 ) -> Result<()> {
-    if args.launch.launcher == Launcher::Local
-        && let Some(remote) = hosts.iter().find(|h| !h.is_local())
-    {
-        bail!(
-            "host {} is not this machine; the local launcher starts workers here only (use \
-             --launcher ssh, or start remote workers yourself with --launcher none)",
-            remote.name
-        );
-    }
+    check_local_hosts(args.launch.launcher, &hosts)?;
     if args.launch.launcher == Launcher::Local
         && !cfg!(feature = "cuda")
         && hosts.iter().any(|h| !h.devices.is_empty())
@@ -135,11 +127,10 @@ pub fn train_cluster(
             builder.add_service(CoordinatorServer::from_arc(service.clone()))
         })
         .await?;
-        tracing::info!(
-            "coordinator on {}: {world} workers, token in {}",
-            server.address,
+        server.announce(&format!(
+            "{world} workers, token in {}",
             token_file.display()
-        );
+        ));
         let launch = server.launch(&args.launch, &hosts, &token_file, &token);
         let mut children = launch.start()?;
         let outcome = supervise(&service, &launch, &mut children, &config, args).await;

@@ -23,6 +23,8 @@ use crate::cli::LaunchArgs;
 pub struct Serving {
     /// Where it listens.
     pub address: SocketAddr,
+    /// Whether it requires mutual TLS.
+    tls: bool,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -34,11 +36,11 @@ pub async fn serve(args: &LaunchArgs, router: impl FnOnce(Server) -> Router) -> 
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let address = listener.local_addr()?;
     let mut builder = sovereign_proto::transport::tuned(Server::builder());
-    if let Some(tls) = args.tls.load().map_err(anyhow::Error::msg)? {
+    let tls = args.tls.load().map_err(anyhow::Error::msg)?;
+    if let Some(tls) = &tls {
         builder = builder
             .tls_config(tls.server())
             .context("the TLS settings")?;
-        tracing::info!("mutual TLS on: workers need a certificate signed by the run's CA");
     }
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(router(builder).serve_with_incoming_shutdown(
@@ -49,12 +51,21 @@ pub async fn serve(args: &LaunchArgs, router: impl FnOnce(Server) -> Router) -> 
     ));
     Ok(Serving {
         address,
+        tls: tls.is_some(),
         stop,
         task,
     })
 }
 
 impl Serving {
+    /// Logs "coordinator on ADDRESS: `what`", and whether TLS is on.
+    pub fn announce(&self, what: &str) {
+        tracing::info!("coordinator on {}: {what}", self.address);
+        if self.tls {
+            tracing::info!("mutual TLS on: workers need a certificate signed by the run's CA");
+        }
+    }
+
     /// Stops accepting work and lets answers in flight reach their workers; a connection still
     /// open after 5 s is cut.
     pub async fn shutdown(mut self) {

@@ -20,9 +20,9 @@ use sovereign_common::progress::Progress;
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use sovereign_proto::v1::prep_server::PrepServer;
 
-use crate::cli::{Launcher, PrepClusterArgs};
+use crate::cli::PrepClusterArgs;
 use crate::cluster::hosts::{Host, read_hosts};
-use crate::cluster::launch::{Worker, stop};
+use crate::cluster::launch::{Worker, check_local_hosts, stop};
 use crate::cluster::serve::{new_token, serve, write_secret};
 use board::{TaskBoard, TaskSpec};
 use service::PrepService;
@@ -65,15 +65,7 @@ pub fn prep_hosts(args: &PrepClusterArgs) -> Result<Option<Vec<Host>>> {
         return Ok(None);
     };
     let hosts = read_hosts(path)?;
-    if args.launch.launcher == Launcher::Local
-        && let Some(remote) = hosts.iter().find(|h| !h.is_local())
-    {
-        bail!(
-            "host {} is not this machine; the local launcher starts workers here only (use \
-             --launcher ssh, or start remote workers yourself with --launcher none)",
-            remote.name
-        );
-    }
+    check_local_hosts(args.launch.launcher, &hosts)?;
     Ok(Some(hosts))
 }
 
@@ -165,11 +157,10 @@ pub fn run_job<R: Reducer + 'static>(
                 .add_service(PrepServer::from_arc(service.clone()))
         })
         .await?;
-        tracing::info!(
-            "{label}: coordinator on {}: {task_count} map tasks for {workers} workers, token in {}",
-            server.address,
+        server.announce(&format!(
+            "{label}: {task_count} map tasks for {workers} workers, token in {}",
             token_file.display()
-        );
+        ));
         let launch = server.launch(&args.launch, hosts, &token_file, &token);
         let mut children = launch.start()?;
         let outcome = supervise(label, &board, &mut children, args, input_bytes).await;
