@@ -527,3 +527,31 @@ fn wrong_results_are_refused_and_a_worker_without_the_input_fetches_it() {
     );
     assert_same_tokens(dir.path(), "spread-");
 }
+
+#[test]
+fn bad_settings_are_refused_before_any_worker_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    fs::write(&corpus, "um\ndois\n").unwrap();
+    let output = dir.path().join("tokenizer.json");
+    let run = |hosts_text: &str, extra: &[&str]| {
+        let hosts = dir.path().join("hosts.txt");
+        fs::write(&hosts, hosts_text).unwrap();
+        let mut args = vec!["train-tokenizer", "--corpus", path_str(&corpus), "--output"];
+        args.extend([path_str(&output), "--hosts", path_str(&hosts)]);
+        args.extend(extra);
+        let out = sovereign(&args);
+        assert!(!out.status.success());
+        stderr(&out)
+    };
+    let err = run("localhost slots=1\n", &["--task-mib", "0"]);
+    assert!(
+        err.contains("--task-mib 0 must be a positive number"),
+        "{err}"
+    );
+    let err = run("box7 slots=2\n", &[]);
+    assert!(err.contains("host box7 is not this machine"), "{err}");
+    let err = run("localhost slots=two\n", &[]);
+    assert!(err.contains("hosts.txt:1: slots=two"), "{err}");
+    assert!(!output.exists());
+}
