@@ -4,7 +4,8 @@
 #   - training tokens/s for micro and mini (V = 32000) and the ratio against PyTorch;
 #   - model FLOP/s (6 × matmul parameters × tokens/s) as a fraction of the fp32 matmul rate that
 #     each framework reaches on a 2048² product here;
-#   - peak RSS, including a mini step at T = 512 with micro-batch 8;
+#   - peak RSS, including a mini step at T = 512 with micro-batch 8 (also with activation
+#     checkpointing);
 #   - generation tokens/s (micro, recurrent, one token at a time).
 # PyTorch comes from pip into its own venv ($SOVEREIGN_BENCH_VENV, default
 # ~/.cache/sovereign/bench-venv). Usage: bench/train.sh [T] [B] [STEPS]
@@ -53,5 +54,8 @@ row() {  # model B T steps
 row micro "$B" "$T" "$STEPS"
 row mini "$B" "$T" "$STEPS"
 row mini 8 512 1
+o=$(ours step mini 512 8 1 checkpointing)
+echo "mini 8×512 with --activation-checkpointing: $(field "$o" tokens_per_s) tok/s, peak RSS" \
+  "$(field "$o" peak_rss_mb) MB (same weights; element-wise activations recomputed in the backward)"
 echo
 echo "generation (micro, 200 tokens): $(field "$(ours generate micro 200)" tokens_per_s) tokens/s"

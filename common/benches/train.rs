@@ -2,22 +2,26 @@
 //! next to the same model in PyTorch and prints the ratios. One JSON object per run:
 //!
 //! - `matmul N`: the fp32 rate of an N × N × N product on Burn's flex backend, in GFLOP/s;
-//! - `step MODEL T B STEPS`: the median training step (forward, loss, backward, clipping, AdamW)
-//!   of a named size at V = 32000 on random tokens, its tokens/s, the model FLOP/s
-//!   (6 × matmul parameters × tokens/s) and the process's peak RSS;
+//! - `step MODEL T B STEPS [checkpointing]`: the median training step (forward, loss, backward,
+//!   clipping, AdamW) of a named size at V = 32000 on random tokens, its tokens/s, the model
+//!   FLOP/s (6 × matmul parameters × tokens/s) and the process's peak RSS; with
+//!   `checkpointing`, under Burn's balanced activation checkpointing (`--activation-checkpointing`);
 //! - `generate MODEL TOKENS`: recurrent generation speed after a one-token prompt.
 
 use std::time::Instant;
 
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use sovereign_common::model::config::ModelConfig;
 use sovereign_common::model::generate::{GenerateOptions, Sampling, generate};
 use sovereign_common::model::init::init_rwkv;
+use sovereign_common::model::wkv::TrainBackend;
 use sovereign_common::train::optimizer::{AdamW, AdamWConfig};
 use sovereign_common::train::step::train_step;
 
 type A = Autodiff<Flex>;
+type Balanced = Autodiff<Flex, BalancedCheckpointing>;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,7 +43,10 @@ fn main() {
     };
     let result = match args.first().map(String::as_str) {
         Some("matmul") => matmul(arg(1)),
-        Some("step") => step(model(), arg(2), arg(3), arg(4)),
+        Some("step") if args.get(5).is_some_and(|a| a == "checkpointing") => {
+            step::<Balanced>(model(), arg(2), arg(3), arg(4))
+        }
+        Some("step") => step::<A>(model(), arg(2), arg(3), arg(4)),
         Some("generate") => generation(model(), arg(2)),
         _ => usage(),
     };
@@ -49,7 +56,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p sovereign-common --bench train -- \
-         (matmul N | step MODEL T B STEPS | generate MODEL TOKENS)"
+         (matmul N | step MODEL T B STEPS [checkpointing] | generate MODEL TOKENS)"
     );
     std::process::exit(2)
 }
@@ -89,9 +96,9 @@ fn matmul(n: usize) -> String {
     )
 }
 
-fn step(config: ModelConfig, t: usize, b: usize, steps: usize) -> String {
+fn step<T: TrainBackend>(config: ModelConfig, t: usize, b: usize, steps: usize) -> String {
     let device = Default::default();
-    let mut model = init_rwkv::<A>(&config, 1, &device);
+    let mut model = init_rwkv::<T>(&config, 1, &device);
     let mut optimizer = AdamW::new(AdamWConfig::default());
     let mut state = 0x5eed_u64;
     let mut token = || {

@@ -76,6 +76,26 @@ macro_rules! with_backend {
     }};
 }
 
+/// [`with_backend!`] for training: `$A` is `Autodiff` over the chosen backend, with Burn's
+/// balanced activation checkpointing when `$checkpointing` is true.
+#[macro_export]
+macro_rules! with_training_backend {
+    ($choice:expr, $checkpointing:expr, |$A:ident, $device:ident| $body:expr) => {
+        $crate::with_backend!($choice, |Inner, $device| {
+            if $checkpointing {
+                type $A = burn::backend::Autodiff<
+                    Inner,
+                    burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
+                >;
+                $body
+            } else {
+                type $A = burn::backend::Autodiff<Inner>;
+                $body
+            }
+        })
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

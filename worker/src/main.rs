@@ -21,12 +21,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use burn::backend::Autodiff;
 use clap::Parser;
 use sovereign_common::device::Device;
 use sovereign_common::train::replica::{Control, ReplicaPlan, ReplicaStep, run_replica};
 use sovereign_common::train::run::RunConfig;
-use sovereign_common::with_backend;
+use sovereign_common::with_training_backend;
 use sovereign_proto::transport::{TlsArgs, connect};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport, command};
@@ -253,7 +252,8 @@ async fn run(args: Args) -> Result<()> {
                 command::Kind::Stop => Control::StopAfter(answer.stop_after),
             })
         };
-        with_backend!(device, |B, dev| run_replica::<Autodiff<B>>(
+        let checkpointing = config.activation_checkpointing;
+        with_training_backend!(device, checkpointing, |A, dev| run_replica::<A>(
             &config,
             plan,
             start.as_deref(),

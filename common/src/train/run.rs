@@ -80,6 +80,10 @@ pub struct RunConfig {
     pub emulate_world: u32,
     /// How gradients travel between workers (f32 or bf16); `emulate_world` rounds the same way.
     pub wire_dtype: WireDtype,
+    /// Activation checkpointing (Burn's balanced strategy): element-wise intermediates are
+    /// recomputed in the backward instead of kept, for less memory at some speed; the weights
+    /// come out the same.
+    pub activation_checkpointing: bool,
 }
 
 impl Default for RunConfig {
@@ -109,6 +113,7 @@ impl Default for RunConfig {
             init_from: None,
             emulate_world: 1,
             wire_dtype: WireDtype::F32,
+            activation_checkpointing: false,
         }
     }
 }

@@ -160,6 +160,55 @@ mod tests {
         assert!(err.starts_with("step 43: the loss is NaN"), "{err}");
     }
 
+    #[test]
+    fn activation_checkpointing_gives_the_same_step() {
+        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+        type Balanced = Autodiff<Flex, BalancedCheckpointing>;
+        let device = Default::default();
+        let config = ModelConfig::new(16, 2, 64).unwrap();
+        let micro = vec![vec![
+            (0..33).map(|i| ((i * 5) % 16) as u16).collect::<Vec<u16>>(),
+        ]];
+        let plain = init_rwkv::<A>(&config, 3, &device);
+        let (plain, plain_report) = train_step(
+            plain,
+            &config,
+            &mut AdamW::new(AdamWConfig::default()),
+            &micro,
+            1e-2,
+            &device,
+        )
+        .unwrap();
+        let balanced = init_rwkv::<Balanced>(&config, 3, &device);
+        let (balanced, report) = train_step(
+            balanced,
+            &config,
+            &mut AdamW::new(AdamWConfig::default()),
+            &micro,
+            1e-2,
+            &device,
+        )
+        .unwrap();
+        assert_eq!(report.loss, plain_report.loss);
+        assert_eq!(report.grad_norm, plain_report.grad_norm);
+        // Every parameter, bit for bit.
+        fn values<B: burn::tensor::backend::Backend>(model: &Rwkv<B>) -> Vec<(String, Vec<f32>)> {
+            use crate::model::rwkv::ParamRef;
+            model
+                .named_params()
+                .into_iter()
+                .map(|(name, p)| {
+                    let data = match p {
+                        ParamRef::Vector(p) => p.val().into_data(),
+                        ParamRef::Matrix(p) => p.val().into_data(),
+                    };
+                    (name, data.to_vec::<f32>().unwrap())
+                })
+                .collect()
+        }
+        assert_eq!(values(&plain), values(&balanced));
+    }
+
     struct Poison;
     impl burn::module::ModuleMapper<A> for Poison {
         fn map_float<const D: usize>(

@@ -2,11 +2,10 @@
 //! backend, over `sovereign_common::train::run`.
 
 use anyhow::{Context, Result, bail};
-use burn::backend::Autodiff;
 use sovereign_common::collective::bucket::WireDtype;
 use sovereign_common::device::Device;
 use sovereign_common::train::run::{self, RunConfig};
-use sovereign_common::with_backend;
+use sovereign_common::with_training_backend;
 
 use crate::cli::{ResumeArgs, TrainArgs};
 use crate::cluster::{cluster_hosts, train_cluster};
@@ -43,6 +42,9 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         ($($field:ident),*) => {$(if args.$field.is_some() { config.$field = args.$field.clone(); })*};
     }
     set_option!(val_data, tokenizer, layers, embd, init_from);
+    if args.activation_checkpointing {
+        config.activation_checkpointing = true;
+    }
     if let Some(wire) = &args.wire_dtype {
         config.wire_dtype = match wire.as_str() {
             "bf16" => WireDtype::Bf16,
@@ -76,8 +78,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         return train_cluster(&args.cluster, hosts, config, None);
     }
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
-    let last = with_backend!(device, |B, dev| run::train::<Autodiff<B>>(&config, &dev))
-        .map_err(anyhow::Error::msg)?;
+    let checkpointing = config.activation_checkpointing;
+    let last = with_training_backend!(device, checkpointing, |A, dev| run::train::<A>(
+        &config, &dev
+    ))
+    .map_err(anyhow::Error::msg)?;
     eprintln!("train: done; last checkpoint {}", last.display());
     Ok(())
 }
@@ -91,7 +96,10 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
             run::resume_point(&args.run, args.from.as_deref()).map_err(anyhow::Error::msg)?;
         return train_cluster(&args.cluster, hosts, config, Some(&checkpoint));
     }
-    let last = with_backend!(device, |B, dev| run::resume::<Autodiff<B>>(
+    let (config, _) =
+        run::resume_point(&args.run, args.from.as_deref()).map_err(anyhow::Error::msg)?;
+    let checkpointing = config.activation_checkpointing;
+    let last = with_training_backend!(device, checkpointing, |A, dev| run::resume::<A>(
         &args.run,
         args.from.as_deref(),
         &dev
