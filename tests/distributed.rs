@@ -1,15 +1,15 @@
 //! Distributed training end to end with real processes: `sovereign train --hosts` starts local
 //! `sovereign-worker` processes that join over gRPC and average gradients over the ring; after
 //! 20 steps of the micro model their weights equal those of `sovereign train --emulate-world N`,
-//! one process taking every rank's micro-batches in rank order. A worker with the wrong token is
-//! refused.
+//! one process taking every rank's micro-batches in rank order (with dropout too). A worker with
+//! the wrong token is refused.
 
 use std::fs;
 
 use sovereign_tests::cluster::{losses, max_relative_difference, setup, train_run};
 use sovereign_tests::{binary, path_str, stderr};
 
-fn workers_match_the_emulated_world(world: u32) {
+fn workers_match_the_emulated_world(world: u32, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let p = |name: &str| dir.path().join(name);
@@ -19,12 +19,13 @@ fn workers_match_the_emulated_world(world: u32) {
     )
     .unwrap();
     let hosts = p("hosts.txt");
-    train_run(dir.path(), "cluster", &["--hosts", path_str(&hosts)]);
-    train_run(
-        dir.path(),
-        "emulated",
-        &["--emulate-world", &world.to_string()],
-    );
+    let mut cluster = vec!["--hosts", path_str(&hosts)];
+    cluster.extend(extra);
+    train_run(dir.path(), "cluster", &cluster);
+    let world_flag = world.to_string();
+    let mut emulated = vec!["--emulate-world", &world_flag];
+    emulated.extend(extra);
+    train_run(dir.path(), "emulated", &emulated);
 
     let (ours, reference) = (losses(&p("cluster")), losses(&p("emulated")));
     assert_eq!(ours.len(), 20);
@@ -48,12 +49,14 @@ fn workers_match_the_emulated_world(world: u32) {
 
 #[test]
 fn two_workers_match_the_emulated_world() {
-    workers_match_the_emulated_world(2);
+    workers_match_the_emulated_world(2, &[]);
 }
 
+/// With dropout: each rank's masks depend on (seed, step, rank, micro-batch), so the workers
+/// drop exactly what the emulated ranks drop.
 #[test]
-fn three_workers_match_the_emulated_world() {
-    workers_match_the_emulated_world(3);
+fn three_workers_with_dropout_match_the_emulated_world() {
+    workers_match_the_emulated_world(3, &["--dropout", "0.1"]);
 }
 
 #[test]

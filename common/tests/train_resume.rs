@@ -53,6 +53,8 @@ fn resuming_reproduces_the_uninterrupted_run_exactly() {
         eval_every: 0,
         keep: 0,
         out: whole.clone(),
+        // Dropout masks follow (seed, step, rank, micro-batch): a resumed run draws the same.
+        dropout: 0.1,
         ..RunConfig::default()
     };
     let device = Default::default();

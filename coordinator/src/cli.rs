@@ -307,6 +307,10 @@ pub struct TrainArgs {
     /// rounds the same way).
     #[arg(long, value_parser = ["f32", "bf16"])]
     pub wire_dtype: Option<String>,
+    /// Dropout rate on each block's two residual branches in training (0 by default, as in the
+    /// reference); evaluation and generation never drop.
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f64>,
     /// Recompute element-wise activations in the backward instead of keeping them: about a
     /// third less memory on large batches, 5–15% slower, the same weights.
     #[arg(long)]

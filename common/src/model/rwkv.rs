@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
 use super::config::{HEAD_SIZE, ModelConfig};
+use super::dropout::Dropout;
 use super::wkv::{WkvBackend, WkvInputs};
 
 /// Epsilon of the LayerNorms (PyTorch's default).
@@ -288,6 +289,16 @@ impl<B: Backend> ChannelMix<B> {
 impl<B: WkvBackend> Rwkv<B> {
     /// Logits `[B, T, V]` for `tokens` `[B, T]`, continuing from `state` (updated in place).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, state: &mut State<B>) -> Tensor<B, 3> {
+        self.forward_dropout(tokens, state, Dropout::NONE)
+    }
+
+    /// [`Self::forward`] with `dropout` on each block's two residual branches (training).
+    pub fn forward_dropout(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: &mut State<B>,
+        dropout: Dropout,
+    ) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();
         let c = self.emb.val().dims()[1];
         let mut x = self
@@ -296,15 +307,18 @@ impl<B: WkvBackend> Rwkv<B> {
             .select(0, tokens.reshape([b * t]))
             .reshape([b, t, c]);
         let mut v_first = None;
-        for (block, layer) in self.blocks.iter().zip(state.iter_mut()) {
+        for (i, (block, layer)) in self.blocks.iter().zip(state.iter_mut()).enumerate() {
             if let Some(ln0) = &block.ln0 {
                 x = ln0.forward(x);
             }
-            x = x.clone() + block.att.forward(block.ln1.forward(x), &mut v_first, layer);
-            x = x.clone()
-                + block
-                    .ffn
-                    .forward(block.ln2.forward(x), &mut layer.ffn_x_prev);
+            let att = block
+                .att
+                .forward(block.ln1.forward(x.clone()), &mut v_first, layer);
+            x = x + dropout.apply(att, i, 0);
+            let ffn = block
+                .ffn
+                .forward(block.ln2.forward(x.clone()), &mut layer.ffn_x_prev);
+            x = x + dropout.apply(ffn, i, 1);
         }
         linear(self.ln_out.forward(x), &self.head)
     }

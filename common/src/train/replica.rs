@@ -101,7 +101,9 @@ pub fn run_replica<A: TrainBackend>(
         let started = Instant::now();
         let lr = schedule.lr_at(step);
         let batches = rank_windows(config, &data, plan.rank, plan.world, step)?;
-        let (grads, loss) = step_gradients(&model, &model_config, step + 1, &batches, device)?;
+        let dropout = config.dropout_of(step, plan.rank);
+        let (grads, loss) =
+            step_gradients(&model, &model_config, step + 1, &batches, dropout, device)?;
         let (mut flat, layout) = flatten(&grads);
         let reduce_start = Instant::now();
         reducer

@@ -21,6 +21,7 @@ use crate::collective::bucket::{WireDtype, flatten, unflatten};
 use crate::collective::ring::emulate_mean;
 use crate::data::dataset::{SampleKey, Source, TokenDataset, Validation};
 use crate::model::config::ModelConfig;
+use crate::model::dropout::Dropout;
 use crate::model::generate::windows_loss;
 use crate::model::init::init_rwkv;
 use crate::model::rwkv::Rwkv;
@@ -80,6 +81,9 @@ pub struct RunConfig {
     pub emulate_world: u32,
     /// How gradients travel between workers (f32 or bf16); `emulate_world` rounds the same way.
     pub wire_dtype: WireDtype,
+    /// Dropout rate on each block's two residual branches in training (0: none, the reference's
+    /// default).
+    pub dropout: f64,
     /// Activation checkpointing (Burn's balanced strategy): element-wise intermediates are
     /// recomputed in the backward instead of kept, for less memory at some speed; the weights
     /// come out the same.
@@ -113,6 +117,7 @@ impl Default for RunConfig {
             init_from: None,
             emulate_world: 1,
             wire_dtype: WireDtype::F32,
+            dropout: 0.0,
             activation_checkpointing: false,
         }
     }
@@ -153,7 +158,18 @@ impl RunConfig {
         if self.emulate_world == 0 {
             return Err("--emulate-world must be at least 1".into());
         }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "--dropout {} must be at least 0 and below 1",
+                self.dropout
+            ));
+        }
         Ok(())
+    }
+
+    /// The dropout of rank `rank`'s micro-batches in step `step` (0-based).
+    pub fn dropout_of(&self, step: u64, rank: u32) -> Dropout {
+        Dropout::for_step(self.dropout, self.seed, step, rank)
     }
 }
 
@@ -339,7 +355,9 @@ fn world_step<A: TrainBackend>(
     if world == 1 {
         // One rank: its gradients are the step's; no averaging, no host copies.
         let batches = rank_windows(config, data, 0, 1, step)?;
-        let (grads, loss) = step_gradients(&model, model_config, step + 1, &batches, device)?;
+        let dropout = config.dropout_of(step, 0);
+        let (grads, loss) =
+            step_gradients(&model, model_config, step + 1, &batches, dropout, device)?;
         return apply_step(model, optimizer, grads, loss, lr);
     }
     let mut per_rank = Vec::with_capacity(world as usize);
@@ -347,7 +365,9 @@ fn world_step<A: TrainBackend>(
     let mut loss = 0.0;
     for rank in 0..world {
         let batches = rank_windows(config, data, rank, world, step)?;
-        let (grads, rank_loss) = step_gradients(&model, model_config, step + 1, &batches, device)?;
+        let dropout = config.dropout_of(step, rank);
+        let (grads, rank_loss) =
+            step_gradients(&model, model_config, step + 1, &batches, dropout, device)?;
         let (flat, rank_layout) = flatten(&grads);
         per_rank.push(flat);
         layout = Some(rank_layout);

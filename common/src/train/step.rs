@@ -5,6 +5,7 @@ use crate::model::wkv::TrainBackend;
 
 use super::optimizer::{AdamW, Gradients};
 use crate::model::config::ModelConfig;
+use crate::model::dropout::Dropout;
 use crate::model::loss::{lm_loss, window_tensors};
 use crate::model::rwkv::{Rwkv, zero_state};
 
@@ -33,25 +34,29 @@ pub fn train_step<A: TrainBackend>(
     lr: f64,
     device: &A::Device,
 ) -> Result<(Rwkv<A>, StepReport), String> {
-    let (grads, loss) = step_gradients(&model, config, optimizer.step + 1, micro_batches, device)?;
+    let step = optimizer.step + 1;
+    let (grads, loss) = step_gradients(&model, config, step, micro_batches, Dropout::NONE, device)?;
     apply_step(model, optimizer, grads, loss, lr)
 }
 
-/// The first half of a step: forward, loss and backward over each micro-batch, the gradients
-/// summed and averaged. Returns them with the mean loss; a non-finite loss names `step`. A
-/// data-parallel worker all-reduces these gradients before [`apply_step`].
+/// The first half of a step: forward (with `dropout`, its masks drawn per micro-batch), loss and
+/// backward over each micro-batch, the gradients summed and averaged. Returns them with the mean
+/// loss; a non-finite loss names `step`. A data-parallel worker all-reduces these gradients
+/// before [`apply_step`].
 pub fn step_gradients<A: TrainBackend>(
     model: &Rwkv<A>,
     config: &ModelConfig,
     step: u64,
     micro_batches: &[Vec<Vec<u16>>],
+    dropout: Dropout,
     device: &A::Device,
 ) -> Result<(Gradients<A::InnerBackend>, f64), String> {
     let mut total: Option<Gradients<A::InnerBackend>> = None;
     let mut loss_sum = 0.0;
-    for windows in micro_batches {
+    for (micro, windows) in micro_batches.iter().enumerate() {
         let (input, target) = window_tensors::<A>(windows, device);
-        let logits = model.forward(input, &mut zero_state(config, windows.len(), device));
+        let mut state = zero_state(config, windows.len(), device);
+        let logits = model.forward_dropout(input, &mut state, dropout.for_micro(micro));
         let loss = lm_loss(logits, target);
         let value = f64::from(
             loss.clone()
@@ -207,6 +212,36 @@ mod tests {
                 .collect()
         }
         assert_eq!(values(&plain), values(&balanced));
+    }
+
+    #[test]
+    fn dropout_changes_the_step_the_same_way_every_time() {
+        let device = Default::default();
+        let config = ModelConfig::new(16, 2, 64).unwrap();
+        let micro = vec![vec![
+            (0..33).map(|i| ((i * 3) % 16) as u16).collect::<Vec<u16>>(),
+        ]];
+        // At init the branches' output matrices are zero: one step makes them drop something.
+        let (model, _) = train_step(
+            init_rwkv::<A>(&config, 5, &device),
+            &config,
+            &mut AdamW::new(AdamWConfig::default()),
+            &micro,
+            1e-2,
+            &device,
+        )
+        .unwrap();
+        let loss = |dropout| {
+            step_gradients(&model, &config, 1, &micro, dropout, &device)
+                .unwrap()
+                .1
+        };
+        let plain = loss(Dropout::NONE);
+        let dropped = loss(Dropout::for_step(0.3, 1, 0, 0));
+        assert_ne!(plain, dropped);
+        assert_eq!(dropped, loss(Dropout::for_step(0.3, 1, 0, 0)));
+        assert_ne!(dropped, loss(Dropout::for_step(0.3, 1, 0, 1)));
+        assert_eq!(plain, loss(Dropout::for_step(0.0, 1, 0, 0)));
     }
 
     struct Poison;

@@ -42,6 +42,9 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         ($($field:ident),*) => {$(if args.$field.is_some() { config.$field = args.$field.clone(); })*};
     }
     set_option!(val_data, tokenizer, layers, embd, init_from);
+    if let Some(dropout) = args.dropout {
+        config.dropout = dropout;
+    }
     if args.activation_checkpointing {
         config.activation_checkpointing = true;
     }
