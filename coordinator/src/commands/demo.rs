@@ -27,16 +27,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         strip_accents: false,
         lowercase: false,
     };
-    // Two local workers: real sovereign-worker processes when the binary is beside this one
-    // (data prep as map tasks of about 2 KiB, training data-parallel); otherwise every stage
-    // runs in this process and training emulates the two ranks (bit-identical results).
+    // Two local workers: real sovereign-worker processes when the binary is beside this one (data
+    // prep as map tasks of about 512 bytes, since the bundled corpus is a few KiB; training
+    // data-parallel); otherwise every stage runs in this process and training emulates the two
+    // ranks (bit-identical results).
     let hosts = args.out.join("hosts.txt");
     fs::write(&hosts, "localhost slots=2\n")
         .with_context(|| format!("writing {}", hosts.display()))?;
     let workers = crate::cluster::launch::worker_binary().is_ok();
     let prep_cluster = PrepClusterArgs {
         hosts: workers.then(|| hosts.clone()),
-        task_mib: 2.0 / 1024.0,
+        task_mib: 0.5 / 1024.0,
         ..PrepClusterArgs::default()
     };
     let on = if workers {
