@@ -165,6 +165,18 @@ mod tests {
         assert!(err.starts_with("step 43: the loss is NaN"), "{err}");
     }
 
+    /// A fresh model (seeded `seed`) after one step on `micro` at lr 1e-2.
+    fn first_step<T: TrainBackend>(
+        config: &ModelConfig,
+        seed: u64,
+        micro: &[Vec<Vec<u16>>],
+    ) -> (Rwkv<T>, StepReport) {
+        let device = Default::default();
+        let model = init_rwkv::<T>(config, seed, &device);
+        let mut adam = AdamW::new(AdamWConfig::default());
+        train_step(model, config, &mut adam, micro, 1e-2, &device).unwrap()
+    }
+
     #[test]
     fn activation_checkpointing_gives_the_same_step() {
         use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
@@ -174,26 +186,8 @@ mod tests {
         let micro = vec![vec![
             (0..33).map(|i| ((i * 5) % 16) as u16).collect::<Vec<u16>>(),
         ]];
-        let plain = init_rwkv::<A>(&config, 3, &device);
-        let (plain, plain_report) = train_step(
-            plain,
-            &config,
-            &mut AdamW::new(AdamWConfig::default()),
-            &micro,
-            1e-2,
-            &device,
-        )
-        .unwrap();
-        let balanced = init_rwkv::<Balanced>(&config, 3, &device);
-        let (balanced, report) = train_step(
-            balanced,
-            &config,
-            &mut AdamW::new(AdamWConfig::default()),
-            &micro,
-            1e-2,
-            &device,
-        )
-        .unwrap();
+        let (plain, plain_report) = first_step::<A>(&config, 3, &micro);
+        let (balanced, report) = first_step::<Balanced>(&config, 3, &micro);
         assert_eq!(report.loss, plain_report.loss);
         assert_eq!(report.grad_norm, plain_report.grad_norm);
         // Every parameter, bit for bit.
@@ -222,15 +216,7 @@ mod tests {
             (0..33).map(|i| ((i * 3) % 16) as u16).collect::<Vec<u16>>(),
         ]];
         // At init the branches' output matrices are zero: one step makes them drop something.
-        let (model, _) = train_step(
-            init_rwkv::<A>(&config, 5, &device),
-            &config,
-            &mut AdamW::new(AdamWConfig::default()),
-            &micro,
-            1e-2,
-            &device,
-        )
-        .unwrap();
+        let (model, _) = first_step::<A>(&config, 5, &micro);
         let loss = |dropout| {
             step_gradients(&model, &config, 1, &micro, dropout, &device)
                 .unwrap()
