@@ -181,7 +181,6 @@ mod tests {
     fn activation_checkpointing_gives_the_same_step() {
         use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
         type Balanced = Autodiff<Flex, BalancedCheckpointing>;
-        let device = Default::default();
         let config = ModelConfig::new(16, 2, 64).unwrap();
         let micro = vec![vec![
             (0..33).map(|i| ((i * 5) % 16) as u16).collect::<Vec<u16>>(),
