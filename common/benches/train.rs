@@ -1,27 +1,29 @@
-//! Training, generation and matmul speed on the CPU backend (not a test): bench/train.sh runs it
-//! next to the same model in PyTorch and prints the ratios. One JSON object per run:
+//! Training, generation and matmul speed (not a test): bench/train.sh runs it on the CPU next to
+//! the same model in PyTorch and prints the ratios; bench/gpu.sh runs it on a GPU. One JSON object
+//! per run, on `--device cpu|cuda:N|wgpu:N` (cpu by default; GPUs need the `cuda`/`wgpu`
+//! features):
 //!
-//! - `matmul N`: the fp32 rate of an N × N × N product on Burn's flex backend, in GFLOP/s;
+//! - `matmul N`: the fp32 rate of an N × N × N product on the same backend, in GFLOP/s;
 //! - `step MODEL T B STEPS [checkpointing]`: the median training step (forward, loss, backward,
 //!   clipping, AdamW) of a named size at V = 32000 on random tokens, its tokens/s, the model
 //!   FLOP/s (6 × matmul parameters × tokens/s) and the process's peak RSS; with
 //!   `checkpointing`, under Burn's balanced activation checkpointing (`--activation-checkpointing`);
-//! - `generate MODEL TOKENS`: recurrent generation speed after a one-token prompt.
+//! - `generate MODEL TOKENS`: recurrent generation speed after a one-token prompt;
+//! - `wkv BH T`: the WKV operation alone on BH (batch × heads) rows of T steps: the median
+//!   forward and backward times.
 
 use std::time::Instant;
 
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
+use sovereign_common::device::Device;
+use sovereign_common::model::config::HEAD_SIZE;
 use sovereign_common::model::config::ModelConfig;
 use sovereign_common::model::generate::{GenerateOptions, Sampling, generate};
 use sovereign_common::model::init::init_rwkv;
-use sovereign_common::model::wkv::TrainBackend;
+use sovereign_common::model::wkv::{TrainBackend, WkvBackend, WkvInputs, WkvKernel};
 use sovereign_common::train::optimizer::{AdamW, AdamWConfig};
 use sovereign_common::train::step::train_step;
-
-type A = Autodiff<Flex>;
-type Balanced = Autodiff<Flex, BalancedCheckpointing>;
+use sovereign_common::{with_backend, with_training_backend};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,9 +31,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const VOCAB: usize = 32_000;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
+    match run() {
+        Ok(result) => println!("{result}"),
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<String> {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    // `--device D` picks the backend (cpu by default); other `--` flags are cargo's.
+    let device = match raw.iter().position(|a| a == "--device") {
+        Some(i) => Device::parse(raw.get(i + 1).map_or("", |s| s)).map_err(anyhow::Error::msg)?,
+        None => Device::Cpu,
+    };
+    let args: Vec<&str> = raw
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || raw[i - 1] != "--device"))
+        .map(|(_, a)| a.as_str())
         .collect();
     let arg = |i: usize| -> usize {
         args.get(i)
@@ -39,24 +59,28 @@ fn main() {
             .unwrap_or_else(|| usage())
     };
     let model = || {
-        ModelConfig::named(args.get(1).map_or("", |s| s), VOCAB).unwrap_or_else(|e| panic!("{e}"))
+        ModelConfig::named(args.get(1).copied().unwrap_or(""), VOCAB)
+            .unwrap_or_else(|e| panic!("{e}"))
     };
-    let result = match args.first().map(String::as_str) {
-        Some("matmul") => matmul(arg(1)),
-        Some("step") if args.get(5).is_some_and(|a| a == "checkpointing") => {
-            step::<Balanced>(model(), arg(2), arg(3), arg(4))
+    Ok(match args.first().copied() {
+        Some("matmul") => with_backend!(device, |B, dev| matmul::<B>(arg(1), &dev)),
+        Some("step") => {
+            let checkpointing = args.get(5).is_some_and(|a| *a == "checkpointing");
+            with_training_backend!(device, checkpointing, |A, dev| {
+                step::<A>(model(), arg(2), arg(3), arg(4), &dev)
+            })
         }
-        Some("step") => step::<A>(model(), arg(2), arg(3), arg(4)),
-        Some("generate") => generation(model(), arg(2)),
+        Some("generate") => with_backend!(device, |B, dev| generation::<B>(model(), arg(2), &dev)),
+        Some("wkv") => with_backend!(device, |B, dev| wkv::<B>(arg(1), arg(2), &dev)),
         _ => usage(),
-    };
-    println!("{result}");
+    })
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p sovereign-common --bench train -- \
-         (matmul N | step MODEL T B STEPS [checkpointing] | generate MODEL TOKENS)"
+         (matmul N | step MODEL T B STEPS [checkpointing] | generate MODEL TOKENS) \
+         [--device cpu|cuda:N|wgpu:N]"
     );
     std::process::exit(2)
 }
@@ -79,16 +103,18 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn matmul(n: usize) -> String {
-    let device = Default::default();
-    let x = Tensor::<Flex, 2>::random([n, n], burn::tensor::Distribution::Default, &device);
-    let y = Tensor::<Flex, 2>::random([n, n], burn::tensor::Distribution::Default, &device);
+/// The best of six N × N × N products (after one untimed, which also runs any autotuning).
+fn matmul<B: Backend>(n: usize, device: &B::Device) -> String {
+    let x = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let y = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let _ = x.clone().matmul(y.clone()).into_data();
     let mut best = f64::MAX;
     for _ in 0..6 {
         let start = Instant::now();
         let z = x.clone().matmul(y.clone());
-        let _ = z.into_data();
+        B::sync(device).unwrap_or_else(|e| panic!("{e:?}"));
         best = best.min(start.elapsed().as_secs_f64());
+        drop(z);
     }
     format!(
         r#"{{"gflops": {:.1}}}"#,
@@ -96,9 +122,14 @@ fn matmul(n: usize) -> String {
     )
 }
 
-fn step<T: TrainBackend>(config: ModelConfig, t: usize, b: usize, steps: usize) -> String {
-    let device = Default::default();
-    let mut model = init_rwkv::<T>(&config, 1, &device);
+fn step<T: TrainBackend>(
+    config: ModelConfig,
+    t: usize,
+    b: usize,
+    steps: usize,
+    device: &T::Device,
+) -> String {
+    let mut model = init_rwkv::<T>(&config, 1, device);
     let mut optimizer = AdamW::new(AdamWConfig::default());
     let mut state = 0x5eed_u64;
     let mut token = || {
@@ -115,7 +146,7 @@ fn step<T: TrainBackend>(config: ModelConfig, t: usize, b: usize, steps: usize) 
     let mut times = Vec::new();
     for i in 0..steps + 2 {
         let start = Instant::now();
-        let (next, _) = train_step(model, &config, &mut optimizer, &micro, 1e-4, &device)
+        let (next, _) = train_step(model, &config, &mut optimizer, &micro, 1e-4, device)
             .unwrap_or_else(|e| panic!("{e}"));
         model = next;
         if i >= 2 {
@@ -134,9 +165,8 @@ fn step<T: TrainBackend>(config: ModelConfig, t: usize, b: usize, steps: usize) 
     )
 }
 
-fn generation(config: ModelConfig, tokens: usize) -> String {
-    let device = Default::default();
-    let model = init_rwkv::<Flex>(&config, 1, &device);
+fn generation<B: WkvBackend>(config: ModelConfig, tokens: usize, device: &B::Device) -> String {
+    let model = init_rwkv::<B>(&config, 1, device);
     let options = GenerateOptions {
         max_tokens: tokens,
         sampling: Sampling {
@@ -148,10 +178,55 @@ fn generation(config: ModelConfig, tokens: usize) -> String {
     };
     let start = Instant::now();
     let produced =
-        generate(&model, &config, &[5], options, &device, |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        generate(&model, &config, &[5], options, device, |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let seconds = start.elapsed().as_secs_f64();
     format!(
         r#"{{"tokens": {produced}, "tokens_per_s": {:.1}}}"#,
         produced as f64 / seconds
+    )
+}
+
+fn wkv<B: WkvKernel>(bh: usize, t: usize, device: &B::Device) -> String {
+    let uniform = |lo: f64, hi: f64| {
+        Tensor::<B, 3>::random(
+            [bh, t, HEAD_SIZE],
+            burn::tensor::Distribution::Uniform(lo, hi),
+            device,
+        )
+    };
+    let kappa = uniform(-1.0, 1.0);
+    let kappa = kappa.clone() / kappa.powi_scalar(2).sum_dim(2).sqrt();
+    let inputs = WkvInputs {
+        r: uniform(-1.0, 1.0),
+        w: uniform(0.55, 1.0),
+        k: uniform(-1.0, 1.0),
+        v: uniform(-1.0, 1.0),
+        a: -kappa.clone(),
+        b: kappa * uniform(0.0, 1.0),
+    };
+    let state = Tensor::<B, 3>::zeros([bh, HEAD_SIZE, HEAD_SIZE], device);
+    let dy = uniform(-1.0, 1.0);
+    let (mut forward, mut backward) = (Vec::new(), Vec::new());
+    for i in 0..7 {
+        let start = Instant::now();
+        let out = B::wkv_forward(&inputs, state.clone());
+        B::sync(device).unwrap_or_else(|e| panic!("{e:?}"));
+        let middle = Instant::now();
+        let grads = B::wkv_backward(&inputs, out.snapshots, dy.clone());
+        B::sync(device).unwrap_or_else(|e| panic!("{e:?}"));
+        drop(grads);
+        if i >= 2 {
+            forward.push((middle - start).as_secs_f64());
+            backward.push(middle.elapsed().as_secs_f64());
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    format!(
+        r#"{{"forward_ms": {:.3}, "backward_ms": {:.3}}}"#,
+        1e3 * median(forward),
+        1e3 * median(backward)
     )
 }

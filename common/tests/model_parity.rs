@@ -11,8 +11,7 @@ use burn::tensor::activation::log_softmax;
 use safetensors::SafeTensors;
 use sovereign_common::model::rwkv::{LayerState, ParamRef, zero_state};
 use sovereign_common::model::weights::{TensorFile, load_rwkv, save_rwkv};
-
-type B = Flex;
+use sovereign_common::model::wkv::{WkvBackend, WkvKernel};
 
 fn fixture_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("SOVEREIGN_FIXTURES")
@@ -77,14 +76,84 @@ fn deviation(ours: &[f32], reference: &[f32]) -> f64 {
     max / std
 }
 
-fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().unwrap()
+}
+
+/// The largest deviations a backend may show: the bounds on the CPU (exact f32).
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// Logits and states: max|Δ| / std(reference).
+    forward: f64,
+    /// The loss against float64: relative.
+    loss: f64,
+    /// Each parameter's gradient against float64: ‖g − g_ref‖ / ‖g_ref‖.
+    gradient: f64,
+}
+
+const F32: Bounds = Bounds {
+    forward: 1e-4,
+    loss: 1e-5,
+    gradient: 1e-3,
+};
+
+/// CubeCL runs f32 matmuls on the tensor cores in TF32 (a 10-bit mantissa, as PyTorch does with
+/// `allow_tf32`), so on the GPU backends the bounds are TF32's.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+const TF32: Bounds = Bounds {
+    forward: 2e-2,
+    loss: 1e-3,
+    gradient: 2e-2,
+};
+
+/// Deviations measured so far; a test prints each and fails at the end listing those over bound.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn check(&mut self, what: &str, value: f64, bound: f64) {
+        eprintln!("parity: {what}: {value:.2e} (bound {bound:.0e})");
+        if value.is_nan() || value > bound {
+            self.0.push(format!("{what}: {value:e} > {bound:e}"));
+        }
+    }
+
+    fn assert_all_within(self) {
+        assert!(self.0.is_empty(), "over bound: {:#?}", self.0);
+    }
 }
 
 #[test]
 fn sequence_and_recurrent_forward_match_the_official_package() {
+    forward_parity::<Flex>(&Default::default(), F32);
+}
+
+#[test]
+fn loss_and_every_gradient_match_the_float64_reference() {
+    gradient_parity::<Flex>(&Default::default(), F32);
+}
+
+/// The same parity on the GPU kernels (builds with `--features cuda`, run on a GPU machine).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_the_official_package_and_the_float64_gradients() {
+    let device = burn::backend::cuda::CudaDevice::new(0);
+    forward_parity::<burn::backend::Cuda>(&device, TF32);
+    gradient_parity::<burn::backend::Cuda>(&device, TF32);
+}
+
+/// The same parity on wgpu's default adapter (builds with `--features wgpu`).
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_matches_the_official_package_and_the_float64_gradients() {
+    let device = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    forward_parity::<burn::backend::Wgpu>(&device, TF32);
+    gradient_parity::<burn::backend::Wgpu>(&device, TF32);
+}
+
+fn forward_parity<B: WkvBackend>(device: &B::Device, bounds: Bounds) {
     let Some(dir) = fixture_dir() else { return };
-    let device = Default::default();
+    let device = device.clone();
     let weights = TensorFile::read(&dir.join("model.safetensors")).unwrap();
     let reference = TensorFile::read(&dir.join("reference.safetensors")).unwrap();
     let (model, config) = load_rwkv::<B>(&weights, &device).unwrap();
@@ -93,6 +162,7 @@ fn sequence_and_recurrent_forward_match_the_official_package() {
     let t = 32;
     let input: Vec<i64> = tokens.iter().flat_map(|row| row[..t].to_vec()).collect();
     let input = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [2, t]), &device);
+    let mut checks = Checks::default();
 
     let mut state = zero_state::<B>(&config, 2, &device);
     let logits = model.forward(input.clone(), &mut state);
@@ -102,14 +172,16 @@ fn sequence_and_recurrent_forward_match_the_official_package() {
         let official = reference
             .get(&format!("official.logits.{b}"), t * 300)
             .unwrap();
-        let dev = deviation(ours, official);
-        eprintln!("parity: sequence logits of row {b}: max|Δ|/std = {dev:.2e}");
-        assert!(
-            dev <= 1e-4,
-            "sequence logits of row {b}: max|Δ|/std = {dev:e}"
-        );
+        let what = format!("sequence logits of row {b}, max|Δ|/std");
+        checks.check(&what, deviation(ours, official), bounds.forward);
     }
-    assert_states_match(&state, &reference, "sequence (prefill)");
+    check_states(
+        &state,
+        &reference,
+        "sequence (prefill)",
+        bounds,
+        &mut checks,
+    );
 
     // One token at a time from the zero state: the recurrent form.
     let mut state = zero_state::<B>(&config, 2, &device);
@@ -125,19 +197,22 @@ fn sequence_and_recurrent_forward_match_the_official_package() {
         let official = reference
             .get(&format!("official.rnn_logits.{b}"), t * 300)
             .unwrap();
-        let dev = deviation(ours, official);
-        eprintln!("parity: recurrent logits of row {b}: max|Δ|/std = {dev:.2e}");
-        assert!(
-            dev <= 1e-4,
-            "recurrent logits of row {b}: max|Δ|/std = {dev:e}"
-        );
+        let what = format!("recurrent logits of row {b}, max|Δ|/std");
+        checks.check(&what, deviation(ours, official), bounds.forward);
     }
     // The state a prefill hands over equals the state of the token-by-token form.
-    assert_states_match(&state, &reference, "recurrent");
+    check_states(&state, &reference, "recurrent", bounds, &mut checks);
+    checks.assert_all_within();
 }
 
 /// Every layer's state against the official package's state after the 32 tokens.
-fn assert_states_match(state: &[LayerState<B>], reference: &TensorFile, form: &str) {
+fn check_states<B: Backend>(
+    state: &[LayerState<B>],
+    reference: &TensorFile,
+    form: &str,
+    bounds: Bounds,
+    checks: &mut Checks,
+) {
     for (layer, s) in state.iter().enumerate() {
         let (att_x, kv, ffn_x) = (
             values(s.att_x_prev.clone()),
@@ -155,45 +230,36 @@ fn assert_states_match(state: &[LayerState<B>], reference: &TensorFile, form: &s
                 let official = reference
                     .get(&format!("official.state.{b}.{layer}.{name}"), ours.len())
                     .unwrap();
-                let dev = deviation(ours, official);
-                eprintln!("parity: {form} state {b}.{layer}.{name}: max|Δ|/std = {dev:.2e}");
-                assert!(
-                    dev <= 1e-4,
-                    "{form} state {b}.{layer}.{name}: max|Δ|/std = {dev:e}"
-                );
+                let what = format!("{form} state {b}.{layer}.{name}, max|Δ|/std");
+                checks.check(&what, deviation(ours, official), bounds.forward);
             }
         }
     }
 }
 
-#[test]
-fn loss_and_every_gradient_match_the_float64_reference() {
-    type A = Autodiff<Flex>;
+fn gradient_parity<B: WkvKernel>(device: &B::Device, bounds: Bounds) {
+    type A<B> = Autodiff<B>;
     let Some(dir) = fixture_dir() else { return };
-    let device = Default::default();
+    let device = device.clone();
     let weights = TensorFile::read(&dir.join("model.safetensors")).unwrap();
     let reference = TensorFile::read(&dir.join("reference.safetensors")).unwrap();
-    let (model, config) = load_rwkv::<A>(&weights, &device).unwrap();
+    let (model, config) = load_rwkv::<A<B>>(&weights, &device).unwrap();
     let tokens = reference_tokens(&dir);
     let (batch, t, vocab) = (2, 32, config.vocab);
     let input: Vec<i64> = tokens.iter().flat_map(|row| row[..t].to_vec()).collect();
     let target: Vec<i64> = tokens.iter().flat_map(|row| row[1..=t].to_vec()).collect();
-    let input = Tensor::<A, 2, Int>::from_data(TensorData::new(input, [batch, t]), &device);
-    let target = Tensor::<A, 2, Int>::from_data(TensorData::new(target, [batch * t, 1]), &device);
+    let input = Tensor::<A<B>, 2, Int>::from_data(TensorData::new(input, [batch, t]), &device);
+    let target =
+        Tensor::<A<B>, 2, Int>::from_data(TensorData::new(target, [batch * t, 1]), &device);
+    let mut checks = Checks::default();
 
     let logits = model.forward(input, &mut zero_state(&config, batch, &device));
     let log_probs = log_softmax(logits.reshape([batch * t, vocab]), 1);
     let loss = -log_probs.gather(1, target).mean();
     let ours = f64::from(loss.clone().into_data().to_vec::<f32>().unwrap()[0]);
     let expected = f64::from(reference.get("f64.loss", 1).unwrap()[0]);
-    eprintln!(
-        "parity: loss {ours} vs float64 {expected}: relative {:.2e}",
-        ((ours - expected) / expected).abs()
-    );
-    assert!(
-        ((ours - expected) / expected).abs() <= 1e-5,
-        "loss {ours} vs float64 {expected}"
-    );
+    let what = format!("loss {ours} vs float64 {expected}, relative");
+    checks.check(&what, ((ours - expected) / expected).abs(), bounds.loss);
 
     let grads = loss.backward();
     let mut without_grad = Vec::new();
@@ -219,9 +285,8 @@ fn loss_and_every_gradient_match_the_float64_reference() {
                     .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
                     .sum();
                 let norm: f64 = r.iter().map(|&b| f64::from(b).powi(2)).sum();
-                let rel = (diff / norm).sqrt();
-                eprintln!("parity: gradient of {name}: relative L2 error {rel:.2e}");
-                assert!(rel <= 1e-3, "gradient of {name}: relative error {rel:e}");
+                let what = format!("gradient of {name}, relative L2 error");
+                checks.check(&what, (diff / norm).sqrt(), bounds.gradient);
             }
         }
     }
@@ -229,6 +294,7 @@ fn loss_and_every_gradient_match_the_float64_reference() {
         without_grad,
         ["blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"]
     );
+    checks.assert_all_within();
 }
 
 #[test]
@@ -237,7 +303,7 @@ fn saving_writes_the_official_layout_back_unchanged() {
     let device = Default::default();
     let original = std::fs::read(dir.join("model.safetensors")).unwrap();
     let weights = TensorFile::read(&dir.join("model.safetensors")).unwrap();
-    let (model, _) = load_rwkv::<B>(&weights, &device).unwrap();
+    let (model, _) = load_rwkv::<Flex>(&weights, &device).unwrap();
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("model.safetensors");
     save_rwkv(&model, &path).unwrap();

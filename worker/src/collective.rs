@@ -28,7 +28,11 @@ pub fn nccl_usable(device: Device) -> bool {
     if let Device::Cuda(_) = device {
         let found = sovereign_common::collective::nccl::nccl_available();
         if !found {
-            tracing::warn!("libnccl or the CUDA driver library was not found: no NCCL here");
+            tracing::warn!(
+                "no NCCL here: libnccl.so or the CUDA driver (libcuda.so) did not load; NCCL is \
+                 looked up as libnccl.so, which its -dev package installs (with only the runtime's \
+                 libnccl.so.2, link libnccl.so to it on the loader path)"
+            );
         }
         return found;
     }

@@ -16,14 +16,17 @@
 //! channel), the state is `[BH, N, N]`, and the snapshots are `[BH, chunks, N·N]`.
 //!
 //! Backends: [`WkvKernel`] is the operation on a plain backend. Its provided methods build it
-//! from tensor ops ([`tensor_ops`]), which runs on any backend (CUDA and wgpu use it); the CPU
-//! backend (`Flex`) runs it on raw slices instead ([`cpu`]). [`WkvBackend::wkv`] is what the model
+//! from tensor ops ([`tensor_ops`]), which runs on any Burn backend and is the tests' reference;
+//! the CPU backend (`Flex`) runs it on raw slices instead ([`cpu`]), the CubeCL backends (CUDA,
+//! wgpu) as one GPU kernel per direction ([`cube`], with those features). [`WkvBackend::wkv`] is what the model
 //! calls: on a plain backend it runs the forward, on `Autodiff<B>` it also records the backward
 //! ([`autodiff`]). The starting state is an input without gradient, and the final state is
 //! returned untracked: training starts every window from zeros and discards the final state.
 
 mod autodiff;
 pub mod cpu;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod cube;
 pub mod tensor_ops;
 
 use burn::prelude::*;
@@ -106,11 +109,22 @@ impl WkvKernel for burn::backend::Flex {
     }
 }
 
-#[cfg(feature = "cuda")]
-impl WkvKernel for burn::backend::Cuda {}
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+impl<R: burn_cubecl::CubeRuntime, BT: burn_cubecl::BoolElement> WkvKernel
+    for burn_cubecl::CubeBackend<R, f32, i32, BT>
+{
+    fn wkv_forward(inputs: &WkvInputs<Self>, state: Tensor<Self, 3>) -> WkvForward<Self> {
+        cube::forward(inputs, state)
+    }
 
-#[cfg(feature = "wgpu")]
-impl WkvKernel for burn::backend::Wgpu {}
+    fn wkv_backward(
+        inputs: &WkvInputs<Self>,
+        snapshots: Tensor<Self, 3>,
+        dy: Tensor<Self, 3>,
+    ) -> WkvInputs<Self> {
+        cube::backward(inputs, snapshots, dy)
+    }
+}
 
 /// How many chunks a sequence of `t` steps has.
 pub fn chunks(t: usize) -> usize {

@@ -1,6 +1,6 @@
-//! The WKV-7 recurrence built from tensor ops, for backends without a kernel of their own (CUDA
-//! and wgpu): every step is a few batched `[BH, N, N]` products, with the same chunk snapshots
-//! and recomputing backward as the CPU kernel. The CPU tests compare the two.
+//! The WKV-7 recurrence built from tensor ops, for backends without a kernel of their own: every
+//! step is a few batched `[BH, N, N]` products, with the same chunk snapshots and recomputing
+//! backward as the kernels. The tests hold the CPU and GPU kernels against it.
 
 use burn::prelude::*;
 
