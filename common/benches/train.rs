@@ -187,25 +187,13 @@ fn generation<B: WkvBackend>(config: ModelConfig, tokens: usize, device: &B::Dev
 }
 
 fn wkv<B: WkvKernel>(bh: usize, t: usize, device: &B::Device) -> String {
-    let uniform = |lo: f64, hi: f64| {
-        Tensor::<B, 3>::random(
-            [bh, t, HEAD_SIZE],
-            burn::tensor::Distribution::Uniform(lo, hi),
-            device,
-        )
-    };
-    let kappa = uniform(-1.0, 1.0);
-    let kappa = kappa.clone() / kappa.powi_scalar(2).sum_dim(2).sqrt();
-    let inputs = WkvInputs {
-        r: uniform(-1.0, 1.0),
-        w: uniform(0.55, 1.0),
-        k: uniform(-1.0, 1.0),
-        v: uniform(-1.0, 1.0),
-        a: -kappa.clone(),
-        b: kappa * uniform(0.0, 1.0),
-    };
+    let inputs = WkvInputs::random(bh, t, device);
     let state = Tensor::<B, 3>::zeros([bh, HEAD_SIZE, HEAD_SIZE], device);
-    let dy = uniform(-1.0, 1.0);
+    let dy = Tensor::<B, 3>::random(
+        [bh, t, HEAD_SIZE],
+        burn::tensor::Distribution::Uniform(-1.0, 1.0),
+        device,
+    );
     let (mut forward, mut backward) = (Vec::new(), Vec::new());
     for i in 0..7 {
         let start = Instant::now();

@@ -47,6 +47,30 @@ mod kernels {
         a * x.stride(0) + b * x.stride(1) + c * x.stride(2)
     }
 
+    /// One step of row `i` of the state `s`: `sa = S_i · a`, then
+    /// `S_ij ← S_ij w_j + sa b_j + v_i k_j`. Returns `sa`.
+    #[cube]
+    fn step_row(
+        s: &mut Array<f32>,
+        w: &SharedMemory<f32>,
+        k: &SharedMemory<f32>,
+        a: &SharedMemory<f32>,
+        b: &SharedMemory<f32>,
+        v_i: f32,
+        #[comptime] n: usize,
+    ) -> f32 {
+        let mut sa = 0.0f32;
+        #[unroll]
+        for j in 0..n {
+            sa += s[j] * a[j];
+        }
+        #[unroll]
+        for j in 0..n {
+            s[j] = s[j] * w[j] + sa * b[j] + v_i * k[j];
+        }
+        sa
+    }
+
     /// The forward recurrence: `y`, the final state and the chunk snapshots.
     #[cube(launch)]
     pub fn forward_kernel(
@@ -92,15 +116,10 @@ mod kernels {
             b_shared[i] = b[at(b, bh, t, i)];
             let v_i = v[at(v, bh, t, i)];
             sync_cube();
-            let mut sa = 0.0f32;
-            #[unroll]
-            for j in 0..n {
-                sa += s[j] * a_shared[j];
-            }
+            step_row(&mut s, &w_shared, &k_shared, &a_shared, &b_shared, v_i, n);
             let mut y_i = 0.0f32;
             #[unroll]
             for j in 0..n {
-                s[j] = s[j] * w_shared[j] + sa * b_shared[j] + v_i * k_shared[j];
                 y_i += s[j] * r_shared[j];
             }
             y[at(y, bh, t, i)] = y_i;
@@ -179,15 +198,10 @@ mod kernels {
                 b_shared[i] = b[at(b, bh, t, i)];
                 let v_i = v[at(v, bh, t, i)];
                 sync_cube();
-                let mut sa = 0.0f32;
-                #[unroll]
-                for j in 0..n {
-                    sa += s[j] * a_shared[j];
-                }
+                let sa = step_row(&mut s, &w_shared, &k_shared, &a_shared, &b_shared, v_i, n);
                 sa_shared[tt * n + i] = sa;
                 #[unroll]
                 for j in 0..n {
-                    s[j] = s[j] * w_shared[j] + sa * b_shared[j] + v_i * k_shared[j];
                     scratch[at(scratch, bh, tt + 1, j * n + i)] = s[j];
                 }
             }

@@ -51,6 +51,30 @@ pub struct WkvInputs<B: Backend> {
     pub b: Tensor<B, 3>,
 }
 
+impl<B: Backend> WkvInputs<B> {
+    /// Random inputs `[bh, t, N]` in the ranges the model produces (w in (0.55, 1), κ of unit
+    /// norm per step, a in (0, 1)), for tests and benchmarks.
+    pub fn random(bh: usize, t: usize, device: &B::Device) -> Self {
+        let uniform = |lo: f64, hi: f64| {
+            Tensor::<B, 3>::random(
+                [bh, t, crate::model::config::HEAD_SIZE],
+                burn::tensor::Distribution::Uniform(lo, hi),
+                device,
+            )
+        };
+        let kappa = uniform(-1.0, 1.0);
+        let kappa = kappa.clone() / kappa.powi_scalar(2).sum_dim(2).sqrt();
+        WkvInputs {
+            r: uniform(-1.0, 1.0),
+            w: uniform(0.55, 1.0),
+            k: uniform(-1.0, 1.0),
+            v: uniform(-1.0, 1.0),
+            a: -kappa.clone(),
+            b: kappa * uniform(0.0, 1.0),
+        }
+    }
+}
+
 /// What a forward pass produces.
 #[derive(Clone, Debug)]
 pub struct WkvForward<B: Backend> {

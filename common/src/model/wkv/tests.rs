@@ -10,25 +10,34 @@ use crate::model::config::HEAD_SIZE as N;
 
 type A = Autodiff<Flex>;
 
-/// Inputs in the ranges the model produces: w in (0.55, 1), κ of unit norm per step, a in (0, 1).
+/// Seeded inputs in the ranges the model produces and a random starting state.
 fn inputs<B: Backend>(bh: usize, t: usize, seed: u64) -> (WkvInputs<B>, Tensor<B, 3>) {
     let device = Default::default();
     B::seed(&device, seed);
-    let uniform = |lo: f64, hi: f64| {
-        Tensor::<B, 3>::random([bh, t, N], Distribution::Uniform(lo, hi), &device)
-    };
-    let kappa = uniform(-1.0, 1.0);
-    let kappa = kappa.clone() / kappa.powi_scalar(2).sum_dim(2).sqrt();
-    let inputs = WkvInputs {
-        r: uniform(-1.0, 1.0),
-        w: uniform(0.55, 1.0),
-        k: uniform(-1.0, 1.0),
-        v: uniform(-1.0, 1.0),
-        a: -kappa.clone(),
-        b: kappa * uniform(0.0, 1.0),
-    };
+    let inputs = WkvInputs::random(bh, t, &device);
     let state = Tensor::random([bh, N, N], Distribution::Uniform(-0.5, 0.5), &device);
     (inputs, state)
+}
+
+impl<B: Backend> WkvInputs<B> {
+    /// The six tensors by name (r, w, k, v, a, b).
+    fn named(self) -> [(&'static str, Tensor<B, 3>); 6] {
+        let WkvInputs { r, w, k, v, a, b } = self;
+        [("r", r), ("w", w), ("k", k), ("v", v), ("a", a), ("b", b)]
+    }
+
+    /// Each tensor through `f`.
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    fn map<C: Backend>(&self, f: impl Fn(&Tensor<B, 3>) -> Tensor<C, 3>) -> WkvInputs<C> {
+        WkvInputs {
+            r: f(&self.r),
+            w: f(&self.w),
+            k: f(&self.k),
+            v: f(&self.v),
+            a: f(&self.a),
+            b: f(&self.b),
+        }
+    }
 }
 
 fn max_rel_diff<B: Backend, const D: usize>(x: Tensor<B, D>, reference: Tensor<B, D>) -> f32 {
@@ -61,14 +70,7 @@ fn cpu_kernel_matches_tensor_ops_backward() {
     let snapshots = cpu::forward_tensors(&x, s0).snapshots;
     let cpu = cpu::backward_tensors(&x, snapshots.clone(), dy.clone());
     let ops = tensor_ops::backward(&x, snapshots, dy);
-    for (name, got, want) in [
-        ("r", cpu.r, ops.r),
-        ("w", cpu.w, ops.w),
-        ("k", cpu.k, ops.k),
-        ("v", cpu.v, ops.v),
-        ("a", cpu.a, ops.a),
-        ("b", cpu.b, ops.b),
-    ] {
+    for ((name, got), (_, want)) in cpu.named().into_iter().zip(ops.named()) {
         let d = max_rel_diff(got, want);
         assert!(d < 1e-4, "d{name}: {d}");
     }
@@ -128,14 +130,7 @@ fn gpu_kernel_matches_cpu_kernel<B: WkvKernel>(device: &B::Device) {
         let dy =
             Tensor::<Flex, 3>::random([bh, t, N], Distribution::Uniform(-1.0, 1.0), &x.r.device());
         let to = |x: &Tensor<Flex, 3>| Tensor::<B, 3>::from_data(x.to_data(), device);
-        let gpu = WkvInputs {
-            r: to(&x.r),
-            w: to(&x.w),
-            k: to(&x.k),
-            v: to(&x.v),
-            a: to(&x.a),
-            b: to(&x.b),
-        };
+        let gpu = x.map(to);
         let host =
             |x: Tensor<B, 3>| Tensor::<Flex, 3>::from_data(x.into_data(), &Default::default());
         let want = cpu::forward_tensors(&x, s0.clone());
@@ -150,14 +145,7 @@ fn gpu_kernel_matches_cpu_kernel<B: WkvKernel>(device: &B::Device) {
         }
         let want = cpu::backward_tensors(&x, want.snapshots, dy.clone());
         let got = B::wkv_backward(&gpu, got.snapshots, to(&dy));
-        for (name, got, want) in [
-            ("r", got.r, want.r),
-            ("w", got.w, want.w),
-            ("k", got.k, want.k),
-            ("v", got.v, want.v),
-            ("a", got.a, want.a),
-            ("b", got.b, want.b),
-        ] {
+        for ((name, got), (_, want)) in got.named().into_iter().zip(want.named()) {
             let d = max_rel_diff(host(got), want);
             assert!(d < 1e-4, "BH {bh} T {t}: d{name} differs by {d}");
         }
