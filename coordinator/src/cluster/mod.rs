@@ -11,6 +11,7 @@ pub mod launch;
 pub mod serve;
 pub mod service;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,13 +148,16 @@ pub fn train_cluster(
     Ok(())
 }
 
-/// What went wrong with the group, if anything: a worker process that died (named by its rank)
-/// or a rank that stopped sending heartbeats.
+/// What went wrong with the group, if anything: worker processes that died (named by their rank)
+/// or a rank that stopped sending heartbeats. When several have died by the time this looks, the
+/// ones ended by a signal come first: the others usually exited because the collective with them
+/// failed.
 fn failure(
     service: &CoordinatorService,
     workers: &mut [Worker],
     stall_timeout: Duration,
 ) -> Result<Option<String>> {
+    let mut dead = Vec::new();
     for worker in workers.iter_mut() {
         if let Some(status) = worker.child.try_wait()?
             && !status.success()
@@ -166,10 +170,15 @@ fn failure(
                 }
                 None => format!("the worker started by {} (pid {pid})", worker.place),
             };
-            return Ok(Some(format!("{who} died: {status}")));
+            dead.push((status.signal().is_none(), format!("{who} died: {status}")));
         }
     }
-    Ok(service.stalled(stall_timeout))
+    if dead.is_empty() {
+        return Ok(service.stalled(stall_timeout));
+    }
+    dead.sort_by_key(|(by_exit, _)| *by_exit);
+    let lines: Vec<String> = dead.into_iter().map(|(_, line)| line).collect();
+    Ok(Some(lines.join("; then ")))
 }
 
 /// Waits until every rank has reported the last step. When a worker dies or stalls, the group
