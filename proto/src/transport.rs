@@ -72,10 +72,13 @@ impl Tls {
     }
 }
 
-/// HTTP/2 flow-control windows for bulk transfers: the protocol's default 64 KiB stream window
-/// holds a sender to one window per round trip, far below what a link carries.
-const STREAM_WINDOW: u32 = 8 << 20;
-const CONNECTION_WINDOW: u32 = 16 << 20;
+/// HTTP/2 flow-control windows for bulk transfers. The protocol's default 64 KiB stream window
+/// holds a sender to one window per round trip, far below what a link carries; and a window
+/// smaller than a gradient bucket's segment stalls the ring, whose ranks all send a segment
+/// before they read one (measured on the 2-rank 64 MiB all-reduce: 0.18 GB/s with 2 MiB
+/// windows, 0.55 with 8 MiB, 0.8 with 32 MiB).
+const STREAM_WINDOW: u32 = 32 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
 /// The largest HTTP/2 frame: a 1 MiB gradient chunk in a few frames instead of 64 of the
 /// default 16 KiB.
 const MAX_FRAME: u32 = (1 << 20) - 1;

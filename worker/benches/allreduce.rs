@@ -10,12 +10,13 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
-use sovereign_common::collective::AllReduce;
 use sovereign_common::collective::bucket::WireDtype;
-use sovereign_common::collective::ring::{Ring, RingReducer};
+use sovereign_common::collective::ring::{Ring, RingReducer, RingTransport};
+use sovereign_common::collective::{AllReduce, CollectiveError, chunks};
+use sovereign_proto::v1::bytes::Bytes;
 use sovereign_worker::collective::{RingSender, Setup, grpc_ring};
 use sovereign_worker::peer::serve_peer;
 
@@ -45,18 +46,19 @@ fn main() {
     println!();
     println!(
         "| ranks | MiB | time (ms) | algbw (GB/s) | busbw (GB/s) | busbw / raw TCP | \
-         same ring in-process, busbw (GB/s) |"
+         same ring over plain TCP, busbw (GB/s) | same ring in-process, busbw (GB/s) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &world in &worlds {
         for &mib in &sizes {
             let busbw = |seconds: f64| {
                 (mib << 20) as f64 / seconds / 1e9 * 2.0 * (world - 1) as f64 / world as f64
             };
             let seconds = ring_seconds(world, mib << 20);
+            let plain = busbw(median_round(world, mib << 20, tcp_ring(world)));
             let local = busbw(median_round(world, mib << 20, local_ring(world)));
             println!(
-                "| {world} | {mib} | {:.1} | {:.2} | {:.2} | {:.0}% | {local:.2} |",
+                "| {world} | {mib} | {:.1} | {:.2} | {:.2} | {:.0}% | {plain:.2} | {local:.2} |",
                 seconds * 1e3,
                 (mib << 20) as f64 / seconds / 1e9,
                 busbw(seconds),
@@ -191,4 +193,69 @@ fn median_round(world: usize, bytes: usize, reducers: Vec<Box<dyn AllReduce + Se
         .collect();
     rounds.sort_by(f64::total_cmp);
     rounds[ROUNDS / 2]
+}
+
+/// One rank's links over plain TCP: length-prefixed chunks written straight to the next rank's
+/// socket, and a thread reading the previous rank's socket into a channel.
+struct TcpTransport {
+    next: TcpStream,
+    prev: mpsc::Receiver<Bytes>,
+}
+
+impl RingTransport for TcpTransport {
+    fn send_next(&mut self, chunk: Bytes) -> Result<(), CollectiveError> {
+        let length = (chunk.len() as u32).to_le_bytes();
+        self.next
+            .write_all(&length)
+            .and_then(|()| self.next.write_all(&chunk))
+            .map_err(|e| CollectiveError::Transport(e.to_string()))
+    }
+
+    fn recv_prev(&mut self) -> Result<Bytes, CollectiveError> {
+        self.prev
+            .recv()
+            .map_err(|_| CollectiveError::Transport("the previous rank's socket closed".into()))
+    }
+}
+
+/// The same ring over plain TCP sockets on loopback, no HTTP/2: what a ring can reach on this
+/// machine's cores, with the same chunks and the same reductions.
+fn tcp_ring(world: usize) -> Vec<Box<dyn AllReduce + Send>> {
+    let listeners: Vec<TcpListener> = (0..world)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    // Rank r dials rank r + 1's listener (the kernel completes it before the accept below).
+    let nexts: Vec<TcpStream> = (0..world)
+        .map(|rank| {
+            let next = TcpStream::connect(listeners[(rank + 1) % world].local_addr().unwrap());
+            let next = next.unwrap();
+            next.set_nodelay(true).unwrap();
+            next
+        })
+        .collect();
+    nexts
+        .into_iter()
+        .zip(&listeners)
+        .enumerate()
+        .map(|(rank, (next, listener))| {
+            let (mut stream, _) = listener.accept().unwrap();
+            let (chunks_in, prev) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut length = [0u8; 4];
+                while stream.read_exact(&mut length).is_ok() {
+                    let mut complete = true;
+                    let chunk = chunks::chunk(u32::from_le_bytes(length) as usize, |bytes| {
+                        complete = stream.read_exact(bytes).is_ok()
+                    });
+                    if !complete || chunks_in.send(chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+            Box::new(RingReducer {
+                ring: Ring::new(rank, world, WireDtype::F32),
+                transport: TcpTransport { next, prev },
+            }) as Box<dyn AllReduce + Send>
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use sovereign_proto::v1::RingAck;
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::peer_client::PeerClient;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
 use crate::peer::{GrpcRing, Inbox};
@@ -55,7 +55,7 @@ pub struct Setup<'a> {
 }
 
 /// The gRPC ring sending `wire` values: a stream to the next rank's Peer service (`ring` lists
-/// the ranks' addresses), and the chunks the previous rank streams to ours (`inbox`).
+/// the ranks' addresses), and the stream the previous rank opens to ours (`inbox`).
 pub async fn grpc_ring(
     setup: &Setup<'_>,
     wire: WireDtype,
@@ -63,7 +63,7 @@ pub async fn grpc_ring(
     inbox: Inbox,
 ) -> Result<(Box<dyn AllReduce + Send>, Option<RingSender>)> {
     let (rank, world) = (setup.rank, setup.world);
-    let (outbox, outbox_rx) = tokio::sync::mpsc::channel(64);
+    let (outbox, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let sender = if world > 1 {
         let next_rank = (rank + 1) % world;
         let next = ring
@@ -74,7 +74,7 @@ pub async fn grpc_ring(
                 anyhow::anyhow!("cannot reach rank {next_rank}'s peer service: {e}")
             })?);
         Some(tokio::spawn(async move {
-            peer.ring(ReceiverStream::new(outbox_rx)).await
+            peer.ring(UnboundedReceiverStream::new(outbox_rx)).await
         }))
     } else {
         None
@@ -82,6 +82,8 @@ pub async fn grpc_ring(
     let transport = GrpcRing {
         outbox,
         inbox,
+        incoming: None,
+        runtime: tokio::runtime::Handle::current(),
         token: setup.token.to_string(),
         rank,
         deadline: setup.deadline,

@@ -31,12 +31,13 @@ impl WireDtype {
         }
     }
 
-    /// Appends `values` to `out` in this encoding.
-    pub fn encode(self, values: &[f32], out: &mut Vec<u8>) {
-        out.reserve(values.len() * self.size());
+    /// Writes `values` into `out` (exactly `values.len() * self.size()` bytes) in this encoding.
+    pub fn encode_into(self, values: &[f32], out: &mut [u8]) {
         match self {
-            WireDtype::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
-            WireDtype::Bf16 => out.extend(values.iter().flat_map(|&v| to_bf16(v).to_le_bytes())),
+            WireDtype::F32 => zip_mut(out.as_chunks_mut().0, values, |o, &v| *o = v.to_le_bytes()),
+            WireDtype::Bf16 => zip_mut(out.as_chunks_mut().0, values, |o, &v| {
+                *o = to_bf16(v).to_le_bytes()
+            }),
         }
     }
 
@@ -44,18 +45,35 @@ impl WireDtype {
     /// element with `apply`.
     pub fn decode_into(self, bytes: &[u8], target: &mut [f32], apply: impl Fn(&mut f32, f32)) {
         match self {
-            WireDtype::F32 => target
-                .iter_mut()
-                .zip(bytes.chunks_exact(4))
-                .for_each(|(x, b)| {
-                    apply(x, f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                }),
-            WireDtype::Bf16 => target
-                .iter_mut()
-                .zip(bytes.chunks_exact(2))
-                .for_each(|(x, b)| {
-                    apply(x, from_bf16(u16::from_le_bytes([b[0], b[1]])));
-                }),
+            WireDtype::F32 => zip_mut(target, bytes.as_chunks().0, |x, &b| {
+                apply(x, f32::from_le_bytes(b))
+            }),
+            WireDtype::Bf16 => zip_mut(target, bytes.as_chunks().0, |x, &b| {
+                apply(x, from_bf16(u16::from_le_bytes(b)))
+            }),
+        }
+    }
+
+    /// One reduce-scatter step on a chunk, in one pass: adds the received values (`bytes`) into
+    /// `values`, multiplies by `scale` (1 but on the last step, where the sum becomes the mean),
+    /// rounds to what this encoding carries, and writes the results to `out` to pass on.
+    pub fn add_scale_encode(self, bytes: &[u8], values: &mut [f32], scale: f32, out: &mut [u8]) {
+        match self {
+            WireDtype::F32 => {
+                let sums = values.iter_mut().zip(bytes.as_chunks().0);
+                zip_mut(out.as_chunks_mut().0, sums, |o, (x, &b)| {
+                    *x = (*x + f32::from_le_bytes(b)) * scale;
+                    *o = x.to_le_bytes();
+                })
+            }
+            WireDtype::Bf16 => {
+                let sums = values.iter_mut().zip(bytes.as_chunks().0);
+                zip_mut(out.as_chunks_mut().0, sums, |o, (x, &b)| {
+                    let wire = to_bf16((*x + from_bf16(u16::from_le_bytes(b))) * scale);
+                    *x = from_bf16(wire);
+                    *o = wire.to_le_bytes();
+                })
+            }
         }
     }
 
@@ -65,6 +83,15 @@ impl WireDtype {
             values.iter_mut().for_each(|v| *v = from_bf16(to_bf16(*v)));
         }
     }
+}
+
+/// Calls `f` on each element of `target` with the matching item of `items` (as far as both go):
+/// plain loops over fixed-size arrays, which the compiler turns into vector code.
+fn zip_mut<T, I: IntoIterator>(target: &mut [T], items: I, mut f: impl FnMut(&mut T, I::Item)) {
+    target
+        .iter_mut()
+        .zip(items)
+        .for_each(|(t, item)| f(t, item));
 }
 
 /// f32 → bf16, round to nearest even (NaN stays NaN).
@@ -184,11 +211,10 @@ mod tests {
 
     #[test]
     fn bf16_rounds_to_nearest_even() {
-        let mut out = Vec::new();
         // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0).
         let values = [1.0f32, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -2.5, 1e-3];
-        WireDtype::Bf16.encode(&values, &mut out);
-        assert_eq!(out.len(), 10);
+        let mut out = [0u8; 10];
+        WireDtype::Bf16.encode_into(&values, &mut out);
         let mut back = vec![0f32; 5];
         WireDtype::Bf16.decode_into(&out, &mut back, |x, v| *x = v);
         assert_eq!(back[..4], [1.0, 1.0, 1.0 + 4.0 / 256.0, -2.5]);
@@ -196,8 +222,8 @@ mod tests {
         let mut rounded = values;
         WireDtype::Bf16.round(&mut rounded);
         assert_eq!(rounded, back.as_slice());
-        let mut exact = Vec::new();
-        WireDtype::F32.encode(&values, &mut exact);
+        let mut exact = [0u8; 20];
+        WireDtype::F32.encode_into(&values, &mut exact);
         let mut again = vec![0f32; 5];
         WireDtype::F32.decode_into(&exact, &mut again, |x, v| *x = v);
         assert_eq!(again, values);

@@ -3,20 +3,22 @@
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 
+use bytes::Bytes;
+
 use super::CollectiveError;
 use super::ring::RingTransport;
 
 /// One rank's links in an in-process ring.
 pub struct LocalTransport {
-    next: Sender<Vec<u8>>,
-    prev: Receiver<Vec<u8>>,
+    next: Sender<Bytes>,
+    prev: Receiver<Bytes>,
 }
 
 /// The links of a ring of `world` ranks, in rank order.
 pub fn local_ring(world: usize) -> Vec<LocalTransport> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..world).map(|_| channel()).unzip();
     // Rank r sends on the channel that rank r + 1 receives from.
-    let mut receivers: Vec<Option<Receiver<Vec<u8>>>> = receivers.into_iter().map(Some).collect();
+    let mut receivers: Vec<Option<Receiver<Bytes>>> = receivers.into_iter().map(Some).collect();
     (0..world)
         .map(|r| LocalTransport {
             next: senders[(r + 1) % world].clone(),
@@ -26,15 +28,13 @@ pub fn local_ring(world: usize) -> Vec<LocalTransport> {
 }
 
 impl RingTransport for LocalTransport {
-    type Received = Vec<u8>;
-
-    fn send_next(&mut self, chunk: Vec<u8>) -> Result<(), CollectiveError> {
+    fn send_next(&mut self, chunk: Bytes) -> Result<(), CollectiveError> {
         self.next
             .send(chunk)
             .map_err(|_| CollectiveError::Transport("the next rank is gone".into()))
     }
 
-    fn recv_prev(&mut self) -> Result<Vec<u8>, CollectiveError> {
+    fn recv_prev(&mut self) -> Result<Bytes, CollectiveError> {
         self.prev
             .recv()
             .map_err(|_| CollectiveError::Transport("the previous rank is gone".into()))

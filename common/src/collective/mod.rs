@@ -7,6 +7,7 @@
 //! it is given.
 
 pub mod bucket;
+pub mod chunks;
 pub mod local;
 #[cfg(feature = "nccl")]
 pub mod nccl;

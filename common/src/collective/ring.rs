@@ -6,27 +6,30 @@
 //! copy; after n − 1 steps rank r holds the full sum of segment (r + 1). It divides that by n
 //! (the mean), rounds it to the wire precision, and the all-gather passes the finished segments
 //! round the ring, each rank overwriting its copy. Segments travel in chunks of at most
-//! `chunk_bytes` (≤ 1 MiB for gRPC), and each chunk is reduced as soon as it arrives. Every rank
-//! ends with bit-identical values: each segment is finished by one rank and copied to the others.
+//! `chunk_bytes` (≤ 1 MiB for gRPC). What a rank receives in one step is what it sends in the
+//! next, so each chunk is reduced and passed on as soon as it arrives: the steps, and the two
+//! phases, overlap chunk by chunk. Every rank ends with bit-identical values: each segment is
+//! finished by one rank and copied to the others.
 
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use super::bucket::{BUCKET_BYTES, WireDtype, buckets};
+use super::chunks;
 use super::{AllReduce, CollectiveError};
 
 /// Largest chunk on the wire: tonic refuses messages over 4 MiB by default; 1 MiB leaves room.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 /// A rank's two links in the ring. Sends must not wait for the matching receive: the transport
-/// buffers a whole segment's chunks (unbounded channels; gRPC streams drained by the Peer
-/// service into an unbounded inbox).
+/// buffers what the next rank has not read yet (unbounded channels and queues; the ring sends
+/// at most about a segment ahead of what it has received).
 pub trait RingTransport {
-    /// What a received chunk arrives as (a `Vec`, or a view of a network buffer).
-    type Received: AsRef<[u8]>;
     /// Sends one chunk to the next rank.
-    fn send_next(&mut self, chunk: Vec<u8>) -> Result<(), CollectiveError>;
+    fn send_next(&mut self, chunk: Bytes) -> Result<(), CollectiveError>;
     /// Receives the next chunk from the previous rank.
-    fn recv_prev(&mut self) -> Result<Self::Received, CollectiveError>;
+    fn recv_prev(&mut self) -> Result<Bytes, CollectiveError>;
 }
 
 /// This rank's place in the ring and how values travel.
@@ -130,6 +133,11 @@ impl Ring {
     }
 
     /// Replaces `data` on every rank by the mean over the ranks.
+    ///
+    /// Pipelined chunk by chunk: what a rank receives in one step is what it sends in the next,
+    /// so each chunk goes on as soon as it is reduced, and the all-gather starts while the
+    /// reduce-scatter is still arriving. Sends never wait for receives (see [`RingTransport`]),
+    /// so no rank can block another.
     pub fn all_reduce_mean(
         &self,
         data: &mut [f32],
@@ -140,55 +148,66 @@ impl Ring {
             return Ok(());
         }
         let r = self.rank;
-        for s in 0..n - 1 {
-            let send = self.segment(r + n - s, len);
-            let recv = self.segment(r + n - s - 1, len);
-            self.exchange(data, send, recv, transport, |x, v| *x += v)?;
+        // Reduce-scatter. Step 0: this rank's segment r goes out as it is.
+        for chunk in self.chunks(self.segment(r, len)) {
+            let values = &data[chunk];
+            let bytes = chunks::chunk(values.len() * self.wire.size(), |out| {
+                self.wire.encode_into(values, out)
+            });
+            transport.send_next(bytes)?;
         }
-        let owned = self.segment(r + 1, len);
-        let scale = 1.0 / n as f32;
-        data[owned.clone()].iter_mut().for_each(|x| *x *= scale);
-        self.wire.round(&mut data[owned]);
+        // Step s: segment r − s arrives holding the sum over ranks r − s … r − 1; this rank adds
+        // its own values and passes it on. After step n − 1, segment r + 1 holds the whole sum:
+        // it becomes the mean, rounded to the wire precision, and is passed on as the first
+        // step of the all-gather.
+        for s in 1..n {
+            let scale = if s == n - 1 { 1.0 / n as f32 } else { 1.0 };
+            for chunk in self.chunks(self.segment(r + n - s, len)) {
+                let received = self.receive(transport, chunk.len())?;
+                let values = &mut data[chunk];
+                let sum = chunks::chunk(received.len(), |out| {
+                    self.wire.add_scale_encode(&received, values, scale, out)
+                });
+                transport.send_next(sum)?;
+            }
+        }
+        // All-gather: finished segments r, r − 1, … arrive; each is kept, and passed on unless
+        // the next rank is the one that finished it.
         for s in 0..n - 1 {
-            let send = self.segment(r + 1 + n - s, len);
-            let recv = self.segment(r + n - s, len);
-            self.exchange(data, send, recv, transport, |x, v| *x = v)?;
+            for chunk in self.chunks(self.segment(r + n - s, len)) {
+                let received = self.receive(transport, chunk.len())?;
+                self.wire
+                    .decode_into(&received, &mut data[chunk], |x, v| *x = v);
+                if s < n - 2 {
+                    transport.send_next(received)?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Sends `send` and receives `recv` chunk by chunk, applying each received value with `apply`.
-    /// Every chunk of `send` is queued before the first receive: the transport carries them
-    /// while this thread reduces what arrives (waiting for each chunk's echo would cost a
-    /// round trip per chunk).
-    fn exchange(
+    /// `range` cut into chunks of at most [`Ring::chunk_values`] values.
+    fn chunks(&self, range: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+        let (per, end) = (self.chunk_values(), range.end);
+        range
+            .step_by(per)
+            .map(move |start| start..(start + per).min(end))
+    }
+
+    /// The previous rank's next chunk, which must carry `values` values.
+    fn receive(
         &self,
-        data: &mut [f32],
-        send: Range<usize>,
-        recv: Range<usize>,
         transport: &mut impl RingTransport,
-        apply: impl Fn(&mut f32, f32),
-    ) -> Result<(), CollectiveError> {
-        let per = self.chunk_values();
-        for start in send.clone().step_by(per) {
-            let out = start..(start + per).min(send.end);
-            let mut bytes = Vec::with_capacity(out.len() * self.wire.size());
-            self.wire.encode(&data[out], &mut bytes);
-            transport.send_next(bytes)?;
+        values: usize,
+    ) -> Result<Bytes, CollectiveError> {
+        let received = transport.recv_prev()?;
+        let expected = values * self.wire.size();
+        if received.len() != expected {
+            return Err(CollectiveError::Size {
+                expected,
+                got: received.len(),
+            });
         }
-        for start in recv.clone().step_by(per) {
-            let into = start..(start + per).min(recv.end);
-            let received = transport.recv_prev()?;
-            let bytes = received.as_ref();
-            let expected = into.len() * self.wire.size();
-            if bytes.len() != expected {
-                return Err(CollectiveError::Size {
-                    expected,
-                    got: bytes.len(),
-                });
-            }
-            self.wire.decode_into(bytes, &mut data[into], &apply);
-        }
-        Ok(())
+        Ok(received)
     }
 }
