@@ -153,8 +153,7 @@ fn step<T: TrainBackend>(
             times.push(start.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = median(times);
     let tokens_per_s = (b * t) as f64 / median;
     format!(
         r#"{{"params": {}, "matmul_params": {}, "step_s": {median:.4}, "tokens_per_s": {tokens_per_s:.1}, "model_gflops": {:.1}, "peak_rss_mb": {:.0}}}"#,
@@ -163,6 +162,12 @@ fn step<T: TrainBackend>(
         6.0 * matmul_params(&config) as f64 * tokens_per_s / 1e9,
         peak_rss_mb()
     )
+}
+
+/// The median of timings (the upper one of an even count).
+fn median(mut seconds: Vec<f64>) -> f64 {
+    seconds.sort_by(f64::total_cmp);
+    seconds[seconds.len() / 2]
 }
 
 fn generation<B: WkvBackend>(config: ModelConfig, tokens: usize, device: &B::Device) -> String {
@@ -208,10 +213,6 @@ fn wkv<B: WkvKernel>(bh: usize, t: usize, device: &B::Device) -> String {
             backward.push(middle.elapsed().as_secs_f64());
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     format!(
         r#"{{"forward_ms": {:.3}, "backward_ms": {:.3}}}"#,
         1e3 * median(forward),
