@@ -85,8 +85,8 @@ impl WireDtype {
     }
 }
 
-/// Calls `f` on each element of `target` with the matching item of `items` (as far as both go):
-/// plain loops over fixed-size arrays, which the compiler turns into vector code.
+/// Calls `f` on each element of `target` with the matching item of `items`, as far as both go.
+/// The callers pair values with 4- or 2-byte arrays (`as_chunks`), loops the compiler vectorizes.
 fn zip_mut<T, I: IntoIterator>(target: &mut [T], items: I, mut f: impl FnMut(&mut T, I::Item)) {
     target
         .iter_mut()
