@@ -16,11 +16,12 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use sovereign_common::device::Device;
+use sovereign_common::model::TrainBackend;
 use sovereign_common::model::config::HEAD_SIZE;
 use sovereign_common::model::config::ModelConfig;
 use sovereign_common::model::generate::{GenerateOptions, Sampling, generate};
 use sovereign_common::model::init::init_rwkv;
-use sovereign_common::model::wkv::{TrainBackend, WkvBackend, WkvInputs, WkvKernel};
+use sovereign_common::model::wkv::{WkvBackend, WkvInputs, WkvKernel};
 use sovereign_common::train::optimizer::{AdamW, AdamWConfig};
 use sovereign_common::train::step::train_step;
 use sovereign_common::{with_backend, with_training_backend};

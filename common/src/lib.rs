@@ -5,6 +5,7 @@
 //! - [`model`]: RWKV-7 (x070) in Burn.
 //! - [`tokenizer`]: byte-level BPE (training, tokenizer.json, encoding and decoding).
 //! - [`train`]: schedule, gradients and AdamW, checkpoints, the training loop.
+//! - [`host`]: tensor values as `f32` slices, for the CPU kernels.
 //! - [`collective`]: gradient buckets and the ring all-reduce over a transport trait.
 //! - [`output`]: files written whole or not at all.
 //! - [`logging`]: the binaries' log lines.
@@ -13,6 +14,7 @@
 pub mod collective;
 pub mod data;
 pub mod device;
+pub mod host;
 pub mod logging;
 pub mod model;
 pub mod output;

@@ -3,8 +3,10 @@
 
 use burn::prelude::*;
 
+use super::ModelBackend;
 use super::config::ModelConfig;
-use super::loss::{cross_entropy, window_tensors};
+use super::dropout::Dropout;
+use super::loss::window_tensors;
 use super::rwkv::{Rwkv, State, zero_state};
 use super::wkv::WkvBackend;
 use crate::data::dataset::TokenDataset;
@@ -23,7 +25,7 @@ pub struct Evaluation {
 
 /// Mean cross-entropy over the consecutive, non-overlapping windows of `seq_len + 1` tokens of
 /// `data` (input the first T tokens, targets the next T), `batch` windows at a time.
-pub fn evaluate<B: WkvBackend>(
+pub fn evaluate<B: ModelBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     data: &TokenDataset,
@@ -58,15 +60,15 @@ pub fn evaluate<B: WkvBackend>(
 }
 
 /// Mean cross-entropy (no L2Wrap) of the windows of T + 1 tokens, from a zero state.
-pub fn windows_loss<B: WkvBackend>(
+pub fn windows_loss<B: ModelBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     windows: &[Vec<u16>],
     device: &B::Device,
 ) -> Result<f64, String> {
     let (input, target) = window_tensors(windows, device);
-    let logits = model.forward(input, &mut zero_state(config, windows.len(), device));
-    let loss = cross_entropy(logits, target);
+    let mut state = zero_state(config, windows.len(), device);
+    let loss = model.loss(input, target, &mut state, Dropout::NONE, 0.0);
     Ok(f64::from(
         loss.into_data()
             .to_vec::<f32>()

@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
+use super::ModelBackend;
 use super::config::{HEAD_SIZE, ModelConfig};
 use super::dropout::Dropout;
 use super::wkv::{WkvBackend, WkvInputs};
@@ -289,11 +290,13 @@ impl<B: Backend> ChannelMix<B> {
 impl<B: WkvBackend> Rwkv<B> {
     /// Logits `[B, T, V]` for `tokens` `[B, T]`, continuing from `state` (updated in place).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, state: &mut State<B>) -> Tensor<B, 3> {
-        self.forward_dropout(tokens, state, Dropout::NONE)
+        linear(self.features(tokens, state, Dropout::NONE), &self.head)
     }
 
-    /// [`Self::forward`] with `dropout` on each block's two residual branches (training).
-    pub fn forward_dropout(
+    /// What the head reads: the final norm's output `[B, T, C]` for `tokens` `[B, T]`,
+    /// continuing from `state` (updated in place), with `dropout` on each block's two residual
+    /// branches (training).
+    pub fn features(
         &self,
         tokens: Tensor<B, 2, Int>,
         state: &mut State<B>,
@@ -320,7 +323,32 @@ impl<B: WkvBackend> Rwkv<B> {
                 .forward(block.ln2.forward(x.clone()), &mut layer.ffn_x_prev);
             x = x + dropout.apply(ffn, i, 1);
         }
-        linear(self.ln_out.forward(x), &self.head)
+        self.ln_out.forward(x)
+    }
+}
+
+impl<B: ModelBackend> Rwkv<B> {
+    /// The mean cross-entropy of the predictions for `tokens` `[B, T]` against `targets`
+    /// `[B, T]`, continuing from `state` (updated in place), with `dropout` as in
+    /// [`Self::features`]; its gradient carries L2Wrap's term at factor `l2wrap` (0 for none).
+    /// The logits are never materialized as a whole (module `loss`).
+    pub fn loss(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        targets: Tensor<B, 2, Int>,
+        state: &mut State<B>,
+        dropout: Dropout,
+        l2wrap: f64,
+    ) -> Tensor<B, 1> {
+        let [b, t] = tokens.dims();
+        let x = self.features(tokens, state, dropout);
+        let c = x.dims()[2];
+        B::head_loss(
+            x.reshape([b * t, c]),
+            self.head.val(),
+            targets.reshape([b * t]),
+            l2wrap,
+        )
     }
 }
 

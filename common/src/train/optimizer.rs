@@ -3,7 +3,8 @@
 //! [`Gradients`] holds each parameter's gradient flattened, in [`Rwkv::named_params`] order, so
 //! micro-batches add up, the global norm and clipping are one loop, and (later) the all-reduce
 //! can pack them into buckets. [`AdamW`] is PyTorch's: β = (0.9, 0.99), eps 1e-18 by default,
-//! decoupled weight decay only on 2-D `.weight` matrices, `att.w0` at twice the learning rate.
+//! decoupled weight decay only on 2-D `.weight` matrices, `att.w0` at twice the learning rate;
+//! each parameter's update is one [`AdamWKernel`] operation.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use burn::module::{ModuleMapper, Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::adamw::{AdamWKernel, Update, Updated};
 use crate::model::rwkv::{ParamRef, Rwkv};
 
 /// Every parameter's gradient, flattened, by RWKV-LM name (in the model's parameter order).
@@ -156,7 +158,9 @@ impl<B: Backend> AdamW<B> {
             moments: HashMap::new(),
         }
     }
+}
 
+impl<B: AdamWKernel> AdamW<B> {
     /// Applies one update with learning rate `lr` and returns the updated model.
     pub fn step<A: AutodiffBackend<InnerBackend = B>>(
         &mut self,
@@ -196,7 +200,7 @@ struct AdamWMapper<'a, B: Backend> {
     lr: f64,
 }
 
-impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> ModuleMapper<A> for AdamWMapper<'_, B> {
+impl<B: AdamWKernel, A: AutodiffBackend<InnerBackend = B>> ModuleMapper<A> for AdamWMapper<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<A, D>>) -> Param<Tensor<A, D>> {
         let (id, tensor, mapper) = param.consume();
         let Some((name, group)) = self.by_id.get(&id) else {
@@ -216,19 +220,23 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> ModuleMapper<A> for AdamW
             .moments
             .remove(name)
             .unwrap_or_else(|| (flat.zeros_like(), flat.zeros_like()));
-        let m = m * c.beta1 + grad.clone() * (1.0 - c.beta1);
-        let v = v * c.beta2 + grad.clone().powi_scalar(2) * (1.0 - c.beta2);
-        let m_hat = m.clone() / (1.0 - c.beta1.powi(t));
-        let v_hat = v.clone() / (1.0 - c.beta2.powi(t));
         let lr = self.lr * group.lr_scale;
-        let decayed = if group.weight_decay {
-            flat * (1.0 - lr * c.weight_decay)
-        } else {
-            flat
+        let update = Update {
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            lr,
+            decay: if group.weight_decay {
+                1.0 - lr * c.weight_decay
+            } else {
+                1.0
+            },
+            bias1: 1.0 - c.beta1.powi(t),
+            bias2: 1.0 - c.beta2.powi(t),
         };
-        let updated = decayed - m_hat / (v_hat.sqrt() + c.eps) * lr;
+        let Updated { param, m, v } = B::adamw(flat, grad, m, v, update);
         self.optimizer.moments.insert(name.clone(), (m, v));
-        let tensor = Tensor::<A, D>::from_inner(updated.reshape(dims)).require_grad();
+        let tensor = Tensor::<A, D>::from_inner(param.reshape(dims)).require_grad();
         Param::from_mapped_value(id, tensor, mapper)
     }
 }

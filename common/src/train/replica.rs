@@ -16,7 +16,7 @@ use super::step::{apply_step, step_gradients};
 use crate::collective::AllReduce;
 use crate::collective::bucket::{flatten, unflatten};
 use crate::data::dataset::{TokenDataset, Validation};
-use crate::model::wkv::TrainBackend;
+use crate::model::TrainBackend;
 
 /// This rank's place in the run.
 #[derive(Clone, Debug)]

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::model::wkv::{TrainBackend, WkvBackend};
+use crate::model::{ModelBackend, TrainBackend};
 use burn::module::AutodiffModule;
 use serde::{Deserialize, Serialize};
 
@@ -407,7 +407,7 @@ pub fn rank_windows(
 }
 
 /// Mean validation loss over `eval_batches` fixed windows of val_data.
-pub(crate) fn evaluate<B: WkvBackend>(
+pub(crate) fn evaluate<B: ModelBackend>(
     model: &Rwkv<B>,
     model_config: &ModelConfig,
     config: &RunConfig,

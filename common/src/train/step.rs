@@ -1,13 +1,16 @@
 //! One optimizer step, top to bottom: micro-batches forward and backward, gradients summed and
 //! averaged, the divergence guard, clipping at global norm 1.0, and AdamW.
 
-use crate::model::wkv::TrainBackend;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 
 use super::optimizer::{AdamW, Gradients};
 use crate::model::config::ModelConfig;
 use crate::model::dropout::Dropout;
-use crate::model::loss::{lm_loss, window_tensors};
+use crate::model::loss::{L2WRAP, window_tensors};
 use crate::model::rwkv::{Rwkv, zero_state};
+use crate::model::{TrainBackend, TrainKernels};
 
 /// Gradients are clipped to this global norm.
 pub const CLIP_NORM: f64 = 1.0;
@@ -54,23 +57,14 @@ pub fn step_gradients<A: TrainBackend>(
     let mut total: Option<Gradients<A::InnerBackend>> = None;
     let mut loss_sum = 0.0;
     for (micro, windows) in micro_batches.iter().enumerate() {
-        let (input, target) = window_tensors::<A>(windows, device);
-        let mut state = zero_state(config, windows.len(), device);
-        let logits = model.forward_dropout(input, &mut state, dropout.for_micro(micro));
-        let loss = lm_loss(logits, target);
-        let value = f64::from(
-            loss.clone()
-                .into_data()
-                .to_vec::<f32>()
-                .map_or(f32::NAN, |v| v[0]),
-        );
-        if !value.is_finite() {
+        let (grads, loss) =
+            micro_batch_gradients(model, config, windows, dropout.for_micro(micro), device);
+        if !loss.is_finite() {
             return Err(format!(
-                "step {step}: the loss is {value}; training diverged (lower --lr or resume from an earlier checkpoint)"
+                "step {step}: the loss is {loss}; training diverged (lower --lr or resume from an earlier checkpoint)"
             ));
         }
-        loss_sum += value;
-        let grads = Gradients::from_backward(model, &loss.backward());
+        loss_sum += loss;
         total = Some(match total {
             Some(sum) => sum.accumulate(grads),
             None => grads,
@@ -81,6 +75,90 @@ pub fn step_gradients<A: TrainBackend>(
         .ok_or("a step needs at least one micro-batch")?
         .scale(1.0 / n);
     Ok((grads, loss_sum / n))
+}
+
+/// One micro-batch's mean loss and its gradients. Its windows are split into up to
+/// [`TrainKernels::PARTS`] consecutive parts that run concurrently, each on its own autodiff
+/// graph (the first on `model`, the others on [`Replica`]s of it); each part's loss and
+/// gradients are weighted by its share of the windows and summed in order, so the result
+/// depends on the part count, which is fixed per backend, and not on threads or timing.
+fn micro_batch_gradients<A: TrainBackend>(
+    model: &Rwkv<A>,
+    config: &ModelConfig,
+    windows: &[Vec<u16>],
+    dropout: Dropout,
+    device: &A::Device,
+) -> (Gradients<A::InnerBackend>, f64) {
+    let per_part = windows.len().div_ceil(A::InnerBackend::PARTS.max(1)).max(1);
+    let parts = windows.len().div_ceil(per_part);
+    let run_part = |index: usize| {
+        let first = index * per_part;
+        let part = &windows[first..(first + per_part).min(windows.len())];
+        let replica;
+        let model = if index == 0 {
+            model
+        } else {
+            replica = model.clone().map(&mut Replica);
+            &replica
+        };
+        let (input, target) = window_tensors::<A>(part, device);
+        let mut state = zero_state(config, part.len(), device);
+        let loss = model.loss(
+            input,
+            target,
+            &mut state,
+            dropout.from_window(first),
+            L2WRAP,
+        );
+        let value = loss
+            .clone()
+            .into_data()
+            .to_vec::<f32>()
+            .map_or(f32::NAN, |v| v[0]);
+        let grads = Gradients::from_backward(model, &loss.backward());
+        if parts == 1 {
+            return (grads, f64::from(value));
+        }
+        let share = part.len() as f64 / windows.len() as f64;
+        (grads.scale(share), f64::from(value) * share)
+    };
+    // Parts other than the first run on threads of their own, not rayon's: Burn's autodiff
+    // locks a graph for its whole backward and, when a backward ends, locks every graph in
+    // turn; a rayon worker that stole another part while waiting inside a locked backward
+    // would wait on its own lock.
+    let results: Vec<(Gradients<A::InnerBackend>, f64)> = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..parts)
+            .map(|index| scope.spawn(move || run_part(index)))
+            .collect();
+        let first = run_part(0);
+        std::iter::once(first)
+            .chain(others.into_iter().map(|handle| match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }))
+            .collect()
+    });
+    let mut loss = 0.0;
+    let mut total: Option<Gradients<A::InnerBackend>> = None;
+    for (grads, part_loss) in results {
+        loss += part_loss;
+        total = Some(match total {
+            Some(sum) => sum.accumulate(grads),
+            None => grads,
+        });
+    }
+    let grads = total.expect("a micro-batch has at least one window, so one part");
+    (grads, loss)
+}
+
+/// Maps a model to the same weights (shared, not copied) as fresh autodiff leaves, so that a
+/// part of a micro-batch records its own graph and can run beside the others.
+struct Replica;
+
+impl<A: AutodiffBackend> ModuleMapper<A> for Replica {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<A, D>>) -> Param<Tensor<A, D>> {
+        Param::from_tensor(Tensor::from_inner(param.val().inner()).require_grad())
+    }
 }
 
 /// The second half of a step: the divergence guard on the gradient norm, clipping at
@@ -227,6 +305,45 @@ mod tests {
         assert_eq!(dropped, loss(Dropout::for_step(0.3, 1, 0, 0)));
         assert_ne!(dropped, loss(Dropout::for_step(0.3, 1, 0, 1)));
         assert_eq!(plain, loss(Dropout::for_step(0.0, 1, 0, 0)));
+    }
+
+    #[test]
+    fn a_micro_batch_in_parts_matches_it_whole() {
+        // Three windows: parts of two and one, so the weighting by share is tested too.
+        assert_eq!(<Flex as TrainKernels>::PARTS, 2);
+        let device = Default::default();
+        let config = ModelConfig::new(16, 2, 64).unwrap();
+        let (model, _) = first_step::<A>(
+            &config,
+            9,
+            &[vec![(0..33).map(|i| (i % 16) as u16).collect()]],
+        );
+        let windows: Vec<Vec<u16>> = (0..3)
+            .map(|w| (0..33).map(|i| ((i * 7 + w * 5) % 16) as u16).collect())
+            .collect();
+        for dropout in [Dropout::NONE, Dropout::for_step(0.2, 4, 1, 0)] {
+            let (parts, parts_loss) =
+                micro_batch_gradients(&model, &config, &windows, dropout, &device);
+            let (input, target) = window_tensors::<A>(&windows, &device);
+            let mut state = zero_state(&config, 3, &device);
+            let loss = model.loss(input, target, &mut state, dropout, L2WRAP);
+            let whole_loss = f64::from(loss.clone().into_data().to_vec::<f32>().unwrap()[0]);
+            let whole = Gradients::from_backward(&model, &loss.backward());
+            assert!(
+                (parts_loss - whole_loss).abs() < 1e-6 * whole_loss,
+                "{parts_loss} vs {whole_loss}"
+            );
+            for ((name, a), (_, b)) in parts.tensors.iter().zip(&whole.tensors) {
+                let (a, b): (Vec<f32>, Vec<f32>) = (
+                    a.clone().into_data().to_vec().unwrap(),
+                    b.clone().into_data().to_vec().unwrap(),
+                );
+                let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-5 * scale, "{name}: {x} vs {y}");
+                }
+            }
+        }
     }
 
     struct Poison;

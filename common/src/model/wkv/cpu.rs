@@ -9,7 +9,9 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::{CHUNK, WkvForward, WkvInputs, chunks};
+use crate::host::into_vec;
 use crate::model::config::HEAD_SIZE as N;
+use crate::model::wide::run_wide;
 
 /// Floats in one head's state.
 const NN: usize = N * N;
@@ -65,6 +67,7 @@ fn step(s: &mut [f32], x: HeadInputs<'_>, t: usize, y: Option<&mut [f32]>) {
 
 /// Runs one head over all its steps: `s` (`N·N`) is updated in place, `y` (`[T, N]`) written,
 /// and the state at the start of chunk `c` stored at `snapshots[c·N², (c+1)·N²)`.
+#[inline(always)]
 pub fn head_forward(x: HeadInputs<'_>, s: &mut [f32], y: &mut [f32], snapshots: &mut [f32]) {
     let t_len = x.r.len() / N;
     for t in 0..t_len {
@@ -94,6 +97,7 @@ pub struct HeadGrads<'a> {
 
 /// The backward of one head: the gradients of its inputs given `dy` (`[T, N]`) and the chunk
 /// snapshots the forward stored. The gradient buffers must start at zero.
+#[inline(always)]
 pub fn head_backward(x: HeadInputs<'_>, snapshots: &[f32], dy: &[f32], g_out: HeadGrads<'_>) {
     let t_len = x.r.len() / N;
     let mut g = vec![0f32; NN];
@@ -151,21 +155,13 @@ pub fn head_backward(x: HeadInputs<'_>, snapshots: &[f32], dy: &[f32], g_out: He
     }
 }
 
-/// A tensor's values (the model is f32 throughout).
-fn values<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
-    x.into_data()
-        .convert::<f32>()
-        .into_vec()
-        .expect("converted to f32 just above")
-}
-
 /// The inputs' values, each `[BH·T·N]`.
 struct HostInputs([Vec<f32>; 6]);
 
 impl HostInputs {
     fn new<B: Backend>(inputs: &WkvInputs<B>) -> Self {
         let WkvInputs { r, w, k, v, a, b } = inputs.clone();
-        Self([r, w, k, v, a, b].map(values))
+        Self([r, w, k, v, a, b].map(into_vec))
     }
 
     /// Head `h`'s slices, each `[T, N]`.
@@ -190,7 +186,7 @@ pub fn forward_tensors<B: Backend>(inputs: &WkvInputs<B>, state: Tensor<B, 3>) -
     let [bh, t, _] = inputs.r.dims();
     let device = inputs.r.device();
     let host = HostInputs::new(inputs);
-    let mut s = values(state);
+    let mut s = into_vec(state);
     let mut y = vec![0f32; bh * t * N];
     let nc = chunks(t);
     let mut snapshots = vec![0f32; bh * nc * NN];
@@ -198,7 +194,12 @@ pub fn forward_tensors<B: Backend>(inputs: &WkvInputs<B>, state: Tensor<B, 3>) -
         .zip(y.par_chunks_mut(t * N))
         .zip(snapshots.par_chunks_mut(nc * NN))
         .enumerate()
-        .for_each(|(h, ((s, y), snaps))| head_forward(host.head(h, t), s, y, snaps));
+        .for_each(|(h, ((s, y), snaps))| {
+            run_wide(
+                #[inline(always)]
+                || head_forward(host.head(h, t), s, y, snaps),
+            )
+        });
     WkvForward {
         y: Tensor::from_data(TensorData::new(y, [bh, t, N]), &device),
         state: Tensor::from_data(TensorData::new(s, [bh, N, N]), &device),
@@ -215,8 +216,8 @@ pub fn backward_tensors<B: Backend>(
     let [bh, t, _] = inputs.r.dims();
     let device = inputs.r.device();
     let host = HostInputs::new(inputs);
-    let snapshots = values(snapshots);
-    let dy = values(dy);
+    let snapshots = into_vec(snapshots);
+    let dy = into_vec(dy);
     let nc = chunks(t);
     let mut grads: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; bh * t * N]);
     let [gr, gw, gk, gv, ga, gb] = &mut grads;
@@ -229,11 +230,16 @@ pub fn backward_tensors<B: Backend>(
         .zip(gb.par_chunks_mut(per_head))
         .enumerate()
         .for_each(|(h, (((((r, w), k), v), a), b))| {
-            head_backward(
-                host.head(h, t),
-                &snapshots[h * nc * NN..(h + 1) * nc * NN],
-                &dy[h * per_head..(h + 1) * per_head],
-                HeadGrads { r, w, k, v, a, b },
+            run_wide(
+                #[inline(always)]
+                || {
+                    head_backward(
+                        host.head(h, t),
+                        &snapshots[h * nc * NN..(h + 1) * nc * NN],
+                        &dy[h * per_head..(h + 1) * per_head],
+                        HeadGrads { r, w, k, v, a, b },
+                    )
+                },
             )
         });
     let [r, w, k, v, a, b] =

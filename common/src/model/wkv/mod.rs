@@ -155,17 +155,5 @@ pub fn chunks(t: usize) -> usize {
     t.div_ceil(CHUNK).max(1)
 }
 
-/// A backend the trainer runs on: autodiff with the custom WKV backward, over a plain backend
-/// that has the kernel (for evaluation without gradients).
-pub trait TrainBackend:
-    burn::tensor::backend::AutodiffBackend<InnerBackend: WkvKernel> + WkvBackend
-{
-}
-
-impl<B: WkvKernel, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
-    TrainBackend for burn::backend::Autodiff<B, C>
-{
-}
-
 #[cfg(test)]
 mod tests;

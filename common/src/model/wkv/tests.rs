@@ -78,6 +78,53 @@ fn cpu_kernel_matches_tensor_ops_backward() {
 
 /// The custom backward equals autodiff through the step-by-step tensor-op forward.
 #[test]
+fn wide_vectors_give_the_same_bits() {
+    // One head of 37 steps through the kernels as compiled (baseline vectors) and through
+    // `run_wide` (AVX2 where the CPU has it): every output bit for bit.
+    use crate::model::wide::run_wide;
+    let (x, s0) = inputs::<Flex>(1, 37, 9);
+    let [r, w, k, v, a, b] = x
+        .named()
+        .map(|(_, t)| t.into_data().to_vec::<f32>().unwrap());
+    let head = cpu::HeadInputs {
+        r: &r,
+        w: &w,
+        k: &k,
+        v: &v,
+        a: &a,
+        b: &b,
+    };
+    let s0: Vec<f32> = s0.into_data().to_vec().unwrap();
+    let dy: Vec<f32> = r.iter().map(|x| x * 0.7 - 0.1).collect();
+    let run = |wide: bool| {
+        let (mut s, mut y, mut snapshots) = (s0.clone(), vec![0f32; 37 * N], vec![0f32; 3 * N * N]);
+        let mut g: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; 37 * N]);
+        let [gr, gw, gk, gv, ga, gb] = &mut g;
+        let grads = cpu::HeadGrads {
+            r: gr,
+            w: gw,
+            k: gk,
+            v: gv,
+            a: ga,
+            b: gb,
+        };
+        if wide {
+            run_wide(|| cpu::head_forward(head, &mut s, &mut y, &mut snapshots));
+            run_wide(|| cpu::head_backward(head, &snapshots, &dy, grads));
+        } else {
+            cpu::head_forward(head, &mut s, &mut y, &mut snapshots);
+            cpu::head_backward(head, &snapshots, &dy, grads);
+        }
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        [bits(&s), bits(&y), bits(&snapshots)]
+            .into_iter()
+            .chain(g.iter().map(|g| bits(g)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(true), run(false));
+}
+
+#[test]
 fn custom_backward_matches_autodiff() {
     let (x, _) = inputs::<A>(2, 33, 3);
     let device = x.r.device();

@@ -1,0 +1,306 @@
+//! The head and loss on the CPU, on raw `f32` slices, a block of rows at a time: one GEMM writes
+//! the block's logits into a buffer reused across blocks, each row becomes its loss and, in
+//! place, its gradient (one pass of a vectorized `exp`), and two more GEMMs add the block's share
+//! of `∂x` and `∂head`. The logits never exist for more than one block (≤ [`BLOCK_FLOATS`]
+//! floats), and each is read and written twice in all.
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::HeadLossGrads;
+use crate::host::{contiguous, f32_values};
+use crate::model::wide::run_wide;
+
+/// Logits per block (16 MiB of them); a block holds at least one row.
+const BLOCK_FLOATS: usize = 4 << 20;
+
+/// A row-major matrix, or the transpose of one, as a GEMM operand.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    /// Whether `data` holds the `cols × rows` matrix this is the transpose of.
+    transposed: bool,
+}
+
+impl<'a> Operand<'a> {
+    /// `data` as a row-major `rows × cols` matrix.
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Operand {
+            data,
+            rows,
+            cols,
+            transposed: false,
+        }
+    }
+
+    /// The transpose, without moving anything.
+    fn t(self) -> Self {
+        Operand {
+            rows: self.cols,
+            cols: self.rows,
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+
+    /// (row stride, column stride) in floats.
+    fn strides(&self) -> (isize, isize) {
+        if self.transposed {
+            (1, self.rows as isize)
+        } else {
+            (self.cols as isize, 1)
+        }
+    }
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`; `dst` is row-major.
+fn matmul(dst: &mut [f32], accumulate: bool, lhs: Operand, rhs: Operand) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert!(
+        rhs.rows == k && dst.len() == m * n && lhs.data.len() == m * k && rhs.data.len() == k * n,
+        "matmul of {m}×{k} by {}×{n} into {} floats",
+        rhs.rows,
+        dst.len()
+    );
+    let ((lhs_rs, lhs_cs), (rhs_rs, rhs_cs)) = (lhs.strides(), rhs.strides());
+    // SAFETY: the assertion above makes every element gemm addresses (row i < rows, column
+    // j < cols, at i·row stride + j·column stride) lie inside its slice, and `dst` is borrowed
+    // mutably, so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.data.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::Rayon(0),
+        )
+    }
+}
+
+/// `e^x` for `x ≤ 0` within 2 ulp, in plain arithmetic the compiler vectorizes (libm's `expf` is
+/// a call per element). Below −87.3 it returns `e^−87.3` (the smallest normal power of two's
+/// neighbourhood) instead of smaller numbers, which no sum of softmax terms notices; NaN stays NaN.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 = LN2_HI + LN2_LO, LN2_HI with 9 significant bits so that n · LN2_HI is exact.
+    const LN2_HI: f32 = 355.0 / 512.0;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x < -87.3 { -87.3 } else { x };
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Taylor series to r^7 / 7! on |r| ≤ ln2 / 2: the truncation is below f32's rounding.
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // 2^n from n's bits in `shifted`: biased exponent n + 127 moved into place.
+    let scale = f32::from_bits(
+        shifted
+            .to_bits()
+            .wrapping_sub(ROUND.to_bits())
+            .wrapping_add(127)
+            << 23,
+    );
+    p * scale
+}
+
+/// Lanes of the per-row reductions: enough independent sums for the compiler to vectorize.
+const LANES: usize = 8;
+
+#[inline(always)]
+/// The largest value of `row` (−∞ for an empty row; NaN is skipped here and caught by the exp).
+fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(x);
+        }
+    }
+    rest.iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
+#[inline(always)]
+/// Replaces each logit `l` by `e^(l − max)` and returns their sum.
+fn exp_in_place(row: &mut [f32], max: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp_nonpositive(*x - max);
+            *lane += *x;
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp_nonpositive(*x - max);
+        sum += *x;
+    }
+    sum
+}
+
+/// How a row's gradient is written: `scale` = 1 / N, and L2Wrap's factor times it.
+#[derive(Clone, Copy)]
+struct RowGrad {
+    scale: f32,
+    l2wrap_scale: f32,
+}
+
+/// One row's cross-entropy `log Σ e^l − l[target]`. The row is overwritten: with `grad`, by the
+/// loss's gradient (`scale · softmax`, `− scale` at the target, `+ l2wrap · scale · max` at the
+/// first largest logit); without, by scratch values.
+#[inline(always)]
+fn row_loss(row: &mut [f32], target: usize, grad: Option<RowGrad>) -> f64 {
+    let max = row_max(row);
+    let argmax = row.iter().position(|&x| x == max);
+    let target_logit = row[target];
+    let sum = exp_in_place(row, max);
+    if let Some(RowGrad {
+        scale,
+        l2wrap_scale,
+    }) = grad
+    {
+        let factor = scale / sum;
+        row.iter_mut().for_each(|x| *x *= factor);
+        row[target] -= scale;
+        if let Some(i) = argmax {
+            row[i] += l2wrap_scale * max;
+        }
+    }
+    f64::from(max) + f64::from(sum).ln() - f64::from(target_logit)
+}
+
+/// The mean cross-entropy of `x` `[N, C]` through `head` `[V, C]` against `targets` `[N]` and,
+/// with `l2wrap = Some(factor)`, the gradients `∂x` `[N, C]` and `∂head` `[V, C]` with L2Wrap's
+/// term at that factor.
+///
+/// # Panics
+/// If a target is not below V (the datasets check their ids against the vocabulary on load).
+pub fn head_loss(
+    x: &[f32],
+    head: &[f32],
+    targets: &[usize],
+    l2wrap: Option<f64>,
+) -> (f64, Option<[Vec<f32>; 2]>) {
+    let n = targets.len();
+    let c = x.len() / n.max(1);
+    let v = head.len() / c.max(1);
+    if let Some(bad) = targets.iter().find(|&&t| t >= v) {
+        panic!("target id {bad} is not below the vocabulary size {v}");
+    }
+    let block_rows = (BLOCK_FLOATS / v.max(1)).clamp(1, n.max(1));
+    let mut logits = vec![0f32; block_rows * v];
+    let mut grads = l2wrap.map(|_| [vec![0f32; n * c], vec![0f32; v * c]]);
+    let scale = 1.0 / n as f64;
+    let row_grad = l2wrap.map(|factor| RowGrad {
+        scale: scale as f32,
+        l2wrap_scale: (factor * scale) as f32,
+    });
+    let mut total = 0.0;
+    for start in (0..n).step_by(block_rows) {
+        let rows = block_rows.min(n - start);
+        let x_block = &x[start * c..(start + rows) * c];
+        let block = &mut logits[..rows * v];
+        let head_t = Operand::new(head, v, c).t();
+        matmul(block, false, Operand::new(x_block, rows, c), head_t);
+        let losses: Vec<f64> = block
+            .par_chunks_mut(v)
+            .zip(&targets[start..start + rows])
+            .map(|(row, &target)| {
+                run_wide(
+                    #[inline(always)]
+                    || row_loss(row, target, row_grad),
+                )
+            })
+            .collect();
+        total += losses.iter().sum::<f64>();
+        if let Some([dx, dhead]) = &mut grads {
+            let d_logits = Operand::new(block, rows, v);
+            let dx_block = &mut dx[start * c..(start + rows) * c];
+            matmul(dx_block, false, d_logits, Operand::new(head, v, c));
+            matmul(
+                dhead,
+                start > 0,
+                d_logits.t(),
+                Operand::new(x_block, rows, c),
+            );
+        }
+    }
+    (total * scale, grads)
+}
+
+/// Runs [`head_loss`] on Flex tensors.
+fn on_tensors(
+    x: Tensor<Flex, 2>,
+    head: Tensor<Flex, 2>,
+    targets: Tensor<Flex, 1, Int>,
+    l2wrap: Option<f64>,
+) -> (Tensor<Flex, 1>, Option<[Tensor<Flex, 2>; 2]>) {
+    let device = x.device();
+    let ([n, c], [v, _]) = (x.dims(), head.dims());
+    let targets: Vec<usize> = targets
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .expect("converted to i64 just above")
+        .into_iter()
+        .map(|t| usize::try_from(t).unwrap_or(usize::MAX))
+        .collect();
+    let (x, head) = (contiguous(x), contiguous(head));
+    let (loss, grads) = head_loss(f32_values(&x), f32_values(&head), &targets, l2wrap);
+    let tensor = |values: Vec<f32>, rows: usize| {
+        Tensor::<Flex, 2>::from_data(TensorData::new(values, [rows, c]), &device)
+    };
+    (
+        Tensor::from_data(TensorData::new(vec![loss as f32], [1]), &device),
+        grads.map(|[dx, dhead]| [tensor(dx, n), tensor(dhead, v)]),
+    )
+}
+
+/// [`head_loss`]'s value on Flex tensors.
+pub fn value_tensors(
+    x: Tensor<Flex, 2>,
+    head: Tensor<Flex, 2>,
+    targets: Tensor<Flex, 1, Int>,
+) -> Tensor<Flex, 1> {
+    on_tensors(x, head, targets, None).0
+}
+
+/// [`head_loss`]'s value and gradients on Flex tensors.
+pub fn grads_tensors(
+    x: Tensor<Flex, 2>,
+    head: Tensor<Flex, 2>,
+    targets: Tensor<Flex, 1, Int>,
+    l2wrap: f64,
+) -> HeadLossGrads<Flex> {
+    let (loss, grads) = on_tensors(x, head, targets, Some(l2wrap));
+    let [x, head] = grads.expect("asked for with Some(l2wrap)");
+    HeadLossGrads { loss, x, head }
+}
