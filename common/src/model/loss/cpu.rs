@@ -96,8 +96,8 @@ fn matmul(dst: &mut [f32], accumulate: bool, lhs: Operand, rhs: Operand) {
 }
 
 /// `e^x` for `x ≤ 0` within 2 ulp, in plain arithmetic the compiler vectorizes (libm's `expf` is
-/// a call per element). Below −87.3 it returns `e^−87.3` (the smallest normal power of two's
-/// neighbourhood) instead of smaller numbers, which no sum of softmax terms notices; NaN stays NaN.
+/// a call per element). Below −87.3 it returns `e^−87.3` (close to f32's smallest normal number)
+/// instead of smaller values, which no sum of softmax terms notices; NaN stays NaN.
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
@@ -131,8 +131,8 @@ pub fn exp_nonpositive(x: f32) -> f32 {
 /// Lanes of the per-row reductions: enough independent sums for the compiler to vectorize.
 const LANES: usize = 8;
 
-#[inline(always)]
 /// The largest value of `row` (−∞ for an empty row; NaN is skipped here and caught by the exp).
+#[inline(always)]
 fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
@@ -147,8 +147,8 @@ fn row_max(row: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }
 
-#[inline(always)]
 /// Replaces each logit `l` by `e^(l − max)` and returns their sum.
+#[inline(always)]
 fn exp_in_place(row: &mut [f32], max: f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
