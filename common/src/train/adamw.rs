@@ -22,10 +22,18 @@ pub struct Update {
     pub lr: f64,
     /// What the weights are multiplied by before the step: `1 − lr · weight decay`, or 1.
     pub decay: f64,
-    /// `1 − β1^t`.
-    pub bias1: f64,
-    /// `1 − β2^t`.
-    pub bias2: f64,
+    /// The step number t, from 1 (the bias corrections are `1 − β^t`).
+    pub step: i32,
+}
+
+impl Update {
+    /// `1 − β1^t` and `1 − β2^t`.
+    fn bias_corrections(&self) -> (f64, f64) {
+        (
+            1.0 - self.beta1.powi(self.step),
+            1.0 - self.beta2.powi(self.step),
+        )
+    }
 }
 
 /// A parameter after its update, with its moments.
@@ -42,7 +50,7 @@ pub struct Updated<B: Backend> {
 /// AdamW's update on a plain backend; the provided method is the tensor-op form.
 pub trait AdamWKernel: Backend {
     /// `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
-    /// `param ← decay · param − lr · (m / bias1) / (√(v / bias2) + ε)`.
+    /// `param ← decay · param − lr · (m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)`.
     fn adamw(
         param: Tensor<Self, 1>,
         grad: &Tensor<Self, 1>,
@@ -64,8 +72,9 @@ pub fn tensor_ops<B: Backend>(
 ) -> Updated<B> {
     let m = m * u.beta1 + grad.clone() * (1.0 - u.beta1);
     let v = v * u.beta2 + grad.clone().powi_scalar(2) * (1.0 - u.beta2);
-    let m_hat = m.clone() / u.bias1;
-    let v_hat = v.clone() / u.bias2;
+    let (bias1, bias2) = u.bias_corrections();
+    let m_hat = m.clone() / bias1;
+    let v_hat = v.clone() / bias2;
     let param = param * u.decay - m_hat / (v_hat.sqrt() + u.eps) * u.lr;
     Updated { param, m, v }
 }
@@ -85,8 +94,9 @@ impl AdamWKernel for Flex {
         let n = param.dims()[0];
         let grad = contiguous(grad.clone());
         let (mut p, mut m, mut v) = (into_vec(param), into_vec(m), into_vec(v));
+        let (bias1, bias2) = u.bias_corrections();
         let [beta1, beta2, eps, lr, decay, bias1, bias2] =
-            [u.beta1, u.beta2, u.eps, u.lr, u.decay, u.bias1, u.bias2].map(|x| x as f32);
+            [u.beta1, u.beta2, u.eps, u.lr, u.decay, bias1, bias2].map(|x| x as f32);
         let (keep1, keep2) = ((1.0 - u.beta1) as f32, (1.0 - u.beta2) as f32);
         p.par_chunks_mut(TASK)
             .zip(m.par_chunks_mut(TASK))
@@ -154,8 +164,7 @@ mod tests {
                     eps: 1e-18,
                     lr: 1e-3,
                     decay,
-                    bias1: 1.0 - 0.9f64.powi(t),
-                    bias2: 1.0 - 0.99f64.powi(t),
+                    step: t,
                 };
                 ours = Flex::adamw(ours.param, &grad, ours.m, ours.v, u);
                 reference = tensor_ops(reference.param, &grad, reference.m, reference.v, u);
@@ -189,8 +198,7 @@ mod tests {
             eps: 1e-18,
             lr: 0.1,
             decay: 1.0,
-            bias1: 0.1,
-            bias2: 0.01,
+            step: 1,
         };
         let updated = Flex::adamw(param.clone(), &grad, zeros(), zeros(), u);
         assert_eq!(values(&param), [1.0, 2.0]);

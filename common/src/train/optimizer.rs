@@ -66,6 +66,11 @@ impl<B: Backend> Gradients<B> {
         Self { tensors }
     }
 
+    /// The sum of `all`, added up in order (`None` when there are none).
+    pub fn sum(all: impl IntoIterator<Item = Self>) -> Option<Self> {
+        all.into_iter().reduce(Self::accumulate)
+    }
+
     /// Multiplies every gradient by `factor`.
     pub fn scale(self, factor: f64) -> Self {
         Self {
@@ -210,7 +215,6 @@ impl<B: AdamWKernel, A: AutodiffBackend<InnerBackend = B>> ModuleMapper<A> for A
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let c = self.optimizer.config;
-        let t = self.optimizer.step as i32;
         let value = tensor.inner();
         let dims = value.dims();
         let n: usize = dims.iter().product();
@@ -231,8 +235,7 @@ impl<B: AdamWKernel, A: AutodiffBackend<InnerBackend = B>> ModuleMapper<A> for A
             } else {
                 1.0
             },
-            bias1: 1.0 - c.beta1.powi(t),
-            bias2: 1.0 - c.beta2.powi(t),
+            step: self.optimizer.step as i32,
         };
         let Updated { param, m, v } = B::adamw(flat, grad, m, v, update);
         self.optimizer.moments.insert(name.clone(), (m, v));

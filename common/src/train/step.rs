@@ -54,7 +54,7 @@ pub fn step_gradients<A: TrainBackend>(
     dropout: Dropout,
     device: &A::Device,
 ) -> Result<(Gradients<A::InnerBackend>, f64), String> {
-    let mut total: Option<Gradients<A::InnerBackend>> = None;
+    let mut all = Vec::with_capacity(micro_batches.len());
     let mut loss_sum = 0.0;
     for (micro, windows) in micro_batches.iter().enumerate() {
         let (grads, loss) =
@@ -65,13 +65,10 @@ pub fn step_gradients<A: TrainBackend>(
             ));
         }
         loss_sum += loss;
-        total = Some(match total {
-            Some(sum) => sum.accumulate(grads),
-            None => grads,
-        });
+        all.push(grads);
     }
     let n = micro_batches.len() as f64;
-    let grads = total
+    let grads = Gradients::sum(all)
         .ok_or("a step needs at least one micro-batch")?
         .scale(1.0 / n);
     Ok((grads, loss_sum / n))
@@ -79,8 +76,9 @@ pub fn step_gradients<A: TrainBackend>(
 
 /// One micro-batch's mean loss and its gradients. Its windows are split into up to
 /// [`TrainKernels::PARTS`] consecutive parts that run concurrently, each on its own autodiff
-/// graph (the first on `model`, the others on [`Replica`]s of it); each part's loss and
-/// gradients are weighted by its share of the windows and summed in order, so the result
+/// graph (the first on `model`, the others on [`Replica`]s of it); each part's loss is weighted
+/// by its share of the windows before its backward, and the parts' gradients are summed in
+/// order, so the result
 /// depends on the part count, which is fixed per backend, and not on threads or timing.
 fn micro_batch_gradients<A: TrainBackend>(
     model: &Rwkv<A>,
@@ -115,12 +113,11 @@ fn micro_batch_gradients<A: TrainBackend>(
             .into_data()
             .to_vec::<f32>()
             .map_or(f32::NAN, |v| v[0]);
-        let grads = Gradients::from_backward(model, &loss.backward());
-        if parts == 1 {
-            return (grads, f64::from(value));
-        }
+        // The share scales only what the loss's backward starts from, not every gradient.
         let share = part.len() as f64 / windows.len() as f64;
-        (grads.scale(share), f64::from(value) * share)
+        let weighted = if parts == 1 { loss } else { loss * share };
+        let grads = Gradients::from_backward(model, &weighted.backward());
+        (grads, f64::from(value) * share)
     };
     // Parts other than the first run on threads of their own, not rayon's: Burn's autodiff
     // locks a graph for its whole backward and, when a backward ends, locks every graph in
@@ -138,16 +135,9 @@ fn micro_batch_gradients<A: TrainBackend>(
             }))
             .collect()
     });
-    let mut loss = 0.0;
-    let mut total: Option<Gradients<A::InnerBackend>> = None;
-    for (grads, part_loss) in results {
-        loss += part_loss;
-        total = Some(match total {
-            Some(sum) => sum.accumulate(grads),
-            None => grads,
-        });
-    }
-    let grads = total.expect("a micro-batch has at least one window, so one part");
+    let loss = results.iter().map(|(_, part_loss)| part_loss).sum();
+    let grads = Gradients::sum(results.into_iter().map(|(grads, _)| grads))
+        .expect("a micro-batch has at least one window, so one part");
     (grads, loss)
 }
 
