@@ -68,7 +68,7 @@ run nccl 60 "$BIN/sovereign" train --data "$data/train.bin" --model micro --seq-
   --micro-bsz 8 --steps 10 --warmup 5 --checkpoint-every 10 --out "$WORK/run-nccl" \
   --gpus 0 --collective nccl
 echo "fp32 matmul 8192³: $(bench 30 matmul 8192)" | tee -a "$OUT/bench.log"
-echo "WKV alone, one layer of 85m at 8×512 (BH 72): $(bench 30 wkv 72 512)" | tee -a "$OUT/bench.log"
+echo "WKV alone, one layer of 85m at 8×512 (9 heads): $(bench 30 wkv 8 9 512)" | tee -a "$OUT/bench.log"
 echo "== metrics"
 for run_dir in run-cuda run-nccl; do
   cp "$WORK/$run_dir/metrics.jsonl" "$OUT/$run_dir.jsonl" 2>/dev/null || continue

@@ -9,29 +9,27 @@
 //!   FLOP/s (6 × matmul parameters × tokens/s) and the process's peak RSS; with
 //!   `checkpointing`, under Burn's balanced activation checkpointing (`--activation-checkpointing`);
 //! - `generate MODEL TOKENS`: recurrent generation speed after a one-token prompt;
-//! - `wkv BH T`: the WKV operation alone on BH (batch × heads) rows of T steps: the median
+//! - `wkv B H T`: the WKV operation alone (layer form) on B sequences of H heads and T steps: the median
 //!   forward and backward times.
 
 use std::time::Instant;
 
 use burn::prelude::*;
 use sovereign_common::device::Device;
-use sovereign_common::model::TrainBackend;
 use sovereign_common::model::config::HEAD_SIZE;
 use sovereign_common::model::config::ModelConfig;
 use sovereign_common::model::generate::{GenerateOptions, Sampling, generate};
 use sovereign_common::model::init::init_rwkv;
-use sovereign_common::model::wkv::{WkvBackend, WkvInputs, WkvKernel};
+use sovereign_common::model::wkv::{WkvKernel, WkvLayerInputs};
+use sovereign_common::model::{RwkvBackend, TrainBackend};
 use sovereign_common::train::optimizer::{AdamW, AdamWConfig};
 use sovereign_common::train::step::train_step;
 use sovereign_common::{with_backend, with_training_backend};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const VOCAB: usize = 32_000;
 
 fn main() {
+    sovereign_common::allocator::keep_freed_memory();
     match run() {
         Ok(result) => println!("{result}"),
         Err(e) => {
@@ -72,7 +70,7 @@ fn run() -> anyhow::Result<String> {
             })
         }
         Some("generate") => with_backend!(device, |B, dev| generation::<B>(model(), arg(2), &dev)),
-        Some("wkv") => with_backend!(device, |B, dev| wkv::<B>(arg(1), arg(2), &dev)),
+        Some("wkv") => with_backend!(device, |B, dev| wkv::<B>(arg(1), arg(2), arg(3), &dev)),
         _ => usage(),
     })
 }
@@ -80,7 +78,7 @@ fn run() -> anyhow::Result<String> {
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p sovereign-common --bench train -- \
-         (matmul N | step MODEL T B STEPS [checkpointing] | generate MODEL TOKENS) \
+         (matmul N | step MODEL T B STEPS [checkpointing] | generate MODEL TOKENS | wkv B H T) \
          [--device cpu|cuda:N|wgpu:N]"
     );
     std::process::exit(2)
@@ -171,7 +169,7 @@ fn median(mut seconds: Vec<f64>) -> f64 {
     seconds[seconds.len() / 2]
 }
 
-fn generation<B: WkvBackend>(config: ModelConfig, tokens: usize, device: &B::Device) -> String {
+fn generation<B: RwkvBackend>(config: ModelConfig, tokens: usize, device: &B::Device) -> String {
     let model = init_rwkv::<B>(&config, 1, device);
     let options = GenerateOptions {
         max_tokens: tokens,
@@ -192,21 +190,21 @@ fn generation<B: WkvBackend>(config: ModelConfig, tokens: usize, device: &B::Dev
     )
 }
 
-fn wkv<B: WkvKernel>(bh: usize, t: usize, device: &B::Device) -> String {
-    let inputs = WkvInputs::random(bh, t, device);
-    let state = Tensor::<B, 3>::zeros([bh, HEAD_SIZE, HEAD_SIZE], device);
+fn wkv<B: WkvKernel>(b: usize, heads: usize, t: usize, device: &B::Device) -> String {
+    let inputs = WkvLayerInputs::random(b, t, heads, device);
+    let state = Tensor::<B, 4>::zeros([b, heads, HEAD_SIZE, HEAD_SIZE], device);
     let dy = Tensor::<B, 3>::random(
-        [bh, t, HEAD_SIZE],
+        [b, t, heads * HEAD_SIZE],
         burn::tensor::Distribution::Uniform(-1.0, 1.0),
         device,
     );
     let (mut forward, mut backward) = (Vec::new(), Vec::new());
     for i in 0..7 {
         let start = Instant::now();
-        let out = B::wkv_forward(&inputs, state.clone());
+        let out = B::wkv_layer_forward(&inputs, state.clone());
         B::sync(device).unwrap_or_else(|e| panic!("{e:?}"));
         let middle = Instant::now();
-        let grads = B::wkv_backward(&inputs, out.snapshots, dy.clone());
+        let grads = B::wkv_layer_backward(&inputs, out.snapshots, dy.clone());
         B::sync(device).unwrap_or_else(|e| panic!("{e:?}"));
         drop(grads);
         if i >= 2 {

@@ -9,8 +9,10 @@
 //! - [`collective`]: gradient buckets and the ring all-reduce over a transport trait.
 //! - [`output`]: files written whole or not at all.
 //! - [`logging`]: the binaries' log lines.
+//! - [`allocator`]: the processes' allocator.
 //! - [`progress`]: progress lines for long stages.
 
+pub mod allocator;
 pub mod collective;
 pub mod data;
 pub mod device;

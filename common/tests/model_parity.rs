@@ -9,10 +9,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use safetensors::SafeTensors;
 use sovereign_common::model::dropout::Dropout;
-use sovereign_common::model::loss::LossKernel;
 use sovereign_common::model::rwkv::{LayerState, ParamRef, zero_state};
 use sovereign_common::model::weights::{TensorFile, load_rwkv, save_rwkv};
-use sovereign_common::model::wkv::{WkvBackend, WkvKernel};
+use sovereign_common::model::{RwkvBackend, TrainKernels};
 
 fn fixture_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("SOVEREIGN_FIXTURES")
@@ -152,7 +151,7 @@ fn wgpu_matches_the_official_package_and_the_float64_gradients() {
     gradient_parity::<burn::backend::Wgpu>(&device, TF32);
 }
 
-fn forward_parity<B: WkvBackend>(device: &B::Device, bounds: Bounds) {
+fn forward_parity<B: RwkvBackend>(device: &B::Device, bounds: Bounds) {
     let Some(dir) = fixture_dir() else { return };
     let device = device.clone();
     let weights = TensorFile::read(&dir.join("model.safetensors")).unwrap();
@@ -238,7 +237,7 @@ fn check_states<B: Backend>(
     }
 }
 
-fn gradient_parity<B: WkvKernel + LossKernel>(device: &B::Device, bounds: Bounds) {
+fn gradient_parity<B: TrainKernels>(device: &B::Device, bounds: Bounds) {
     type A<B> = Autodiff<B>;
     let Some(dir) = fixture_dir() else { return };
     let device = device.clone();

@@ -6,17 +6,12 @@ mod cluster;
 mod commands;
 mod mapreduce;
 
-/// mimalloc keeps freed pages for reuse; glibc returns every block over 32 MiB (the logits and
-/// their gradients) to the kernel and faults it back in on the next step (about 1.3× slower
-/// training steps here).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    sovereign_common::allocator::keep_freed_memory();
     let cli = cli::Cli::parse();
     sovereign_common::logging::init_logging();
     match commands::run(cli.command) {

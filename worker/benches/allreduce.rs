@@ -20,14 +20,11 @@ use sovereign_proto::v1::bytes::Bytes;
 use sovereign_worker::collective::{RingSender, Setup, grpc_ring};
 use sovereign_worker::peer::serve_peer;
 
-/// The allocator `sovereign-worker` runs with.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Timed rounds per measurement (after one warm-up round).
 const ROUNDS: usize = 3;
 
 fn main() {
+    sovereign_common::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let list = |flag: &str, default: &[usize]| -> Vec<usize> {
         args.iter()

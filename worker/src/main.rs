@@ -9,12 +9,6 @@
 mod data;
 mod prep;
 
-/// mimalloc keeps freed pages for reuse; glibc returns every block over 32 MiB (the logits and
-/// their gradients) to the kernel and faults it back in on the next step (about 1.3× slower
-/// training steps here).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +65,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    sovereign_common::allocator::keep_freed_memory();
     let args = Args::parse();
     sovereign_common::logging::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -4,11 +4,11 @@
 use burn::prelude::*;
 
 use super::ModelBackend;
+use super::RwkvBackend;
 use super::config::ModelConfig;
 use super::dropout::Dropout;
 use super::loss::window_tensors;
 use super::rwkv::{Rwkv, State, zero_state};
-use super::wkv::WkvBackend;
 use crate::data::dataset::TokenDataset;
 use crate::data::tokenize::splitmix64;
 
@@ -149,7 +149,7 @@ pub struct GenerateOptions {
 /// Generates after `prompt` (which must not be empty), calling `emit` with each new token;
 /// returns how many were produced. The prompt is read in the sequence form, then each token
 /// advances the recurrent state in O(1) memory.
-pub fn generate<B: WkvBackend>(
+pub fn generate<B: RwkvBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     prompt: &[u32],

@@ -4,17 +4,18 @@
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::relu;
 
-use super::ModelBackend;
+use super::activation::Activation;
 use super::config::{HEAD_SIZE, ModelConfig};
 use super::dropout::Dropout;
-use super::wkv::{WkvBackend, WkvInputs};
+use super::token_shift::TokenShiftInputs;
+use super::wkv::WkvLayerInputs;
+use super::wkv_out::WkvOutInputs;
+use super::{ModelBackend, RwkvBackend};
 
 /// Epsilon of the LayerNorms (PyTorch's default).
 const LN_EPS: f64 = 1e-5;
-/// Epsilon of the per-head GroupNorm on the time-mix output.
-const GN_EPS: f64 = 64e-5;
 
 /// A LayerNorm's affine parameters.
 #[derive(Module, Debug)]
@@ -45,14 +46,12 @@ fn broadcast<B: Backend, const D: usize>(v: Tensor<B, 1>) -> Tensor<B, D> {
     v.reshape(shape)
 }
 
-/// `x @ w^T` for a Linear weight stored `[out, in]`.
-fn linear<B: Backend>(x: Tensor<B, 3>, w: &Param<Tensor<B, 2>>) -> Tensor<B, 3> {
-    let [b, t, _] = x.dims();
-    let wt = w.val().transpose();
-    let out = wt.dims()[1];
-    x.reshape([b * t, wt.dims()[0]])
-        .matmul(wt)
-        .reshape([b, t, out])
+/// `x @ w^T` for a Linear weight stored `[out, in]` (module linear).
+fn linear<B: RwkvBackend>(x: Tensor<B, 3>, w: &Param<Tensor<B, 2>>) -> Tensor<B, 3> {
+    let [b, t, c] = x.dims();
+    let w = w.val();
+    let out = w.dims()[0];
+    B::linear_wt(x.reshape([b * t, c]), w).reshape([b, t, out])
 }
 
 /// `x @ m` for a LoRA matrix stored `[in, out]`.
@@ -183,23 +182,13 @@ pub fn zero_state<B: Backend>(config: &ModelConfig, batch: usize, device: &B::De
         .collect()
 }
 
-/// `[prev, x_0, …, x_{T-2}]`: the token shift, with `prev` standing before the first token.
-fn shift<B: Backend>(x: Tensor<B, 3>, prev: Tensor<B, 2>) -> Tensor<B, 3> {
-    let [b, t, c] = x.dims();
-    let prev = prev.reshape([b, 1, c]);
-    if t == 1 {
-        return prev;
-    }
-    Tensor::cat(vec![prev, x.slice([0..b, 0..t - 1, 0..c])], 1)
-}
-
 /// The last time step of `[B, T, C]` as `[B, C]`.
 fn last<B: Backend>(x: &Tensor<B, 3>) -> Tensor<B, 2> {
     let [b, t, c] = x.dims();
     x.clone().slice([0..b, t - 1..t, 0..c]).reshape([b, c])
 }
 
-impl<B: WkvBackend> TimeMix<B> {
+impl<B: RwkvBackend> TimeMix<B> {
     /// The time mix over a sequence. `x` is the ln1 output `[B, T, C]`; `v_first` is layer 0's
     /// value (set by layer 0, read by the others). Updates `state`.
     pub fn forward(
@@ -208,12 +197,14 @@ impl<B: WkvBackend> TimeMix<B> {
         v_first: &mut Option<Tensor<B, 3>>,
         state: &mut LayerState<B>,
     ) -> Tensor<B, 3> {
-        let [b, t, c] = x.dims();
-        let h = c / HEAD_SIZE;
-        let n = HEAD_SIZE;
-        let delta = shift(x.clone(), state.att_x_prev.clone()) - x.clone();
-        state.att_x_prev = last(&x);
-        let mix = |m: &Param<Tensor<B, 1>>| x.clone() + delta.clone() * broadcast(m.val());
+        let prev = std::mem::replace(&mut state.att_x_prev, last(&x));
+        let mix = |m: &Param<Tensor<B, 1>>| {
+            B::token_shift(TokenShiftInputs {
+                x: x.clone(),
+                prev: prev.clone(),
+                mix: m.val(),
+            })
+        };
         let (xr, xw, xk, xv, xa, xg) = (
             mix(&self.x_r),
             mix(&self.x_w),
@@ -226,68 +217,72 @@ impl<B: WkvBackend> TimeMix<B> {
         let r = linear(xr, &self.receptance);
         let k = linear(xk, &self.key);
         let mut v = linear(xv.clone(), &self.value);
-        // d = exp(-exp(-0.5) * sigmoid(w0 + tanh(x_w W1) W2))
-        let w_logit = broadcast::<B, 3>(self.w0.val()) + lora(lora(xw, &self.w1).tanh(), &self.w2);
-        let decay = (sigmoid(w_logit) * (-(-0.5f64).exp())).exp();
+        // The decay's logit: d = exp(-exp(-0.5) * sigmoid(w_logit)) is taken inside the WKV op.
+        let tanh = B::activation(lora(xw, &self.w1), Activation::Tanh);
+        let w_logit = broadcast::<B, 3>(self.w0.val()) + lora(tanh, &self.w2);
         match v_first {
             None => *v_first = Some(v.clone()),
             Some(first) => {
-                let gate =
-                    sigmoid(broadcast::<B, 3>(self.v0.val()) + lora(lora(xv, &self.v1), &self.v2));
+                let logit = broadcast::<B, 3>(self.v0.val()) + lora(lora(xv, &self.v1), &self.v2);
+                let gate = B::activation(logit, Activation::Sigmoid);
                 v = v.clone() + (first.clone() - v) * gate;
             }
         }
-        let a = sigmoid(broadcast::<B, 3>(self.a0.val()) + lora(lora(xa, &self.a1), &self.a2));
-        let g = lora(sigmoid(lora(xg, &self.g1)), &self.g2);
+        let a_logit = broadcast::<B, 3>(self.a0.val()) + lora(lora(xa, &self.a1), &self.a2);
+        let a = B::activation(a_logit, Activation::Sigmoid);
+        let g = lora(
+            B::activation(lora(xg, &self.g1), Activation::Sigmoid),
+            &self.g2,
+        );
 
-        // κ = L2-normalise per head (k * k_k); k = k * (1 + (a - 1) * k_a)
-        let kk = (k.clone() * broadcast(self.k_k.val())).reshape([b, t, h, n]);
-        let norm = kk.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-12);
-        let kappa = kk / norm;
+        // κ = L2-normalise per head (k * k_k), taken inside the WKV op;
+        // k = k * (1 + (a - 1) * k_a).
+        let kk = k.clone() * broadcast(self.k_k.val());
         let k = k * ((a.clone() - 1.0) * broadcast(self.k_a.val()) + 1.0);
 
-        // The recurrence, one head per row of [B·H, T, N]: a = -κ, b = κ * a (module wkv).
-        let to_heads = |x: Tensor<B, 4>| x.swap_dims(1, 2).reshape([b * h, t, n]);
-        let heads = |x: Tensor<B, 3>| x.reshape([b, t, h, n]);
-        let inputs = WkvInputs {
-            r: to_heads(heads(r.clone())),
-            w: to_heads(heads(decay)),
-            k: to_heads(heads(k.clone())),
-            v: to_heads(heads(v.clone())),
-            a: to_heads(-kappa.clone()),
-            b: to_heads(kappa * heads(a)),
+        // The recurrence (module wkv), on [B, T, C] with head h in channels h·N..(h+1)·N.
+        let inputs = WkvLayerInputs {
+            r: r.clone(),
+            w_logit,
+            k: k.clone(),
+            v: v.clone(),
+            kk,
+            a,
         };
-        let (y, s) = B::wkv(inputs, state.att_kv.clone().reshape([b * h, n, n]));
-        state.att_kv = s.reshape([b, h, n, n]);
-        let y = y.reshape([b, h, t, n]).swap_dims(1, 2);
-        let r4 = heads(r);
+        let (y, s) = B::wkv(inputs, state.att_kv.clone());
+        state.att_kv = s;
 
-        // GroupNorm per head, then the affine of ln_x.
-        let mean = y.clone().mean_dim(3);
-        let centered = y - mean;
-        let var = centered.clone().powi_scalar(2).mean_dim(3);
-        let y = (centered / (var + GN_EPS).sqrt()).reshape([b, t, c]);
-        let y = y * broadcast(self.ln_x.weight.val()) + broadcast(self.ln_x.bias.val());
-        // Bonus: (sum over the head of r * k * r_k) * v.
-        let rk = self.r_k.val().reshape([1, 1, h, n]);
-        let bonus = (r4 * heads(k) * rk).sum_dim(3) * heads(v);
-        let y = y + bonus.reshape([b, t, c]);
-        linear(y * g, &self.output)
+        // GroupNorm per head with ln_x's affine, plus the bonus (Σ_head r·k·r_k)·v, times the
+        // gate (module wkv_out).
+        let out = B::wkv_out(WkvOutInputs {
+            y,
+            r,
+            k,
+            v,
+            g,
+            r_k: self.r_k.val(),
+            weight: self.ln_x.weight.val(),
+            bias: self.ln_x.bias.val(),
+        });
+        linear(out, &self.output)
     }
 }
 
-impl<B: Backend> ChannelMix<B> {
+impl<B: RwkvBackend> ChannelMix<B> {
     /// `W_v relu(W_k (x + Δ μ_k))²` over a sequence; updates `x_prev`.
     pub fn forward(&self, x: Tensor<B, 3>, x_prev: &mut Tensor<B, 2>) -> Tensor<B, 3> {
-        let delta = shift(x.clone(), x_prev.clone()) - x.clone();
-        *x_prev = last(&x);
-        let k = x + delta * broadcast(self.x_k.val());
+        let prev = std::mem::replace(x_prev, last(&x));
+        let k = B::token_shift(TokenShiftInputs {
+            x,
+            prev,
+            mix: self.x_k.val(),
+        });
         let hidden = relu(linear(k, &self.key)).powi_scalar(2);
         linear(hidden, &self.value)
     }
 }
 
-impl<B: WkvBackend> Rwkv<B> {
+impl<B: RwkvBackend> Rwkv<B> {
     /// Logits `[B, T, V]` for `tokens` `[B, T]`, continuing from `state` (updated in place).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, state: &mut State<B>) -> Tensor<B, 3> {
         linear(self.features(tokens, state, Dropout::NONE), &self.head)

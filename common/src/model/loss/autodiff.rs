@@ -8,10 +8,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
-use burn::tensor::ops::FloatTensor;
 
 use super::{LossBackend, LossKernel};
+use crate::model::custom_op::float_tensor;
 
 /// The backward step of the operation.
 #[derive(Debug)]
@@ -22,7 +21,7 @@ impl<B: LossKernel> Backward<B, 2> for HeadLossBackward {
     type State = (Tensor<B, 2>, Tensor<B, 2>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let upstream = tensor::<B, 1>(grads.consume::<B>(&ops.node)).reshape([1, 1]);
+        let upstream = float_tensor::<B, 1>(grads.consume::<B>(&ops.node)).reshape([1, 1]);
         let (dx, dhead) = ops.state;
         let [x_node, head_node] = ops.parents;
         for (node, grad) in [(x_node, dx), (head_node, dhead)] {
@@ -34,11 +33,6 @@ impl<B: LossKernel> Backward<B, 2> for HeadLossBackward {
     }
 }
 
-/// A primitive as a tensor.
-fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
-}
-
 impl<B: LossKernel, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     fn head_loss(
         x: Tensor<Self, 2>,
@@ -48,7 +42,7 @@ impl<B: LossKernel, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     ) -> Tensor<Self, 1> {
         let tracked = [x, head].map(|t| t.into_primitive().tensor());
         let nodes = tracked.each_ref().map(|t| t.node.clone());
-        let [x, head] = tracked.map(|t| tensor::<B, 2>(t.primitive));
+        let [x, head] = tracked.map(|t| float_tensor::<B, 2>(t.primitive));
         let targets = Tensor::<B, 1, Int>::from_primitive(targets.into_primitive());
         let loss = match HeadLossBackward
             .prepare::<C>(nodes)
@@ -64,6 +58,6 @@ impl<B: LossKernel, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
                 prep.finish(loss.into_primitive().tensor())
             }
         };
-        tensor::<Self, 1>(loss)
+        float_tensor::<Self, 1>(loss)
     }
 }

@@ -6,127 +6,16 @@
 
 use burn::backend::Flex;
 use burn::prelude::*;
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::HeadLossGrads;
 use crate::host::{contiguous, f32_values};
+use crate::model::gemm::{Operand, matmul};
+use crate::model::vector_math::exp_nonpositive;
 use crate::model::wide::run_wide;
 
 /// Logits per block (16 MiB of them); a block holds at least one row.
 const BLOCK_FLOATS: usize = 4 << 20;
-
-/// A row-major matrix, or the transpose of one, as a GEMM operand.
-#[derive(Clone, Copy)]
-struct Operand<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    /// Whether `data` holds the `cols × rows` matrix this is the transpose of.
-    transposed: bool,
-}
-
-impl<'a> Operand<'a> {
-    /// `data` as a row-major `rows × cols` matrix.
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Operand {
-            data,
-            rows,
-            cols,
-            transposed: false,
-        }
-    }
-
-    /// The transpose, without moving anything.
-    fn t(self) -> Self {
-        Operand {
-            rows: self.cols,
-            cols: self.rows,
-            transposed: !self.transposed,
-            ..self
-        }
-    }
-
-    /// (row stride, column stride) in floats.
-    fn strides(&self) -> (isize, isize) {
-        if self.transposed {
-            (1, self.rows as isize)
-        } else {
-            (self.cols as isize, 1)
-        }
-    }
-}
-
-/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`; `dst` is row-major.
-fn matmul(dst: &mut [f32], accumulate: bool, lhs: Operand, rhs: Operand) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert!(
-        rhs.rows == k && dst.len() == m * n && lhs.data.len() == m * k && rhs.data.len() == k * n,
-        "matmul of {m}×{k} by {}×{n} into {} floats",
-        rhs.rows,
-        dst.len()
-    );
-    let ((lhs_rs, lhs_cs), (rhs_rs, rhs_cs)) = (lhs.strides(), rhs.strides());
-    // SAFETY: the assertion above makes every element gemm addresses (row i < rows, column
-    // j < cols, at i·row stride + j·column stride) lie inside its slice, and `dst` is borrowed
-    // mutably, so it overlaps neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.data.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(0),
-        )
-    }
-}
-
-/// `e^x` for `x ≤ 0` within 2 ulp, in plain arithmetic the compiler vectorizes (libm's `expf` is
-/// a call per element). Below −87.3 it returns `e^−87.3` (close to f32's smallest normal number)
-/// instead of smaller values, which no sum of softmax terms notices; NaN stays NaN.
-#[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 = LN2_HI + LN2_LO, LN2_HI with 9 significant bits so that n · LN2_HI is exact.
-    const LN2_HI: f32 = 355.0 / 512.0;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x < -87.3 { -87.3 } else { x };
-    let shifted = x * LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // Taylor series to r^7 / 7! on |r| ≤ ln2 / 2: the truncation is below f32's rounding.
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // 2^n from n's bits in `shifted`: biased exponent n + 127 moved into place.
-    let scale = f32::from_bits(
-        shifted
-            .to_bits()
-            .wrapping_sub(ROUND.to_bits())
-            .wrapping_add(127)
-            << 23,
-    );
-    p * scale
-}
 
 /// Lanes of the per-row reductions: enough independent sums for the compiler to vectorize.
 const LANES: usize = 8;

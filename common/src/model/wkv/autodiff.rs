@@ -1,5 +1,6 @@
-//! The WKV operation on `Autodiff<B>`: the forward runs on the inner backend and keeps the chunk
-//! snapshots; the recorded backward hands them to [`WkvKernel::wkv_backward`].
+//! The WKV operation on `Autodiff<B>`: the forward (layer form) runs on the inner backend and
+//! keeps the chunk snapshots; the recorded backward hands them to
+//! [`WkvKernel::wkv_layer_backward`].
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -7,11 +8,10 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ops::FloatTensor;
 
-use super::{WkvBackend, WkvInputs, WkvKernel};
+use super::{WkvBackend, WkvKernel, WkvLayerInputs};
+use crate::model::custom_op::float_tensor;
 
 /// The backward step of the operation.
 #[derive(Debug)]
@@ -19,13 +19,14 @@ struct WkvBackward;
 
 impl<B: WkvKernel> Backward<B, 6> for WkvBackward {
     /// The inputs and the chunk snapshots.
-    type State = (WkvInputs<B>, Tensor<B, 3>);
+    type State = (WkvLayerInputs<B>, Tensor<B, 3>);
 
     fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = tensor::<B>(grads.consume::<B>(&ops.node));
+        let dy = float_tensor::<B, 3>(grads.consume::<B>(&ops.node));
         let (inputs, snapshots) = ops.state;
-        let g = B::wkv_backward(&inputs, snapshots, dy);
-        for (parent, grad) in ops.parents.into_iter().zip([g.r, g.w, g.k, g.v, g.a, g.b]) {
+        let g = B::wkv_layer_backward(&inputs, snapshots, dy);
+        let grads_in_order = [g.r, g.w_logit, g.k, g.v, g.kk, g.a];
+        for (parent, grad) in ops.parents.into_iter().zip(grads_in_order) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, grad.into_primitive().tensor());
             }
@@ -33,20 +34,32 @@ impl<B: WkvKernel> Backward<B, 6> for WkvBackward {
     }
 }
 
-/// A primitive as a tensor.
-fn tensor<B: Backend>(primitive: FloatTensor<B>) -> Tensor<B, 3> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
-}
-
 impl<B: WkvKernel, C: CheckpointStrategy> WkvBackend for Autodiff<B, C> {
-    fn wkv(inputs: WkvInputs<Self>, state: Tensor<Self, 3>) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
-        let WkvInputs { r, w, k, v, a, b } = inputs;
-        let tracked = [r, w, k, v, a, b].map(|x| x.into_primitive().tensor());
+    fn wkv(
+        inputs: WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 4>) {
+        let WkvLayerInputs {
+            r,
+            w_logit,
+            k,
+            v,
+            kk,
+            a,
+        } = inputs;
+        let tracked = [r, w_logit, k, v, kk, a].map(|x| x.into_primitive().tensor());
         let nodes = tracked.each_ref().map(|x| x.node.clone());
-        let [r, w, k, v, a, b] = tracked.map(|x| tensor::<B>(x.primitive));
-        let inner = WkvInputs { r, w, k, v, a, b };
-        let state = tensor::<B>(Self::inner(state.into_primitive().tensor()));
-        let out = B::wkv_forward(&inner, state);
+        let [r, w_logit, k, v, kk, a] = tracked.map(|x| float_tensor::<B, 3>(x.primitive));
+        let inner = WkvLayerInputs {
+            r,
+            w_logit,
+            k,
+            v,
+            kk,
+            a,
+        };
+        let state = float_tensor::<B, 4>(Self::inner(state.into_primitive().tensor()));
+        let out = B::wkv_layer_forward(&inner, state);
         let y = match WkvBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 prep.finish((inner, out.snapshots), out.y.into_primitive().tensor())
@@ -54,6 +67,6 @@ impl<B: WkvKernel, C: CheckpointStrategy> WkvBackend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(out.y.into_primitive().tensor()),
         };
         let state = Self::from_inner(out.state.into_primitive().tensor());
-        (tensor::<Self>(y), tensor::<Self>(state))
+        (float_tensor::<Self, 3>(y), float_tensor::<Self, 4>(state))
     }
 }

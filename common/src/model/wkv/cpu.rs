@@ -1,4 +1,8 @@
-//! The WKV-7 recurrence on raw `f32` slices, one head per rayon task: the CPU kernel.
+//! The WKV-7 recurrence on raw `f32` slices, one head per rayon task: the CPU kernel of the layer
+//! form. Each task prepares its head's inputs from the `[B, T, C]` rows into `[T, N]` buffers
+//! (decay, κ, `a`, `b`: what `layer.rs` does in tensor ops), runs the core recurrence on them,
+//! and the results go back into rows; the backward takes its head's gradients back through the
+//! preparation the same way.
 //!
 //! Each head's state is `N × N` row-major (`[value][key]`), so every update walks rows of 64
 //! contiguous floats. The forward fuses the state update and the read-out in one pass per row;
@@ -8,15 +12,19 @@
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{CHUNK, WkvForward, WkvInputs, chunks};
-use crate::host::into_vec;
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+
+use super::{CHUNK, DECAY_SCALE, KAPPA_EPS, WkvLayerForward, WkvLayerInputs, chunks};
+use crate::host::{contiguous, f32_values, into_vec};
 use crate::model::config::HEAD_SIZE as N;
+use crate::model::vector_math::{exp_nonpositive, sigmoid};
 use crate::model::wide::run_wide;
 
 /// Floats in one head's state.
 const NN: usize = N * N;
 
-/// One head's per-step inputs, each `[T, N]`.
+/// One head's per-step inputs, prepared (the core form), each `[T, N]`.
 #[derive(Clone, Copy)]
 pub struct HeadInputs<'a> {
     /// Receptance.
@@ -31,6 +39,14 @@ pub struct HeadInputs<'a> {
     pub a: &'a [f32],
     /// Replacement key.
     pub b: &'a [f32],
+}
+
+impl<'a> HeadInputs<'a> {
+    /// The inputs in `x`, in field order.
+    pub fn of(x: &'a [Vec<f32>; 6]) -> Self {
+        let [r, w, k, v, a, b] = x;
+        HeadInputs { r, w, k, v, a, b }
+    }
 }
 
 /// `Σ x·y` over a row, in eight partial sums so that it vectorizes.
@@ -155,94 +171,243 @@ pub fn head_backward(x: HeadInputs<'_>, snapshots: &[f32], dy: &[f32], g_out: He
     }
 }
 
-/// The inputs' values, each `[BH·T·N]`.
-struct HostInputs([Vec<f32>; 6]);
+/// The layer inputs' values, borrowed where the tensors are contiguous (else copied once), each
+/// `[B, T, C]` with `C = H·N`.
+struct LayerHost {
+    /// r, w_logit, k, v, kk, a, in [`WkvLayerInputs`] order.
+    tensors: [FlexTensor; 6],
+    /// Time steps.
+    t: usize,
+    /// Heads.
+    h: usize,
+}
 
-impl HostInputs {
-    fn new<B: Backend>(inputs: &WkvInputs<B>) -> Self {
-        let WkvInputs { r, w, k, v, a, b } = inputs.clone();
-        Self([r, w, k, v, a, b].map(into_vec))
+impl LayerHost {
+    fn new(inputs: &WkvLayerInputs<Flex>) -> Self {
+        let [_, t, c] = inputs.r.dims();
+        let WkvLayerInputs {
+            r,
+            w_logit,
+            k,
+            v,
+            kk,
+            a,
+        } = inputs.clone();
+        LayerHost {
+            tensors: [r, w_logit, k, v, kk, a].map(contiguous),
+            t,
+            h: c / N,
+        }
     }
 
-    /// Head `h`'s slices, each `[T, N]`.
-    fn head(&self, h: usize, t: usize) -> HeadInputs<'_> {
-        fn part(x: &[f32], h: usize, t: usize) -> &[f32] {
-            &x[h * t * N..(h + 1) * t * N]
+    /// Where head `bh` (batch `bh / H`, head `bh % H`) of step `t` starts in a `[B, T, C]` buffer.
+    fn offset(&self, bh: usize, t: usize) -> usize {
+        let (b, h) = (bh / self.h, bh % self.h);
+        (b * self.t + t) * self.h * N + h * N
+    }
+
+    /// Head `bh`'s core inputs, prepared, each `[T, N]` in [`HeadInputs`] order:
+    /// `w = exp(-DECAY_SCALE σ(w_logit))`, `κ = kk / max(‖kk‖, ε)`, `a = -κ`, `b = κ a`.
+    #[inline(always)]
+    fn prepare(&self, bh: usize) -> [Vec<f32>; 6] {
+        let [r, w_logit, k, v, kk, iclr] = self.tensors.each_ref().map(f32_values);
+        let mut out: [Vec<f32>; 6] = std::array::from_fn(|_| Vec::with_capacity(self.t * N));
+        let [or, ow, ok, ov, oa, ob] = &mut out;
+        for t in 0..self.t {
+            let at = self.offset(bh, t)..self.offset(bh, t) + N;
+            or.extend_from_slice(&r[at.clone()]);
+            ow.extend(w_logit[at.clone()].iter().map(|&z| decay(z)));
+            ok.extend_from_slice(&k[at.clone()]);
+            ov.extend_from_slice(&v[at.clone()]);
+            let kk = &kk[at.clone()];
+            let norm = removal_norm(kk).max(KAPPA_EPS as f32);
+            oa.extend(kk.iter().map(|&x| -(x / norm)));
+            ob.extend(kk.iter().zip(&iclr[at]).map(|(&x, &a)| x / norm * a));
         }
-        let [r, w, k, v, a, b] = &self.0;
-        HeadInputs {
-            r: part(r, h, t),
-            w: part(w, h, t),
-            k: part(k, h, t),
-            v: part(v, h, t),
-            a: part(a, h, t),
-            b: part(b, h, t),
+        out
+    }
+
+    /// Takes head `bh`'s core gradients `g` (each `[T, N]`, [`HeadInputs`] order) back through
+    /// [`Self::prepare`], in place: on return they are the gradients of r, w_logit, k, v, kk, a
+    /// ([`WkvLayerInputs`] order; ∂kk where ∂a was, ∂a_layer where ∂b was).
+    #[inline(always)]
+    fn unprepare(&self, bh: usize, g: &mut [Vec<f32>; 6]) {
+        let [_, w_logit, _, _, kk, iclr] = self.tensors.each_ref().map(f32_values);
+        let [_, gw, _, _, ga, gb] = g;
+        for t in 0..self.t {
+            let o = self.offset(bh, t);
+            let at = t * N..(t + 1) * N;
+            // w = exp(-s σ(z)): ∂z = ∂w · w · (-s) · σ(z) (1 - σ(z)).
+            for (gw, &z) in gw[at.clone()].iter_mut().zip(&w_logit[o..o + N]) {
+                let s = sigmoid(z);
+                *gw *= decay(z) * s * (1.0 - s) * -(DECAY_SCALE as f32);
+            }
+            // a = -κ, b = κ a: ∂κ = ∂b a - ∂a, ∂a_layer = ∂b κ. Then through κ = kk / ‖kk‖.
+            let kk = &kk[o..o + N];
+            let raw = removal_norm(kk);
+            let norm = raw.max(KAPPA_EPS as f32);
+            let mut dkappa = [0f32; N];
+            let mut along = 0f32;
+            for n in 0..N {
+                let kappa = kk[n] / norm;
+                dkappa[n] = gb[t * N + n] * iclr[o + n] - ga[t * N + n];
+                gb[t * N + n] *= kappa;
+                along += kappa * dkappa[n];
+            }
+            if raw <= KAPPA_EPS as f32 {
+                along = 0.0;
+            }
+            for n in 0..N {
+                ga[t * N + n] = (dkappa[n] - kk[n] / norm * along) / norm;
+            }
         }
     }
 }
 
-/// The forward on any backend's tensors, computed on the host.
-pub fn forward_tensors<B: Backend>(inputs: &WkvInputs<B>, state: Tensor<B, 3>) -> WkvForward<B> {
-    let [bh, t, _] = inputs.r.dims();
+/// `exp(-DECAY_SCALE σ(z))`.
+#[inline(always)]
+fn decay(z: f32) -> f32 {
+    exp_nonpositive(sigmoid(z) * -(DECAY_SCALE as f32))
+}
+
+/// `‖kk‖` over one head's channels.
+#[inline(always)]
+fn removal_norm(kk: &[f32]) -> f32 {
+    kk.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Head-major `[B·H, T, N]` values as `[B, T, H·N]` rows.
+fn heads_to_rows(x: &[f32], heads: usize, t: usize) -> Vec<f32> {
+    let c = heads * N;
+    let mut rows = vec![0f32; x.len()];
+    rows.par_chunks_mut(c)
+        .with_min_len(64)
+        .enumerate()
+        .for_each(|(bt, row)| {
+            let (b, t_i) = (bt / t, bt % t);
+            for (h, out) in row.chunks_exact_mut(N).enumerate() {
+                let from = ((b * heads + h) * t + t_i) * N;
+                out.copy_from_slice(&x[from..from + N]);
+            }
+        });
+    rows
+}
+
+/// `[B, T, H·N]` rows as head-major `[B·H, T, N]` values.
+fn heads_from_rows(x: &[f32], heads: usize, t: usize) -> Vec<f32> {
+    let c = heads * N;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(t * N)
+        .enumerate()
+        .for_each(|(bh, head)| {
+            let (b, h) = (bh / heads, bh % heads);
+            for (t_i, step) in head.chunks_exact_mut(N).enumerate() {
+                let from = (b * t + t_i) * c + h * N;
+                step.copy_from_slice(&x[from..from + N]);
+            }
+        });
+    out
+}
+
+/// The layer form's forward on the CPU: each head prepared from the rows, run, and its `y`
+/// moved back into rows.
+pub fn layer_forward(
+    inputs: &WkvLayerInputs<Flex>,
+    state: Tensor<Flex, 4>,
+) -> WkvLayerForward<Flex> {
+    let [b, h, _, _] = state.dims();
     let device = inputs.r.device();
-    let host = HostInputs::new(inputs);
+    let host = LayerHost::new(inputs);
+    let t = host.t;
     let mut s = into_vec(state);
-    let mut y = vec![0f32; bh * t * N];
+    let mut y = vec![0f32; b * h * t * N];
     let nc = chunks(t);
-    let mut snapshots = vec![0f32; bh * nc * NN];
+    let mut snapshots = vec![0f32; b * h * nc * NN];
     s.par_chunks_mut(NN)
         .zip(y.par_chunks_mut(t * N))
         .zip(snapshots.par_chunks_mut(nc * NN))
         .enumerate()
-        .for_each(|(h, ((s, y), snaps))| {
-            run_wide(
-                #[inline(always)]
-                || head_forward(host.head(h, t), s, y, snaps),
-            )
-        });
-    WkvForward {
-        y: Tensor::from_data(TensorData::new(y, [bh, t, N]), &device),
-        state: Tensor::from_data(TensorData::new(s, [bh, N, N]), &device),
-        snapshots: Tensor::from_data(TensorData::new(snapshots, [bh, nc, NN]), &device),
-    }
-}
-
-/// The backward on any backend's tensors, computed on the host.
-pub fn backward_tensors<B: Backend>(
-    inputs: &WkvInputs<B>,
-    snapshots: Tensor<B, 3>,
-    dy: Tensor<B, 3>,
-) -> WkvInputs<B> {
-    let [bh, t, _] = inputs.r.dims();
-    let device = inputs.r.device();
-    let host = HostInputs::new(inputs);
-    let snapshots = into_vec(snapshots);
-    let dy = into_vec(dy);
-    let nc = chunks(t);
-    let mut grads: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; bh * t * N]);
-    let [gr, gw, gk, gv, ga, gb] = &mut grads;
-    let per_head = t * N;
-    gr.par_chunks_mut(per_head)
-        .zip(gw.par_chunks_mut(per_head))
-        .zip(gk.par_chunks_mut(per_head))
-        .zip(gv.par_chunks_mut(per_head))
-        .zip(ga.par_chunks_mut(per_head))
-        .zip(gb.par_chunks_mut(per_head))
-        .enumerate()
-        .for_each(|(h, (((((r, w), k), v), a), b))| {
+        .for_each(|(bh, ((s, y), snaps))| {
             run_wide(
                 #[inline(always)]
                 || {
-                    head_backward(
-                        host.head(h, t),
-                        &snapshots[h * nc * NN..(h + 1) * nc * NN],
-                        &dy[h * per_head..(h + 1) * per_head],
-                        HeadGrads { r, w, k, v, a, b },
-                    )
+                    let x = host.prepare(bh);
+                    head_forward(HeadInputs::of(&x), s, y, snaps)
                 },
             )
         });
-    let [r, w, k, v, a, b] =
-        grads.map(|g| Tensor::from_data(TensorData::new(g, [bh, t, N]), &device));
-    WkvInputs { r, w, k, v, a, b }
+    let y = heads_to_rows(&y, h, t);
+    WkvLayerForward {
+        y: Tensor::from_data(TensorData::new(y, [b, t, h * N]), &device),
+        state: Tensor::from_data(TensorData::new(s, [b, h, N, N]), &device),
+        snapshots: Tensor::from_data(TensorData::new(snapshots, [b * h, nc, NN]), &device),
+    }
+}
+
+/// The layer form's backward on the CPU: each head prepared again, its core backward run from
+/// its snapshots, its gradients taken back through the preparation and moved into rows.
+pub fn layer_backward(
+    inputs: &WkvLayerInputs<Flex>,
+    snapshots: Tensor<Flex, 3>,
+    dy: Tensor<Flex, 3>,
+) -> WkvLayerInputs<Flex> {
+    let [b, t, c] = inputs.r.dims();
+    let device = inputs.r.device();
+    let host = LayerHost::new(inputs);
+    let h = host.h;
+    let snapshots = contiguous(snapshots);
+    let snapshots = f32_values(&snapshots);
+    let dy = heads_from_rows(f32_values(&contiguous(dy)), h, t);
+    let nc = chunks(t);
+    let per_head = t * N;
+    let mut grads: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; b * h * per_head]);
+    {
+        let [gr, gw, gk, gv, ga, gb] = &mut grads;
+        gr.par_chunks_mut(per_head)
+            .zip(gw.par_chunks_mut(per_head))
+            .zip(gk.par_chunks_mut(per_head))
+            .zip(gv.par_chunks_mut(per_head))
+            .zip(ga.par_chunks_mut(per_head))
+            .zip(gb.par_chunks_mut(per_head))
+            .enumerate()
+            .for_each(|(bh, (((((r, w), k), v), a), bb))| {
+                run_wide(
+                    #[inline(always)]
+                    || {
+                        let x = host.prepare(bh);
+                        let mut g: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; per_head]);
+                        {
+                            let [gr, gw, gk, gv, ga, gb] = &mut g;
+                            head_backward(
+                                HeadInputs::of(&x),
+                                &snapshots[bh * nc * NN..(bh + 1) * nc * NN],
+                                &dy[bh * per_head..(bh + 1) * per_head],
+                                HeadGrads {
+                                    r: gr,
+                                    w: gw,
+                                    k: gk,
+                                    v: gv,
+                                    a: ga,
+                                    b: gb,
+                                },
+                            );
+                        }
+                        host.unprepare(bh, &mut g);
+                        for (out, g) in [r, w, k, v, a, bb].into_iter().zip(&g) {
+                            out.copy_from_slice(g);
+                        }
+                    },
+                )
+            });
+    }
+    let [r, w_logit, k, v, kk, a] = grads
+        .map(|g| Tensor::from_data(TensorData::new(heads_to_rows(&g, h, t), [b, t, c]), &device));
+    WkvLayerInputs {
+        r,
+        w_logit,
+        k,
+        v,
+        kk,
+        a,
+    }
 }

@@ -12,29 +12,95 @@
 //! its backward recomputes the chunk's states from the snapshot, as the official CUDA kernel
 //! does: memory grows with T / 16 snapshots, not T states.
 //!
-//! Layout: every per-step input and `y` is `[BH, T, N]` (batch and head folded together, time,
-//! channel), the state is `[BH, N, N]`, and the snapshots are `[BH, chunks, N·N]`.
+//! Two forms. The model calls the *layer* form ([`WkvLayerInputs`]): the tensors as the time mix
+//! produces them, `[B, T, C]` with head `h` in channels `h·N..(h+1)·N`, before the per-step
+//! preparation (the decay from its logit, κ from the unnormalized removal key, `a` and `b`),
+//! which the operation does itself; `y` comes back `[B, T, C]`. Underneath is the *core* form
+//! ([`WkvInputs`]): prepared inputs, one head per row of `[BH, T, N]` (batch and head folded
+//! together, time, channel), the state `[BH, N, N]` and the snapshots `[BH, chunks, N·N]`.
 //!
-//! Backends: [`WkvKernel`] is the operation on a plain backend. Its provided methods build it
-//! from tensor ops ([`tensor_ops`]), which runs on any Burn backend and is the tests' reference;
-//! the CPU backend (`Flex`) runs it on raw slices instead ([`cpu`]), the CubeCL backends (CUDA,
-//! wgpu) as one GPU kernel per direction ([`cube`], with those features). [`WkvBackend::wkv`] is what the model
-//! calls: on a plain backend it runs the forward, on `Autodiff<B>` it also records the backward
-//! ([`autodiff`]). The starting state is an input without gradient, and the final state is
-//! returned untracked: training starts every window from zeros and discards the final state.
+//! Backends: [`WkvKernel`] is the operation on a plain backend. Its provided core methods build
+//! the recurrence from tensor ops ([`tensor_ops`]), and its provided layer methods prepare the
+//! inputs and move heads in tensor ops around the core ([`layer`]); that runs on any Burn backend
+//! and is the tests' reference. The CubeCL backends (CUDA, wgpu) replace the core with one GPU
+//! kernel per direction ([`cube`], with those features); the CPU backend (`Flex`) replaces the
+//! layer form with one pass over raw slices that also prepares and moves the heads ([`cpu`]).
+//! [`WkvBackend::wkv`] is what the model calls: on a plain backend it runs the forward, on
+//! `Autodiff<B>` it also records the backward ([`autodiff`]). The starting state is an input
+//! without gradient, and the final state is returned untracked: training starts every window from
+//! zeros and discards the final state.
 
 mod autodiff;
 pub mod cpu;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod cube;
+pub mod layer;
 pub mod tensor_ops;
 
 use burn::prelude::*;
 
+use crate::model::config::HEAD_SIZE as N;
+
 /// Time steps per chunk: the backward keeps one state snapshot per chunk.
 pub const CHUNK: usize = 16;
 
-/// The per-step inputs of the recurrence, each `[BH, T, N]` (also used for their gradients).
+/// `e^{-1/2}`: the decay is `exp(-DECAY_SCALE · σ(w_logit))`, in (0.545, 1) (DESIGN §4).
+pub const DECAY_SCALE: f64 = 0.606_530_659_712_633_4;
+
+/// Below this norm the removal key is divided by it instead (PyTorch's `normalize` eps).
+pub const KAPPA_EPS: f64 = 1e-12;
+
+/// The recurrence's inputs as a time-mix layer produces them, each `[B, T, C]` with head `h` in
+/// channels `h·N..(h+1)·N` (also used for their gradients).
+#[derive(Clone, Debug)]
+pub struct WkvLayerInputs<B: Backend> {
+    /// Receptance r.
+    pub r: Tensor<B, 3>,
+    /// The decay's logit: `w = exp(-DECAY_SCALE · σ(w_logit))`.
+    pub w_logit: Tensor<B, 3>,
+    /// Key k (already rescaled by `a`).
+    pub k: Tensor<B, 3>,
+    /// Value v.
+    pub v: Tensor<B, 3>,
+    /// The removal key before normalization (`k * k_k`): `κ` is it divided by its norm per head.
+    pub kk: Tensor<B, 3>,
+    /// The in-context learning rate `a` in (0, 1): the replacement key is `b = κ * a`.
+    pub a: Tensor<B, 3>,
+}
+
+impl<B: Backend> WkvLayerInputs<B> {
+    /// Random inputs `[b, t, heads·N]` in the ranges the model produces, for tests and benchmarks.
+    pub fn random(b: usize, t: usize, heads: usize, device: &B::Device) -> Self {
+        let uniform = |lo: f64, hi: f64| {
+            Tensor::<B, 3>::random(
+                [b, t, heads * N],
+                burn::tensor::Distribution::Uniform(lo, hi),
+                device,
+            )
+        };
+        WkvLayerInputs {
+            r: uniform(-1.0, 1.0),
+            w_logit: uniform(-4.0, 4.0),
+            k: uniform(-1.0, 1.0),
+            v: uniform(-1.0, 1.0),
+            kk: uniform(-1.0, 1.0),
+            a: uniform(0.0, 1.0),
+        }
+    }
+}
+
+/// What a forward pass of the layer form produces.
+#[derive(Clone, Debug)]
+pub struct WkvLayerForward<B: Backend> {
+    /// The outputs `y`, `[B, T, C]`.
+    pub y: Tensor<B, 3>,
+    /// The state after the last step, `[B, H, N, N]`.
+    pub state: Tensor<B, 4>,
+    /// The state at the start of every chunk, `[B·H, chunks, N·N]`.
+    pub snapshots: Tensor<B, 3>,
+}
+
+/// The core form's per-step inputs, prepared, each `[BH, T, N]` (also used for their gradients).
 #[derive(Clone, Debug)]
 pub struct WkvInputs<B: Backend> {
     /// Receptance r: what each step reads out of the state.
@@ -51,31 +117,7 @@ pub struct WkvInputs<B: Backend> {
     pub b: Tensor<B, 3>,
 }
 
-impl<B: Backend> WkvInputs<B> {
-    /// Random inputs `[bh, t, N]` in the ranges the model produces (w in (0.55, 1), κ of unit
-    /// norm per step, a in (0, 1)), for tests and benchmarks.
-    pub fn random(bh: usize, t: usize, device: &B::Device) -> Self {
-        let uniform = |lo: f64, hi: f64| {
-            Tensor::<B, 3>::random(
-                [bh, t, crate::model::config::HEAD_SIZE],
-                burn::tensor::Distribution::Uniform(lo, hi),
-                device,
-            )
-        };
-        let kappa = uniform(-1.0, 1.0);
-        let kappa = kappa.clone() / kappa.powi_scalar(2).sum_dim(2).sqrt();
-        WkvInputs {
-            r: uniform(-1.0, 1.0),
-            w: uniform(0.55, 1.0),
-            k: uniform(-1.0, 1.0),
-            v: uniform(-1.0, 1.0),
-            a: -kappa.clone(),
-            b: kappa * uniform(0.0, 1.0),
-        }
-    }
-}
-
-/// What a forward pass produces.
+/// What a forward pass of the core form produces.
 #[derive(Clone, Debug)]
 pub struct WkvForward<B: Backend> {
     /// The outputs `y`, `[BH, T, N]`.
@@ -87,9 +129,10 @@ pub struct WkvForward<B: Backend> {
 }
 
 /// The recurrence on a plain (non-autodiff) backend: a forward that keeps chunk snapshots and a
-/// backward that recomputes from them. The provided methods are the tensor-op form.
+/// backward that recomputes from them, in both forms. The provided methods are the tensor-op
+/// core and the tensor-op layer form around [`Self::wkv_forward`] and [`Self::wkv_backward`].
 pub trait WkvKernel: Backend {
-    /// Runs the recurrence from `state` over `inputs`.
+    /// The core form: runs the recurrence from `state` over prepared `inputs`.
     fn wkv_forward(inputs: &WkvInputs<Self>, state: Tensor<Self, 3>) -> WkvForward<Self> {
         tensor_ops::forward(inputs, state)
     }
@@ -102,34 +145,60 @@ pub trait WkvKernel: Backend {
     ) -> WkvInputs<Self> {
         tensor_ops::backward(inputs, snapshots, dy)
     }
+
+    /// The layer form: runs the recurrence from `state` (`[B, H, N, N]`) over `inputs`.
+    fn wkv_layer_forward(
+        inputs: &WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> WkvLayerForward<Self> {
+        layer::forward(inputs, state)
+    }
+
+    /// The layer form's input gradients given `dy` (`[B, T, C]`), from the forward's snapshots.
+    fn wkv_layer_backward(
+        inputs: &WkvLayerInputs<Self>,
+        snapshots: Tensor<Self, 3>,
+        dy: Tensor<Self, 3>,
+    ) -> WkvLayerInputs<Self> {
+        layer::backward(inputs, snapshots, dy)
+    }
 }
 
 /// A backend the model runs on: plain ones through their [`WkvKernel`], `Autodiff` ones with the
 /// custom backward recorded.
 pub trait WkvBackend: Backend {
-    /// Runs the recurrence from `state`; returns `y` `[BH, T, N]` and the final state
-    /// `[BH, N, N]` (untracked).
-    fn wkv(inputs: WkvInputs<Self>, state: Tensor<Self, 3>) -> (Tensor<Self, 3>, Tensor<Self, 3>);
+    /// Runs the recurrence (layer form) from `state` `[B, H, N, N]`; returns `y` `[B, T, C]`
+    /// and the final state `[B, H, N, N]` (untracked).
+    fn wkv(
+        inputs: WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 4>);
 }
 
 impl<B: WkvKernel> WkvBackend for B {
-    fn wkv(inputs: WkvInputs<Self>, state: Tensor<Self, 3>) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
-        let out = B::wkv_forward(&inputs, state);
+    fn wkv(
+        inputs: WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 4>) {
+        let out = B::wkv_layer_forward(&inputs, state);
         (out.y, out.state)
     }
 }
 
 impl WkvKernel for burn::backend::Flex {
-    fn wkv_forward(inputs: &WkvInputs<Self>, state: Tensor<Self, 3>) -> WkvForward<Self> {
-        cpu::forward_tensors(inputs, state)
+    fn wkv_layer_forward(
+        inputs: &WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> WkvLayerForward<Self> {
+        cpu::layer_forward(inputs, state)
     }
 
-    fn wkv_backward(
-        inputs: &WkvInputs<Self>,
+    fn wkv_layer_backward(
+        inputs: &WkvLayerInputs<Self>,
         snapshots: Tensor<Self, 3>,
         dy: Tensor<Self, 3>,
-    ) -> WkvInputs<Self> {
-        cpu::backward_tensors(inputs, snapshots, dy)
+    ) -> WkvLayerInputs<Self> {
+        cpu::layer_backward(inputs, snapshots, dy)
     }
 }
 

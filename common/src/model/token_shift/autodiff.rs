@@ -1,0 +1,60 @@
+//! The operation on `Autodiff<B>`: the forward runs on the inner backend and keeps its inputs;
+//! the recorded backward hands them to [`TokenShiftKernel::token_shift_backward`].
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+
+use super::{TokenShiftBackend, TokenShiftInputs, TokenShiftKernel};
+use crate::model::custom_op::float_tensor;
+
+/// The backward step of the operation.
+#[derive(Debug)]
+struct TokenShiftBackward;
+
+impl<B: TokenShiftKernel> Backward<B, 3> for TokenShiftBackward {
+    /// The inputs.
+    type State = TokenShiftInputs<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = float_tensor::<B, 3>(grads.consume::<B>(&ops.node));
+        let g = B::token_shift_backward(&ops.state, dout);
+        let in_order = [
+            g.x.into_primitive().tensor(),
+            g.prev.into_primitive().tensor(),
+            g.mix.into_primitive().tensor(),
+        ];
+        for (parent, grad) in ops.parents.into_iter().zip(in_order) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: TokenShiftKernel, C: CheckpointStrategy> TokenShiftBackend for Autodiff<B, C> {
+    fn token_shift(inputs: TokenShiftInputs<Self>) -> Tensor<Self, 3> {
+        let x = inputs.x.into_primitive().tensor();
+        let prev = inputs.prev.into_primitive().tensor();
+        let mix = inputs.mix.into_primitive().tensor();
+        let nodes = [x.node.clone(), prev.node.clone(), mix.node.clone()];
+        let inner = TokenShiftInputs {
+            x: float_tensor::<B, 3>(x.primitive),
+            prev: float_tensor::<B, 2>(prev.primitive),
+            mix: float_tensor::<B, 1>(mix.primitive),
+        };
+        let out = B::token_shift_forward(&inner);
+        let out = match TokenShiftBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(inner, out.into_primitive().tensor()),
+            OpsKind::UnTracked(prep) => prep.finish(out.into_primitive().tensor()),
+        };
+        float_tensor::<Self, 3>(out)
+    }
+}
