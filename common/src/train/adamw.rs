@@ -24,6 +24,8 @@ pub struct Update {
     pub decay: f64,
     /// The step number t, from 1 (the bias corrections are `1 − β^t`).
     pub step: i32,
+    /// What the gradient is multiplied by first: clipping's factor, or 1.
+    pub grad_scale: f64,
 }
 
 impl Update {
@@ -47,9 +49,16 @@ pub struct Updated<B: Backend> {
     pub v: Tensor<B, 1>,
 }
 
-/// AdamW's update on a plain backend; the provided method is the tensor-op form.
+/// AdamW's update on a plain backend, and the sums of squares clipping needs; the provided
+/// methods are the tensor-op form.
 pub trait AdamWKernel: Backend {
-    /// `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
+    /// `Σ x²`, accumulated in f64 where the backend can (NaN or infinite when an element is).
+    fn squared_sum(x: &Tensor<Self, 1>) -> f64 {
+        let sum = (x.clone() * x.clone()).sum().into_data().to_vec::<f32>();
+        sum.map_or(f64::NAN, |v| f64::from(v[0]))
+    }
+
+    /// With `g` the gradient times `grad_scale`: `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
     /// `param ← decay · param − lr · (m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)`.
     fn adamw(
         param: Tensor<Self, 1>,
@@ -70,6 +79,11 @@ pub fn tensor_ops<B: Backend>(
     v: Tensor<B, 1>,
     u: Update,
 ) -> Updated<B> {
+    let grad = if u.grad_scale == 1.0 {
+        grad.clone()
+    } else {
+        grad.clone() * u.grad_scale
+    };
     let m = m * u.beta1 + grad.clone() * (1.0 - u.beta1);
     let v = v * u.beta2 + grad.clone().powi_scalar(2) * (1.0 - u.beta2);
     let (bias1, bias2) = u.bias_corrections();
@@ -83,6 +97,16 @@ pub fn tensor_ops<B: Backend>(
 const TASK: usize = 1 << 14;
 
 impl AdamWKernel for Flex {
+    fn squared_sum(x: &Tensor<Self, 1>) -> f64 {
+        let x = contiguous(x.clone());
+        let partial: Vec<f64> = f32_values(&x)
+            .par_chunks(TASK)
+            .map(|chunk| chunk.iter().map(|&x| f64::from(x) * f64::from(x)).sum())
+            .collect();
+        // Summed in chunk order: the same value on any number of threads.
+        partial.iter().sum()
+    }
+
     fn adamw(
         param: Tensor<Self, 1>,
         grad: &Tensor<Self, 1>,
@@ -95,8 +119,17 @@ impl AdamWKernel for Flex {
         let grad = contiguous(grad.clone());
         let (mut p, mut m, mut v) = (into_vec(param), into_vec(m), into_vec(v));
         let (bias1, bias2) = u.bias_corrections();
-        let [beta1, beta2, eps, lr, decay, bias1, bias2] =
-            [u.beta1, u.beta2, u.eps, u.lr, u.decay, bias1, bias2].map(|x| x as f32);
+        let [beta1, beta2, eps, lr, decay, bias1, bias2, scale] = [
+            u.beta1,
+            u.beta2,
+            u.eps,
+            u.lr,
+            u.decay,
+            bias1,
+            bias2,
+            u.grad_scale,
+        ]
+        .map(|x| x as f32);
         let (keep1, keep2) = ((1.0 - u.beta1) as f32, (1.0 - u.beta2) as f32);
         p.par_chunks_mut(TASK)
             .zip(m.par_chunks_mut(TASK))
@@ -104,6 +137,7 @@ impl AdamWKernel for Flex {
             .zip(f32_values(&grad).par_chunks(TASK))
             .for_each(|(((p, m), v), g)| {
                 for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                    let g = g * scale;
                     *m = *m * beta1 + g * keep1;
                     *v = *v * beta2 + g * g * keep2;
                     *p = *p * decay - *m / bias1 / ((*v / bias2).sqrt() + eps) * lr;
@@ -165,6 +199,8 @@ mod tests {
                     lr: 1e-3,
                     decay,
                     step: t,
+                    // Clipping's factor on one of the steps.
+                    grad_scale: if t == 2 { 0.25 } else { 1.0 },
                 };
                 ours = Flex::adamw(ours.param, &grad, ours.m, ours.v, u);
                 reference = tensor_ops(reference.param, &grad, reference.m, reference.v, u);
@@ -199,6 +235,7 @@ mod tests {
             lr: 0.1,
             decay: 1.0,
             step: 1,
+            grad_scale: 1.0,
         };
         let updated = Flex::adamw(param.clone(), &grad, zeros(), zeros(), u);
         assert_eq!(values(&param), [1.0, 2.0]);
@@ -208,5 +245,23 @@ mod tests {
             (moved[0] - 0.9).abs() < 1e-6 && (moved[1] - 2.1).abs() < 1e-6,
             "{moved:?}"
         );
+    }
+
+    #[test]
+    fn the_cpu_sum_of_squares_matches_the_tensor_op_form() {
+        let device = Default::default();
+        Flex::seed(&device, 4);
+        // More elements than one task.
+        let x = Tensor::<Flex, 1>::random([40_000], Distribution::Uniform(-2.0, 2.0), &device);
+        let reference = f64::from((x.clone() * x.clone()).sum().into_scalar());
+        let ours = Flex::squared_sum(&x);
+        assert!(
+            (ours - reference).abs() <= 1e-5 * reference,
+            "{ours} vs {reference}"
+        );
+        let mut values = x.into_data().to_vec::<f32>().unwrap();
+        values[7] = f32::NAN;
+        let nan = Tensor::<Flex, 1>::from_data(TensorData::new(values, [40_000]), &device);
+        assert!(Flex::squared_sum(&nan).is_nan());
     }
 }

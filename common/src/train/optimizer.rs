@@ -81,34 +81,26 @@ impl<B: Backend> Gradients<B> {
                 .collect(),
         }
     }
+}
 
+impl<B: AdamWKernel> Gradients<B> {
     /// The global L2 norm (NaN or infinite when a gradient is).
     pub fn global_norm(&self) -> f64 {
-        let squares: f64 = self
-            .tensors
+        self.tensors
             .iter()
-            .map(|(_, g)| {
-                f64::from(
-                    g.clone()
-                        .powi_scalar(2)
-                        .sum()
-                        .into_data()
-                        .to_vec::<f32>()
-                        .map_or(f32::NAN, |v| v[0]),
-                )
-            })
-            .sum();
-        squares.sqrt()
+            .map(|(_, g)| B::squared_sum(g))
+            .sum::<f64>()
+            .sqrt()
     }
 
-    /// Scales the gradients down so their global norm is at most `max_norm`; returns the norm
-    /// before clipping.
-    pub fn clip(self, max_norm: f64) -> (Self, f64) {
+    /// What clipping to a global norm of `max_norm` multiplies the gradients by (1 when they are
+    /// within it), and the norm before clipping. AdamW applies the factor as it reads them.
+    pub fn clip_factor(&self, max_norm: f64) -> (f64, f64) {
         let norm = self.global_norm();
         if norm.is_finite() && norm > max_norm {
-            (self.scale(max_norm / (norm + 1e-6)), norm)
+            (max_norm / (norm + 1e-6), norm)
         } else {
-            (self, norm)
+            (1.0, norm)
         }
     }
 }
@@ -166,12 +158,14 @@ impl<B: Backend> AdamW<B> {
 }
 
 impl<B: AdamWKernel> AdamW<B> {
-    /// Applies one update with learning rate `lr` and returns the updated model.
+    /// Applies one update with learning rate `lr` to the gradients times `grad_scale` (clipping's
+    /// factor, or 1) and returns the updated model.
     pub fn step<A: AutodiffBackend<InnerBackend = B>>(
         &mut self,
         model: Rwkv<A>,
         grads: &Gradients<B>,
         lr: f64,
+        grad_scale: f64,
     ) -> Rwkv<A> {
         self.step += 1;
         let mut by_id: HashMap<ParamId, (String, Group)> = HashMap::new();
@@ -193,6 +187,7 @@ impl<B: AdamWKernel> AdamW<B> {
             by_id,
             grads,
             lr,
+            grad_scale,
         };
         model.map(&mut mapper)
     }
@@ -203,6 +198,7 @@ struct AdamWMapper<'a, B: Backend> {
     by_id: HashMap<ParamId, (String, Group)>,
     grads: HashMap<&'a str, &'a Tensor<B, 1>>,
     lr: f64,
+    grad_scale: f64,
 }
 
 impl<B: AdamWKernel, A: AutodiffBackend<InnerBackend = B>> ModuleMapper<A> for AdamWMapper<'_, B> {
@@ -236,6 +232,7 @@ impl<B: AdamWKernel, A: AutodiffBackend<InnerBackend = B>> ModuleMapper<A> for A
                 1.0
             },
             step: self.optimizer.step as i32,
+            grad_scale: self.grad_scale,
         };
         let Updated { param, m, v } = B::adamw(flat, grad, m, v, update);
         self.optimizer.moments.insert(name.clone(), (m, v));
@@ -293,7 +290,7 @@ mod tests {
             weight_decay: 0.1,
             ..AdamWConfig::default()
         });
-        let model = adam.step(model, &grads, 0.1);
+        let model = adam.step(model, &grads, 0.1, 1.0);
         // Step 1: m̂ = g and v̂ = g², so every update is lr · 1 (plus decay on .weight matrices).
         let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
         assert!(
@@ -339,8 +336,10 @@ mod tests {
             ],
         };
         assert!((grads.global_norm() - 5.0).abs() < 1e-9);
-        let (clipped, before) = grads.clip(1.0);
+        let (factor, before) = grads.clip_factor(1.0);
         assert!((before - 5.0).abs() < 1e-9);
-        assert!((clipped.global_norm() - 1.0).abs() < 1e-5);
+        assert!((grads.scale(factor).global_norm() - 1.0).abs() < 1e-5);
+        let (factor, _) = Gradients::<Flex> { tensors: vec![] }.clip_factor(1.0);
+        assert_eq!(factor, 1.0);
     }
 }

@@ -1,6 +1,8 @@
 //! One optimizer step, top to bottom: micro-batches forward and backward, gradients summed and
 //! averaged, the divergence guard, clipping at global norm 1.0, and AdamW.
 
+use std::sync::OnceLock;
+
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -68,9 +70,9 @@ pub fn step_gradients<A: TrainBackend>(
         all.push(grads);
     }
     let n = micro_batches.len() as f64;
-    let grads = Gradients::sum(all)
-        .ok_or("a step needs at least one micro-batch")?
-        .scale(1.0 / n);
+    let grads = Gradients::sum(all).ok_or("a step needs at least one micro-batch")?;
+    // One micro-batch needs no averaging (a pass over every gradient saved).
+    let grads = if n > 1.0 { grads.scale(1.0 / n) } else { grads };
     Ok((grads, loss_sum / n))
 }
 
@@ -119,15 +121,26 @@ fn micro_batch_gradients<A: TrainBackend>(
         let grads = Gradients::from_backward(model, &weighted.backward());
         (grads, f64::from(value) * share)
     };
-    // Parts other than the first run on threads of their own, not rayon's: Burn's autodiff
-    // locks a graph for its whole backward and, when a backward ends, locks every graph in
-    // turn; a rayon worker that stole another part while waiting inside a locked backward
-    // would wait on its own lock.
+    // Each part runs on a rayon pool of its own, so that what its operations hand to rayon
+    // (GEMMs, the kernels' blocks, Burn's own) runs on its share of the cores: on one shared pool
+    // a part's small operation waited behind the other part's long ones. The parts are not rayon
+    // tasks of one pool either: Burn's autodiff locks a graph for its whole backward and, when a
+    // backward ends, locks every graph in turn; a worker that stole another part while waiting
+    // inside a locked backward would wait on its own lock.
+    let pools = if parts > 1 {
+        part_pools(A::InnerBackend::PARTS)
+    } else {
+        None
+    };
+    let run = |index: usize| match pools.and_then(|pools| pools.get(index)) {
+        Some(pool) => pool.install(|| run_part(index)),
+        None => run_part(index),
+    };
     let results: Vec<(Gradients<A::InnerBackend>, f64)> = std::thread::scope(|scope| {
         let others: Vec<_> = (1..parts)
-            .map(|index| scope.spawn(move || run_part(index)))
+            .map(|index| scope.spawn(move || run(index)))
             .collect();
-        let first = run_part(0);
+        let first = run(0);
         std::iter::once(first)
             .chain(others.into_iter().map(|handle| match handle.join() {
                 Ok(result) => result,
@@ -139,6 +152,25 @@ fn micro_batch_gradients<A: TrainBackend>(
     let grads = Gradients::sum(results.into_iter().map(|(grads, _)| grads))
         .expect("a micro-batch has at least one window, so one part");
     (grads, loss)
+}
+
+/// The rayon pools the parts of a micro-batch run on, `count` of them sharing the global pool's
+/// threads, made on first use (the count is fixed per backend). None where a pool could not be
+/// made, or for a larger count than the first: the parts then run on the global pool.
+fn part_pools(count: usize) -> Option<&'static [rayon::ThreadPool]> {
+    static POOLS: OnceLock<Option<Vec<rayon::ThreadPool>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| {
+        let threads = (rayon::current_num_threads() / count.max(1)).max(1);
+        (0..count)
+            .map(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .ok()
+            })
+            .collect()
+    });
+    pools.as_deref().filter(|pools| pools.len() >= count)
 }
 
 /// Maps a model to the same weights (shared, not copied) as fresh autodiff leaves, so that a
@@ -161,13 +193,13 @@ pub fn apply_step<A: TrainBackend>(
     lr: f64,
 ) -> Result<(Rwkv<A>, StepReport), String> {
     let step = optimizer.step + 1;
-    let (grads, grad_norm) = grads.clip(CLIP_NORM);
+    let (clip_factor, grad_norm) = grads.clip_factor(CLIP_NORM);
     if !grad_norm.is_finite() {
         return Err(format!(
             "step {step}: the gradient norm is {grad_norm}; training diverged (lower --lr or resume from an earlier checkpoint)"
         ));
     }
-    let model = optimizer.step(model, &grads, lr);
+    let model = optimizer.step(model, &grads, lr, clip_factor);
     Ok((
         model,
         StepReport {
