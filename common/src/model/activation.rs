@@ -14,11 +14,11 @@ use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::custom_op::float_tensor;
+use super::custom_op::{finish, float_tensor};
 use super::vector_math;
 use super::wide::run_wide;
 use crate::host::{contiguous, f32_values};
@@ -147,14 +147,11 @@ impl<B: ActivationKernel, C: CheckpointStrategy> ActivationBackend for Autodiff<
         let x = x.into_primitive().tensor();
         let node = x.node.clone();
         let y = B::activation_forward(float_tensor::<B, 3>(x.primitive), f);
-        let y = match ActivationBackward
+        let kind = ActivationBackward
             .prepare::<C>([node])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((y.clone(), f), y.into_primitive().tensor()),
-            OpsKind::UnTracked(prep) => prep.finish(y.into_primitive().tensor()),
-        };
+            .stateful();
+        let y = finish(kind, (y.clone(), f), y.into_primitive().tensor());
         float_tensor::<Self, 3>(y)
     }
 }

@@ -17,10 +17,10 @@ use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 
-use super::custom_op::float_tensor;
+use super::custom_op::{finish, float_tensor};
 use super::gemm::{Operand, matmul};
 use crate::host::{contiguous, f32_values};
 
@@ -135,14 +135,11 @@ impl<B: LinearKernel, C: CheckpointStrategy> LinearBackend for Autodiff<B, C> {
         let nodes = tracked.each_ref().map(|t| t.node.clone());
         let [x, w] = tracked.map(|t| float_tensor::<B, 2>(t.primitive));
         let y = B::linear_forward(x.clone(), w.clone());
-        let y = match LinearBackward
+        let kind = LinearBackward
             .prepare::<C>(nodes)
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x, w), y.into_primitive().tensor()),
-            OpsKind::UnTracked(prep) => prep.finish(y.into_primitive().tensor()),
-        };
+            .stateful();
+        let y = finish(kind, (x, w), y.into_primitive().tensor());
         float_tensor::<Self, 2>(y)
     }
 }

@@ -5,11 +5,11 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 
 use super::{TokenShiftBackend, TokenShiftInputs, TokenShiftKernel};
-use crate::model::custom_op::float_tensor;
+use crate::model::custom_op::{finish, float_tensor};
 
 /// The backward step of the operation.
 #[derive(Debug)]
@@ -47,14 +47,11 @@ impl<B: TokenShiftKernel, C: CheckpointStrategy> TokenShiftBackend for Autodiff<
             mix: float_tensor::<B, 1>(mix.primitive),
         };
         let out = B::token_shift_forward(&inner);
-        let out = match TokenShiftBackward
+        let kind = TokenShiftBackward
             .prepare::<C>(nodes)
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(inner, out.into_primitive().tensor()),
-            OpsKind::UnTracked(prep) => prep.finish(out.into_primitive().tensor()),
-        };
+            .stateful();
+        let out = finish(kind, inner, out.into_primitive().tensor());
         float_tensor::<Self, 3>(out)
     }
 }

@@ -6,12 +6,12 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::{WkvBackend, WkvKernel, WkvLayerInputs};
-use crate::model::custom_op::float_tensor;
+use crate::model::custom_op::{finish, float_tensor};
 
 /// The backward step of the operation.
 #[derive(Debug)]
@@ -60,12 +60,12 @@ impl<B: WkvKernel, C: CheckpointStrategy> WkvBackend for Autodiff<B, C> {
         };
         let state = float_tensor::<B, 4>(Self::inner(state.into_primitive().tensor()));
         let out = B::wkv_layer_forward(&inner, state);
-        let y = match WkvBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                prep.finish((inner, out.snapshots), out.y.into_primitive().tensor())
-            }
-            OpsKind::UnTracked(prep) => prep.finish(out.y.into_primitive().tensor()),
-        };
+        let kind = WkvBackward.prepare::<C>(nodes).compute_bound().stateful();
+        let y = finish(
+            kind,
+            (inner, out.snapshots),
+            out.y.into_primitive().tensor(),
+        );
         let state = Self::from_inner(out.state.into_primitive().tensor());
         (float_tensor::<Self, 3>(y), float_tensor::<Self, 4>(state))
     }

@@ -5,11 +5,11 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 
 use super::{WkvOutBackend, WkvOutInputs, WkvOutKernel};
-use crate::model::custom_op::float_tensor;
+use crate::model::custom_op::{finish, float_tensor};
 
 /// The backward step of the operation.
 #[derive(Debug)]
@@ -78,14 +78,11 @@ impl<B: WkvOutKernel, C: CheckpointStrategy> WkvOutBackend for Autodiff<B, C> {
             bias: float_tensor::<B, 1>(bias.primitive),
         };
         let out = B::wkv_out_forward(&inner);
-        let out = match WkvOutBackward
+        let kind = WkvOutBackward
             .prepare::<C>(nodes)
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(inner, out.into_primitive().tensor()),
-            OpsKind::UnTracked(prep) => prep.finish(out.into_primitive().tensor()),
-        };
+            .stateful();
+        let out = finish(kind, inner, out.into_primitive().tensor());
         float_tensor::<Self, 3>(out)
     }
 }
