@@ -227,20 +227,20 @@ impl LayerHost {
         out
     }
 
-    /// Takes head `bh`'s core gradients `g` (each `[T, N]`, [`HeadInputs`] order) back through
-    /// [`Self::prepare`], in place: on return they are the gradients of r, w_logit, k, v, kk, a
-    /// ([`WkvLayerInputs`] order; ∂kk where ∂a was, ∂a_layer where ∂b was).
+    /// Takes head `bh`'s core gradients of w, a and b (each `[T, N]`) back through
+    /// [`Self::prepare`], in place: on return `gw` holds ∂w_logit, `ga` ∂kk and `gb` the layer's
+    /// ∂a (r, k and v need nothing).
     #[inline(always)]
-    fn unprepare(&self, bh: usize, g: &mut [Vec<f32>; 6]) {
+    fn unprepare(&self, bh: usize, gw: &mut [f32], ga: &mut [f32], gb: &mut [f32]) {
         let [_, w_logit, _, _, kk, iclr] = self.tensors.each_ref().map(f32_values);
-        let [_, gw, _, _, ga, gb] = g;
         for t in 0..self.t {
             let o = self.offset(bh, t);
             let at = t * N..(t + 1) * N;
             // w = exp(-s σ(z)): ∂z = ∂w · w · (-s) · σ(z) (1 - σ(z)).
             for (gw, &z) in gw[at.clone()].iter_mut().zip(&w_logit[o..o + N]) {
                 let s = sigmoid(z);
-                *gw *= decay(z) * s * (1.0 - s) * -(DECAY_SCALE as f32);
+                let scaled = s * -(DECAY_SCALE as f32);
+                *gw *= exp_nonpositive(scaled) * scaled * (1.0 - s);
             }
             // a = -κ, b = κ a: ∂κ = ∂b a - ∂a, ∂a_layer = ∂b κ. Then through κ = kk / ‖kk‖.
             let kk = &kk[o..o + N];
@@ -375,27 +375,20 @@ pub fn layer_backward(
                     #[inline(always)]
                     || {
                         let x = host.prepare(bh);
-                        let mut g: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0f32; per_head]);
-                        {
-                            let [gr, gw, gk, gv, ga, gb] = &mut g;
-                            head_backward(
-                                HeadInputs::of(&x),
-                                &snapshots[bh * nc * NN..(bh + 1) * nc * NN],
-                                &dy[bh * per_head..(bh + 1) * per_head],
-                                HeadGrads {
-                                    r: gr,
-                                    w: gw,
-                                    k: gk,
-                                    v: gv,
-                                    a: ga,
-                                    b: gb,
-                                },
-                            );
-                        }
-                        host.unprepare(bh, &mut g);
-                        for (out, g) in [r, w, k, v, a, bb].into_iter().zip(&g) {
-                            out.copy_from_slice(g);
-                        }
+                        head_backward(
+                            HeadInputs::of(&x),
+                            &snapshots[bh * nc * NN..(bh + 1) * nc * NN],
+                            &dy[bh * per_head..(bh + 1) * per_head],
+                            HeadGrads {
+                                r,
+                                w: &mut *w,
+                                k,
+                                v,
+                                a: &mut *a,
+                                b: &mut *bb,
+                            },
+                        );
+                        host.unprepare(bh, w, a, bb);
                     },
                 )
             });
