@@ -8,10 +8,7 @@ use rayon::prelude::*;
 
 use super::TokenShiftInputs;
 use crate::host::{contiguous, f32_values};
-use crate::model::wide::run_wide;
-
-/// Rows (time steps of one sequence) per task.
-const BLOCK_ROWS: usize = 32;
+use crate::model::wide::{BLOCK_ROWS, map_rows, run_wide};
 
 /// Row `row` (of `[B·T]`) of the shifted sequence: the previous row, or `prev` at a sequence's
 /// first step.
@@ -35,24 +32,18 @@ pub fn forward(inputs: &TokenShiftInputs<Flex>) -> Tensor<Flex, 3> {
         contiguous(inputs.mix.clone()),
     ];
     let [x, prev, mix] = [&x, &prev, &mix].map(f32_values);
-    let mut out = vec![0f32; b * t * c];
-    out.par_chunks_mut(BLOCK_ROWS * c)
-        .enumerate()
-        .for_each(|(block, chunk)| {
-            run_wide(
-                #[inline(always)]
-                || {
-                    for (i, out) in chunk.chunks_exact_mut(c).enumerate() {
-                        let row = block * BLOCK_ROWS + i;
-                        let here = &x[row * c..(row + 1) * c];
-                        let before = shifted(x, prev, row, t, c);
-                        for j in 0..c {
-                            out[j] = here[j] + (before[j] - here[j]) * mix[j];
-                        }
-                    }
-                },
-            )
-        });
+    let out = map_rows(
+        b * t,
+        c,
+        #[inline(always)]
+        |row, out| {
+            let here = &x[row * c..(row + 1) * c];
+            let before = shifted(x, prev, row, t, c);
+            for j in 0..c {
+                out[j] = here[j] + (before[j] - here[j]) * mix[j];
+            }
+        },
+    );
     Tensor::from_data(TensorData::new(out, [b, t, c]), &device)
 }
 

@@ -10,10 +10,7 @@ use rayon::prelude::*;
 use super::{GN_EPS, WkvOutInputs};
 use crate::host::{contiguous, f32_values};
 use crate::model::config::HEAD_SIZE as N;
-use crate::model::wide::run_wide;
-
-/// Rows per task.
-const BLOCK_ROWS: usize = 32;
+use crate::model::wide::{BLOCK_ROWS, map_rows, run_wide};
 
 /// The inputs' values, borrowed where the tensors are contiguous (else copied once).
 struct Host {
@@ -101,27 +98,22 @@ pub fn forward(x: &WkvOutInputs<Flex>) -> Tensor<Flex, 3> {
     let device = x.y.device();
     let host = Host::new(x);
     let x = host.values();
-    let mut out = vec![0f32; b * t * c];
-    out.par_chunks_mut(BLOCK_ROWS * c)
-        .enumerate()
-        .for_each(|(block, chunk)| {
-            run_wide(
-                #[inline(always)]
-                || {
-                    for (i, row) in chunk.chunks_exact_mut(c).enumerate() {
-                        for head in heads(block * BLOCK_ROWS + i, c) {
-                            let (mean, inv_std, bonus) = stats(&x, head);
-                            for n in 0..N {
-                                let (at, ch) = (head.at + n, head.channel + n);
-                                let normed = (x.y[at] - mean) * inv_std;
-                                let u = normed * x.weight[ch] + x.bias[ch] + bonus * x.v[at];
-                                row[ch] = u * x.g[at];
-                            }
-                        }
-                    }
-                },
-            )
-        });
+    let out = map_rows(
+        b * t,
+        c,
+        #[inline(always)]
+        |index, row| {
+            for head in heads(index, c) {
+                let (mean, inv_std, bonus) = stats(&x, head);
+                for n in 0..N {
+                    let (at, ch) = (head.at + n, head.channel + n);
+                    let normed = (x.y[at] - mean) * inv_std;
+                    let u = normed * x.weight[ch] + x.bias[ch] + bonus * x.v[at];
+                    row[ch] = u * x.g[at];
+                }
+            }
+        },
+    );
     Tensor::from_data(TensorData::new(out, [b, t, c]), &device)
 }
 
