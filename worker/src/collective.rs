@@ -10,17 +10,14 @@ use sovereign_common::collective::bucket::WireDtype;
 use sovereign_common::collective::ring::{Ring, RingReducer};
 use sovereign_common::device::Device;
 use sovereign_proto::transport::{Tls, connect};
-use sovereign_proto::v1::RingAck;
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
-use sovereign_proto::v1::peer_client::PeerClient;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
-use crate::peer::{GrpcRing, Inbox};
+use crate::peer::{GrpcRing, Inbox, ring_call};
 
 /// The task that streams this rank's chunks to the next rank (gRPC ring only).
-pub type RingSender = JoinHandle<Result<tonic::Response<RingAck>, tonic::Status>>;
+pub type RingSender = JoinHandle<Result<(), tonic::Status>>;
 
 /// Whether this worker can use NCCL: a CUDA device, a build with NCCL, and libnccl here.
 pub fn nccl_usable(device: Device) -> bool {
@@ -69,13 +66,10 @@ pub async fn grpc_ring(
         let next = ring
             .get(next_rank as usize)
             .context("the plan's ring lists fewer peers than the world size")?;
-        let mut peer =
-            PeerClient::new(connect(next, setup.tls).await.map_err(|e| {
-                anyhow::anyhow!("cannot reach rank {next_rank}'s peer service: {e}")
-            })?);
-        Some(tokio::spawn(async move {
-            peer.ring(UnboundedReceiverStream::new(outbox_rx)).await
-        }))
+        let channel = connect(next, setup.tls)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach rank {next_rank}'s peer service: {e}"))?;
+        Some(tokio::spawn(ring_call(channel, outbox_rx)))
     } else {
         None
     };

@@ -1,7 +1,7 @@
 //! The byte chunks that carry gradients between ranks, in buffers recycled across chunks and
 //! steps. A chunk is a [`Bytes`] whose storage goes back to a process-wide free list when its
 //! last reference is dropped, on whichever thread that is (the training thread after reducing
-//! it, or the gRPC task after copying it onto the stream).
+//! it, or the gRPC task once HTTP/2 has written it to the socket).
 //!
 //! Measured on the gRPC ring (bench/allreduce.sh): with a fresh 1 MiB allocation per chunk,
 //! the kernel zeroing fresh pages for them took 17% of the profile; a few recycled buffers also

@@ -1,31 +1,48 @@
 //! The data plane of one worker: the Peer service that accepts the previous rank's stream of
-//! gradient chunks, and the [`RingTransport`] that the training thread uses (chunks out to the
-//! next rank's Peer service over one client stream, chunks in straight from the previous rank's).
+//! gradient chunks, the call that streams this rank's chunks to the next rank, and the
+//! [`RingTransport`] that the training thread uses on them.
 //!
 //! The Peer service checks the first chunk's token and hands the whole stream to the training
 //! thread, which reads it itself: each chunk is decoded where it is reduced, with no hop through
-//! another thread, and tonic's receive buffer is free again before the next chunk arrives.
+//! another thread. Both directions frame the messages themselves ([`wire`]) rather than through
+//! tonic's codec, which would copy every chunk once on each side.
 
+pub mod wire;
+
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use sovereign_common::collective::CollectiveError;
 use sovereign_common::collective::ring::RingTransport;
 use sovereign_proto::transport::{Tls, tuned};
+use sovereign_proto::v1::Chunk;
 use sovereign_proto::v1::bytes::Bytes;
-use sovereign_proto::v1::peer_server::{Peer, PeerServer as Server};
-use sovereign_proto::v1::{Chunk, RingAck};
+use sovereign_proto::v1::peer_server::SERVICE_NAME;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::body::Body;
+use tonic::codegen::http::{self, HeaderValue, header};
+use tonic::codegen::{Body as _, BoxFuture, Service};
+use tonic::metadata::GRPC_CONTENT_TYPE;
+use tonic::server::NamedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use wire::{ChunkReader, OutgoingFrames, RingAckBody, chunk_head};
+
+/// The HTTP path of `Peer.Ring`.
+const RING_PATH: &str = "/sovereign.v1.Peer/Ring";
 
 /// The previous rank's stream, handed by the Peer service to the training thread.
 pub struct Incoming {
     /// Its first chunk, until the training thread takes it.
     first: Option<Chunk>,
     /// The rest of the stream.
-    stream: Streaming<Chunk>,
+    reader: ChunkReader,
     /// Where it came from, for the log.
     remote: String,
     /// Dropped when the training thread is done with the stream; the service then answers it.
@@ -33,6 +50,7 @@ pub struct Incoming {
 }
 
 /// The Peer service: checks the token of a stream's first chunk and hands the stream over.
+#[derive(Clone)]
 pub struct PeerService {
     /// The run's token.
     pub token: String,
@@ -61,7 +79,7 @@ pub fn serve_peer(
     }
     let server = tokio::spawn(
         tuned(builder)
-            .add_service(Server::new(PeerService { token, inbox }))
+            .add_service(PeerService { token, inbox })
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stop.await;
             }),
@@ -69,15 +87,50 @@ pub fn serve_peer(
     Ok((server, received))
 }
 
-#[tonic::async_trait]
-impl Peer for PeerService {
-    async fn ring(&self, request: Request<Streaming<Chunk>>) -> Result<Response<RingAck>, Status> {
+impl NamedService for PeerService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl Service<http::Request<Body>> for PeerService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move {
+            Ok(service
+                .ring(request)
+                .await
+                .unwrap_or_else(Status::into_http))
+        })
+    }
+}
+
+impl PeerService {
+    /// Serves one `Ring` call: checks the first chunk's token, hands the stream to the training
+    /// thread and answers once it is done with it.
+    async fn ring(self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
+        if request.uri().path() != RING_PATH {
+            return Err(Status::unimplemented(format!(
+                "the Peer service has no method {}",
+                request.uri().path()
+            )));
+        }
+        let request = tonic::Request::from_http(request);
         let remote = request
             .remote_addr()
             .map_or("an unknown address".to_string(), |a| a.to_string());
-        let mut stream = request.into_inner();
-        let Some(first) = stream.message().await? else {
-            return Ok(Response::new(RingAck {}));
+        let mut reader = ChunkReader::new(request.into_inner());
+        let Some(first) = reader.next().await? else {
+            return Ok(ring_ack());
         };
         if first.token != self.token {
             tracing::warn!("refused a ring stream from {remote}: wrong run token");
@@ -86,7 +139,7 @@ impl Peer for PeerService {
         let (done, finished) = oneshot::channel();
         let incoming = Incoming {
             first: Some(first),
-            stream,
+            reader,
             remote,
             _done: done,
         };
@@ -94,15 +147,60 @@ impl Peer for PeerService {
             return Err(Status::aborted("this worker has stopped training"));
         }
         let _ = finished.await;
-        Ok(Response::new(RingAck {}))
+        Ok(ring_ack())
+    }
+}
+/// The answer to a finished `Ring` call: gRPC headers, an empty `RingAck`, the OK status.
+fn ring_ack() -> http::Response<Body> {
+    let mut response = http::Response::new(Body::new(RingAckBody::default()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    response
+}
+
+/// Streams `frames` (each chunk as its [`chunk_head`] then its payload) to the next rank's Peer
+/// service over `channel` as one `Ring` call, until the sending side closes; then waits for the
+/// answer.
+pub async fn ring_call(
+    mut channel: Channel,
+    frames: tokio_mpsc::UnboundedReceiver<Bytes>,
+) -> Result<(), Status> {
+    let mut request = http::Request::new(Body::new(OutgoingFrames(frames)));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static(RING_PATH);
+    let headers = request.headers_mut();
+    headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let unavailable = |e: tonic::transport::Error| Status::unavailable(e.to_string());
+    poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .map_err(unavailable)?;
+    let response = channel.call(request).await.map_err(unavailable)?;
+    // A refusal comes as a response of headers only; a finished call ends with trailers.
+    check_status(response.headers())?;
+    let mut body = response.into_body();
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(trailers) = frame?.into_trailers() {
+            check_status(&trailers)?;
+        }
+    }
+    Ok(())
+}
+
+/// The error a gRPC status header carries, if it carries one.
+fn check_status(headers: &http::HeaderMap) -> Result<(), Status> {
+    match Status::from_header_map(headers) {
+        Some(status) if status.code() != Code::Ok => Err(status),
+        _ => Ok(()),
     }
 }
 
 /// The training thread's side of the ring.
 pub struct GrpcRing {
-    /// Chunks to stream to the next rank; unbounded, so that a send never waits for the next
+    /// Frames to stream to the next rank; unbounded, so that a send never waits for the next
     /// rank to read (it holds at most a segment's chunks: the ring sends one step ahead).
-    pub outbox: tokio_mpsc::UnboundedSender<Chunk>,
+    pub outbox: tokio_mpsc::UnboundedSender<Bytes>,
     /// Where the previous rank's stream arrives.
     pub inbox: Inbox,
     /// The previous rank's stream, once it arrived.
@@ -134,10 +232,10 @@ impl GrpcRing {
         if let Some(first) = incoming.first.take() {
             return Ok(first);
         }
-        let stream = &mut incoming.stream;
+        let reader = &mut incoming.reader;
         let next = self
             .runtime
-            .block_on(async { tokio::time::timeout(deadline, stream.message()).await });
+            .block_on(async { tokio::time::timeout(deadline, reader.next()).await });
         match next {
             Ok(Ok(Some(chunk))) => Ok(chunk),
             Ok(Ok(None)) => Err(CollectiveError::Transport(
@@ -159,13 +257,10 @@ impl GrpcRing {
 
 impl RingTransport for GrpcRing {
     fn send_next(&mut self, data: Bytes) -> Result<(), CollectiveError> {
-        let chunk = Chunk {
-            token: self.token.clone(),
-            rank: self.rank,
-            data,
-        };
+        let head = chunk_head(&self.token, self.rank, data.len());
         self.outbox
-            .send(chunk)
+            .send(head)
+            .and_then(|()| self.outbox.send(data))
             .map_err(|_| CollectiveError::Transport("the stream to the next rank closed".into()))
     }
 
@@ -185,6 +280,7 @@ impl RingTransport for GrpcRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sovereign_proto::transport::connect;
     use sovereign_proto::v1::peer_client::PeerClient;
 
     /// A Peer service on a loopback port; returns its address and what it hands to training.
@@ -243,6 +339,58 @@ mod tests {
         let refused = received[2].as_ref().unwrap_err();
         assert!(refused.contains("wrong run token"), "{refused}");
         // The ring is dropped: the stream is answered.
+        call.await.unwrap().unwrap();
+    }
+
+    /// A training-side ring for rank 1 with the token `token`, sending through `outbox`.
+    fn ring(token: &str, inbox: Inbox, outbox: tokio_mpsc::UnboundedSender<Bytes>) -> GrpcRing {
+        GrpcRing {
+            outbox,
+            inbox,
+            incoming: None,
+            runtime: Handle::current(),
+            token: token.into(),
+            rank: 1,
+            deadline: Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ring_call_carries_chunks_and_ends_with_the_answer() {
+        let (address, inbox, _stop) = serve().await;
+        let address = address.trim_start_matches("http://").to_string();
+        let payloads: Vec<Bytes> = [&b"first"[..], &[7u8; 1 << 20], b"last"]
+            .into_iter()
+            .map(Bytes::copy_from_slice)
+            .collect();
+
+        // A sender with the wrong token is refused, and its status comes back.
+        let (wrong, frames) = tokio_mpsc::unbounded_channel();
+        let call = tokio::spawn(ring_call(connect(&address, None).await.unwrap(), frames));
+        let mut sender = ring("guess", mpsc::channel().1, wrong);
+        sender.send_next(payloads[0].clone()).unwrap();
+        let refused = call.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+
+        // With the token, every chunk arrives whole and in order; the call ends once the
+        // receiving ring is done with the stream.
+        let (outbox, frames) = tokio_mpsc::unbounded_channel();
+        let call = tokio::spawn(ring_call(connect(&address, None).await.unwrap(), frames));
+        let (unused, _) = tokio_mpsc::unbounded_channel();
+        let mut receiver = ring("secret", inbox, unused);
+        let mut sender = ring("secret", mpsc::channel().1, outbox);
+        for payload in &payloads {
+            sender.send_next(payload.clone()).unwrap();
+        }
+        drop(sender);
+        let received = tokio::task::spawn_blocking(move || {
+            let got: Vec<Bytes> = (0..3).map(|_| receiver.recv_prev().unwrap()).collect();
+            (got, receiver.recv_prev().unwrap_err().to_string())
+        })
+        .await
+        .unwrap();
+        assert_eq!(received.0, payloads);
+        assert!(received.1.contains("stream closed"), "{}", received.1);
         call.await.unwrap().unwrap();
     }
 }
