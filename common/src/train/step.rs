@@ -77,7 +77,8 @@ pub fn step_gradients<A: TrainBackend>(
 }
 
 /// One micro-batch's mean loss and its gradients. Its windows are split into up to
-/// [`TrainKernels::PARTS`] consecutive parts that run concurrently, each on its own autodiff
+/// [`TrainKernels::PARTS`] consecutive parts that run concurrently (given a rayon thread each),
+/// each on its own autodiff
 /// graph (the first on `model`, the others on [`Replica`]s of it); each part's loss is weighted
 /// by its share of the windows before its backward, and the parts' gradients are summed in
 /// order, so the result
@@ -127,6 +128,11 @@ fn micro_batch_gradients<A: TrainBackend>(
     // tasks of one pool either: Burn's autodiff locks a graph for its whole backward and, when a
     // backward ends, locks every graph in turn; a worker that stole another part while waiting
     // inside a locked backward would wait on its own lock.
+    // With fewer threads than parts (a worker given one thread), the parts run one after
+    // another: running them side by side would take more cores than the process was given.
+    if rayon::current_num_threads() < parts {
+        return sum_parts((0..parts).map(run_part).collect());
+    }
     let pools = if parts > 1 {
         part_pools(A::InnerBackend::PARTS)
     } else {
@@ -136,7 +142,7 @@ fn micro_batch_gradients<A: TrainBackend>(
         Some(pool) => pool.install(|| run_part(index)),
         None => run_part(index),
     };
-    let results: Vec<(Gradients<A::InnerBackend>, f64)> = std::thread::scope(|scope| {
+    let results = std::thread::scope(|scope| {
         let others: Vec<_> = (1..parts)
             .map(|index| scope.spawn(move || run(index)))
             .collect();
@@ -148,6 +154,11 @@ fn micro_batch_gradients<A: TrainBackend>(
             }))
             .collect()
     });
+    sum_parts(results)
+}
+
+/// The parts' gradients summed in part order, and the micro-batch's loss.
+fn sum_parts<B: TrainKernels>(results: Vec<(Gradients<B>, f64)>) -> (Gradients<B>, f64) {
     let loss = results.iter().map(|(_, part_loss)| part_loss).sum();
     let grads = Gradients::sum(results.into_iter().map(|(grads, _)| grads))
         .expect("a micro-batch has at least one window, so one part");
