@@ -253,21 +253,6 @@ impl HttpBody for RingAckBody {
 mod tests {
     use super::*;
 
-    /// A request body that yields the given frames.
-    struct Given(VecDeque<Bytes>);
-
-    impl HttpBody for Given {
-        type Data = Bytes;
-        type Error = Status;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-        }
-    }
-
     fn chunk(rank: u32, payload: &[u8]) -> Chunk {
         Chunk {
             token: "run token".into(),
@@ -290,7 +275,13 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut reader = ChunkReader::new(Body::new(Given(frames.into())));
+            // The sending side's body, every frame already handed over.
+            let (sender, outgoing) = tokio::sync::mpsc::unbounded_channel();
+            for frame in frames {
+                sender.send(frame).unwrap();
+            }
+            drop(sender);
+            let mut reader = ChunkReader::new(Body::new(OutgoingFrames(outgoing)));
             let mut chunks = Vec::new();
             while let Some(chunk) = reader.next().await? {
                 chunks.push(chunk);
