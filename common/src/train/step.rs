@@ -77,12 +77,11 @@ pub fn step_gradients<A: TrainBackend>(
 }
 
 /// One micro-batch's mean loss and its gradients. Its windows are split into up to
-/// [`TrainKernels::PARTS`] consecutive parts that run concurrently (given a rayon thread each),
-/// each on its own autodiff
-/// graph (the first on `model`, the others on [`Replica`]s of it); each part's loss is weighted
-/// by its share of the windows before its backward, and the parts' gradients are summed in
-/// order, so the result
-/// depends on the part count, which is fixed per backend, and not on threads or timing.
+/// [`TrainKernels::PARTS`] consecutive parts, each on its own autodiff graph (the first on
+/// `model`, the others on [`Replica`]s of it), which run concurrently when the process has a
+/// rayon thread for each. Each part's loss is weighted by its share of the windows before its
+/// backward, and the parts' gradients are summed in order, so the result depends on the part
+/// count, which is fixed per backend, and not on threads or timing.
 fn micro_batch_gradients<A: TrainBackend>(
     model: &Rwkv<A>,
     config: &ModelConfig,
@@ -122,22 +121,18 @@ fn micro_batch_gradients<A: TrainBackend>(
         let grads = Gradients::from_backward(model, &weighted.backward());
         (grads, f64::from(value) * share)
     };
+    // One part, or fewer threads than parts (a worker given one thread): the parts run one after
+    // another, since side by side they would take more cores than the process was given.
+    if parts == 1 || rayon::current_num_threads() < parts {
+        return sum_parts((0..parts).map(run_part).collect());
+    }
     // Each part runs on a rayon pool of its own, so that what its operations hand to rayon
     // (GEMMs, the kernels' blocks, Burn's own) runs on its share of the cores: on one shared pool
     // a part's small operation waited behind the other part's long ones. The parts are not rayon
     // tasks of one pool either: Burn's autodiff locks a graph for its whole backward and, when a
     // backward ends, locks every graph in turn; a worker that stole another part while waiting
     // inside a locked backward would wait on its own lock.
-    // With fewer threads than parts (a worker given one thread), the parts run one after
-    // another: running them side by side would take more cores than the process was given.
-    if rayon::current_num_threads() < parts {
-        return sum_parts((0..parts).map(run_part).collect());
-    }
-    let pools = if parts > 1 {
-        part_pools(A::InnerBackend::PARTS)
-    } else {
-        None
-    };
+    let pools = part_pools(A::InnerBackend::PARTS);
     let run = |index: usize| match pools.and_then(|pools| pools.get(index)) {
         Some(pool) => pool.install(|| run_part(index)),
         None => run_part(index),
