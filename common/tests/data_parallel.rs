@@ -31,7 +31,7 @@ fn ring_replicas_match_the_emulated_world() {
         micro_bsz: 2,
         accum: 2,
         steps: 20,
-        warmup: 2,
+        warmup: Some(2),
         lr: 3e-3,
         min_lr: 3e-4,
         checkpoint_every: 0,

@@ -48,7 +48,7 @@ fn resuming_reproduces_the_uninterrupted_run_exactly() {
         steps: 6,
         lr: 3e-3,
         min_lr: 3e-4,
-        warmup: 2,
+        warmup: Some(2),
         checkpoint_every: 3,
         eval_every: 0,
         keep: 0,
@@ -77,7 +77,7 @@ fn resuming_reproduces_the_uninterrupted_run_exactly() {
     }
     fs::write(half.join("latest"), "ckpt-000003\n").unwrap();
     fs::copy(whole.join("metrics.jsonl"), half.join("metrics.jsonl")).unwrap();
-    let resumed = resume::<A>(&half, None, &device).unwrap();
+    let resumed = resume::<A>(&half, None, &Default::default(), &device).unwrap();
     assert_eq!(resumed, half.join("ckpt-000006"));
 
     assert_eq!(metrics(&whole), metrics(&half));
@@ -108,6 +108,7 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
         seq_len: 16,
         micro_bsz: 1,
         steps: 4,
+        warmup: Some(1),
         checkpoint_every: 1,
         eval_every: 0,
         keep: 2,
@@ -122,7 +123,7 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
     names.sort();
     assert_eq!(
         names,
-        ["ckpt-000003", "ckpt-000004", "latest", "metrics.jsonl"]
+        ["ckpt-000003", "ckpt-000004", "latest", "lock", "metrics.jsonl"]
     );
     let again = train::<A>(&config, &Default::default()).unwrap_err();
     assert!(again.contains("already holds a run"), "{again}");

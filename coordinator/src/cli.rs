@@ -269,7 +269,7 @@ pub struct TrainArgs {
     /// Final learning rate of the cosine.
     #[arg(long)]
     pub min_lr: Option<f64>,
-    /// Warmup steps.
+    /// Warmup steps, at most --steps [default: 100, or --steps when shorter].
     #[arg(long)]
     pub warmup: Option<u64>,
     /// Weight decay of the 2-D .weight matrices.
@@ -305,8 +305,8 @@ pub struct TrainArgs {
     pub cluster: ClusterArgs,
     /// Gradients on the wire with --hosts: f32, or bf16 for half the traffic (--emulate-world
     /// rounds the same way).
-    #[arg(long, value_parser = ["f32", "bf16"])]
-    pub wire_dtype: Option<String>,
+    #[arg(long, value_enum)]
+    pub wire_dtype: Option<WireDtypeArg>,
     /// Dropout rate on each block's two residual branches in training (0 by default, as in the
     /// reference); evaluation and generation never drop.
     #[arg(long, value_name = "P")]
@@ -315,6 +315,19 @@ pub struct TrainArgs {
     /// third less memory on large batches, 5–15% slower, the same weights.
     #[arg(long)]
     pub activation_checkpointing: bool,
+    /// Skip the sha256 check of --data and --val-data against their sidecars at the start (every
+    /// id is still checked against the vocabulary).
+    #[arg(long)]
+    pub skip_checksum: bool,
+}
+
+/// How gradients travel between workers.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireDtypeArg {
+    /// 4 bytes per value, exact.
+    F32,
+    /// bfloat16: half the traffic.
+    Bf16,
 }
 
 /// Distributed training: where the workers are and how the coordinator runs them.
@@ -442,6 +455,16 @@ pub struct ResumeArgs {
     /// Distributed training: continue a `train --hosts` run on these workers.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// The training data, moved since the run started (accepted when its sha256 is the one the
+    /// run used).
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// The validation data, moved since the run started.
+    #[arg(long, value_name = "FILE")]
+    pub val_data: Option<PathBuf>,
+    /// Skip the sha256 check of the data against its sidecar.
+    #[arg(long)]
+    pub skip_checksum: bool,
 }
 
 /// Where a model's weights come from.

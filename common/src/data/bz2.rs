@@ -6,8 +6,11 @@
 //! single-stream file (or a stream larger than [`PARALLEL_STREAM_CAP`]) is decoded sequentially in
 //! bounded buffers, so memory stays flat whatever the file size.
 //!
-//! Errors name the compressed byte offset: "corrupt bz2 data near byte N" or "truncated: the
-//! stream starting at byte N ends at end of file".
+//! Errors name the compressed byte offset: "corrupt bz2 data near byte N", "truncated: the
+//! stream starting at byte N ends at end of file", or damage between streams: bytes after a
+//! stream's end that do not start another stream (a bad `BZh` header, a dropped or cut stream).
+//! Such bytes are accepted, with a warning, only once the decoded XML is complete (it ends with
+//! `</mediawiki>`, the close of a MediaWiki export).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -58,7 +61,14 @@ pub struct Bz2Reader {
     sequential: Option<SequentialStream>,
     /// Compressed bytes consumed so far, shared with progress reporting.
     consumed: Arc<AtomicU64>,
+    /// The last bytes of decoded output, to tell a complete export from a damaged one.
+    tail: Vec<u8>,
 }
+
+/// What ends a complete MediaWiki export.
+const EXPORT_END: &[u8] = b"</mediawiki>";
+/// Decoded bytes kept in [`Bz2Reader::tail`].
+const TAIL_BYTES: usize = 256;
 
 /// A stream being decoded sequentially from `start`.
 struct SequentialStream {
@@ -88,6 +98,7 @@ impl Bz2Reader {
             ready_pos: 0,
             sequential: None,
             consumed,
+            tail: Vec::new(),
         })
     }
 
@@ -117,6 +128,21 @@ impl Bz2Reader {
         Ok(())
     }
 
+    /// Queues decoded output, remembering its last bytes.
+    fn push_ready(&mut self, out: Vec<u8>) {
+        let keep = out.len().min(TAIL_BYTES);
+        self.tail.extend_from_slice(&out[out.len() - keep..]);
+        let excess = self.tail.len().saturating_sub(TAIL_BYTES);
+        self.tail.drain(..excess);
+        self.ready.push_back(out);
+    }
+
+    /// Whether the output so far is a complete export: it ends with `</mediawiki>` and white
+    /// space.
+    fn output_complete(&self) -> bool {
+        self.tail.trim_ascii_end().ends_with(EXPORT_END)
+    }
+
     /// Produces more decoded output into `ready`, or returns false at the end of the file.
     fn refill(&mut self) -> io::Result<bool> {
         if let Some(stream) = self.sequential.as_mut() {
@@ -129,7 +155,7 @@ impl Bz2Reader {
                 self.sequential = None;
             }
             if !out.is_empty() {
-                self.ready.push_back(out);
+                self.push_ready(out);
             }
             return Ok(true);
         }
@@ -143,6 +169,19 @@ impl Bz2Reader {
                 return Err(self.error(
                     io::ErrorKind::InvalidData,
                     "not a bz2 file (no 'BZh' header at byte 0)".into(),
+                ));
+            }
+            if !self.output_complete() {
+                return Err(self.error(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "damaged multistream dump at byte {}: the {} bytes after the bz2 stream \
+                         that ends there do not start another stream (a bad 'BZh' header, or a \
+                         dropped or cut stream), and the XML is not complete (no </mediawiki> \
+                         yet); check the file with `bzip2 -t` and download it again",
+                        self.next_stream,
+                        self.len - self.next_stream
+                    ),
                 ));
             }
             tracing::warn!(
@@ -185,7 +224,7 @@ impl Bz2Reader {
             }
             match result {
                 Ok(Some(out)) => {
-                    self.ready.push_back(out);
+                    self.push_ready(out);
                     self.next_stream = end;
                     self.consumed.store(end, Ordering::Relaxed);
                 }
@@ -489,6 +528,31 @@ mod tests {
         }
         let err = decode_file(&data, 1).unwrap_err().to_string();
         assert!(err.contains("corrupt bz2 data near byte"), "{err}");
+    }
+
+    #[test]
+    fn bytes_after_a_stream_are_damage_unless_the_export_is_complete() {
+        let xml = "<mediawiki><page>a</page>\n<page>b</page>\n</mediawiki>\n";
+        let (head, rest) = xml.split_at(26);
+        let first = compress(head.as_bytes());
+        let second = compress(rest.as_bytes());
+        for threads in [1, 2] {
+            // A damaged header on the second stream.
+            let mut damaged = first.clone();
+            let mut bad = second.clone();
+            bad[0] = b'X';
+            damaged.extend(&bad);
+            let err = decode_file(&damaged, threads).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("damaged multistream dump at byte {}", first.len())),
+                "{err}"
+            );
+            // After the export's end, stray bytes are only warned about.
+            let mut whole = first.clone();
+            whole.extend(&second);
+            whole.extend(b"junk after the end");
+            assert_eq!(decode_file(&whole, threads).unwrap(), xml.as_bytes());
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! deduplication and writing run in input order, so the output does not depend on the thread
 //! count. Duplicate detection keeps a 64-bit hash per distinct paragraph, up to a memory budget.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -76,6 +77,8 @@ pub struct CleanStats {
     pub unchecked_after_full: u64,
     /// Invalid UTF-8 sequences replaced with U+FFFD.
     pub invalid_utf8: u64,
+    /// Control characters (NUL and the rest of Unicode's Cc, except tab) dropped.
+    pub control_chars: u64,
 }
 
 impl std::fmt::Display for CleanStats {
@@ -83,7 +86,8 @@ impl std::fmt::Display for CleanStats {
         write!(
             f,
             "documents read {}, written {}, emptied {}; paragraphs read {}, written {}, \
-             dropped as duplicates {}, dropped as too short {}; invalid UTF-8 sequences replaced {}",
+             dropped as duplicates {}, dropped as too short {}; invalid UTF-8 sequences replaced {}, \
+             control characters dropped {}",
             self.documents_read,
             self.documents_written,
             self.documents_emptied,
@@ -91,7 +95,8 @@ impl std::fmt::Display for CleanStats {
             self.paragraphs_written,
             self.duplicates,
             self.too_short,
-            self.invalid_utf8
+            self.invalid_utf8,
+            self.control_chars
         )?;
         if self.unchecked_after_full > 0 {
             write!(
@@ -111,6 +116,7 @@ pub fn clean_corpus(
     output: &Path,
     options: &CleanOptions,
 ) -> Result<CleanStats, PrepError> {
+    super::refuse_empty_corpus(input)?;
     let open_error = |error| PrepError::Open {
         path: input.to_path_buf(),
         error,
@@ -145,11 +151,16 @@ pub fn clean_corpus(
         if batch.is_empty() {
             break;
         }
-        let cleaned: Vec<String> = batch
+        let cleaned: Vec<(String, u64)> = batch
             .par_iter()
-            .map(|doc| normalize(&clean(doc, LineMode::LinePerParagraph), options.normalize))
+            .map(|doc| {
+                let (text, controls) = drop_controls(doc);
+                let text = normalize(&clean(&text, LineMode::LinePerParagraph), options.normalize);
+                (text, controls)
+            })
             .collect();
-        for document in cleaned {
+        for (document, controls) in cleaned {
+            stats.control_chars += controls;
             stats.documents_read += 1;
             let mut kept = String::new();
             for paragraph in document.split('\n').filter(|p| !p.is_empty()) {
@@ -184,6 +195,20 @@ pub fn clean_corpus(
     progress.finish();
     out.commit().map_err(output_error)?;
     Ok(stats)
+}
+
+/// `text` without control characters (Unicode's Cc: NUL, the C0 and C1 controls, DEL) except
+/// tab and line feed, with how many were dropped.
+fn drop_controls(text: &str) -> (Cow<'_, str>, u64) {
+    let is_dropped = |c: char| c.is_control() && c != '\t' && c != '\n';
+    let dropped = text.chars().filter(|&c| is_dropped(c)).count() as u64;
+    if dropped == 0 {
+        return (Cow::Borrowed(text), 0);
+    }
+    (
+        Cow::Owned(text.chars().filter(|&c| !is_dropped(c)).collect()),
+        dropped,
+    )
 }
 
 /// Remembers a hash of every distinct paragraph, up to a memory budget.
@@ -263,6 +288,29 @@ mod tests {
         assert_eq!(stats.duplicates, 1);
         assert_eq!(stats.too_short, 2);
         assert_eq!(stats.invalid_utf8, 1);
+        assert_eq!(stats.control_chars, 0);
+    }
+
+    #[test]
+    fn control_characters_are_dropped_and_counted() {
+        let (text, stats) = run(
+            b"Nul\x00 aqui\x07 fim.\n\nDEL\x7f e C1\xc2\x85 fim.\n",
+            &CleanOptions::default(),
+        );
+        assert_eq!(text, "Nul aqui fim.\n\nDEL e C1 fim.\n");
+        assert_eq!(stats.control_chars, 4);
+    }
+
+    #[test]
+    fn an_empty_corpus_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inp, outp) = (dir.path().join("raw.txt"), dir.path().join("clean.txt"));
+        std::fs::write(&inp, "\n\n").unwrap();
+        let err = clean_corpus(&inp, &outp, &CleanOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raw.txt holds no documents"), "{err}");
+        assert!(!outp.exists());
     }
 
     #[test]

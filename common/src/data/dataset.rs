@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::tokenize::{hex, splitmix64};
+use crate::progress::Progress;
 
 /// The sidecar format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// How many ids the default (sampled) validation checks.
-const SAMPLED_IDS: u64 = 1 << 20;
+/// Bytes checked per piece (and between progress updates).
+const CHECK_PIECE: usize = 8 << 20;
 
 /// `train.bin.json`: what a token file holds (DESIGN §3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,12 +76,20 @@ pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, String>
     Ok(hex(&hasher.finalize()))
 }
 
-/// How thoroughly [`TokenDataset::open`] checks the ids.
+/// sha256 (hex) of the whole file at `path`, read in pieces.
+pub fn sha256_file(path: &Path) -> Result<String, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    sha256_range(path, 0, len)
+}
+
+/// How thoroughly [`TokenDataset::open`] checks the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Validation {
-    /// Up to about a million evenly spaced ids are checked against the vocabulary.
-    Sampled,
-    /// Every id, and the data checksum against the sidecar.
+    /// Every id against the vocabulary.
+    Ids,
+    /// Every id, and the data checksum against the sidecar, in one pass with a progress line.
     Full,
 }
 
@@ -214,34 +223,87 @@ impl TokenDataset {
     }
 
     fn check_ids(&self, validation: Validation) -> Result<(), String> {
-        let tokens = self.len_tokens();
-        let step = match validation {
-            Validation::Full => 1,
-            Validation::Sampled => (tokens / SAMPLED_IDS).max(1),
+        let checksum = match (validation, &self.source) {
+            (Validation::Full, Source::Sidecar(meta)) => Some(&meta.data_sha256),
+            _ => None,
         };
-        let mut i = 0;
-        while i < tokens {
-            let id = self.token(i);
-            if u32::from(id) >= self.vocab_size {
-                return Err(format!(
-                    "{}: token {i} (byte {}) is id {id}, not below the vocabulary size {}; the file \
-                     was made with another tokenizer",
-                    self.path.display(),
-                    i * 2,
-                    self.vocab_size
-                ));
+        let label = if checksum.is_some() {
+            "checking ids and sha256"
+        } else {
+            "checking ids"
+        };
+        let mut progress = Progress::new(label, "MB", Some(self.map.len() as u64));
+        let mut hasher = Sha256::new();
+        for (piece, bytes) in self.map.chunks(CHECK_PIECE).enumerate() {
+            let first_token = (piece * CHECK_PIECE / 2) as u64;
+            let largest = bytes
+                .chunks_exact(2)
+                .map(|p| u16::from_le_bytes([p[0], p[1]]))
+                .fold(0u16, u16::max);
+            if u32::from(largest) >= self.vocab_size {
+                let at = bytes
+                    .chunks_exact(2)
+                    .position(|p| u32::from(u16::from_le_bytes([p[0], p[1]])) >= self.vocab_size)
+                    .unwrap_or(0) as u64;
+                return Err(self.bad_id(first_token + at));
             }
-            i += step;
+            if checksum.is_some() {
+                hasher.update(bytes);
+            }
+            let done = (piece * CHECK_PIECE + bytes.len()) as u64;
+            progress.update(done >> 20, done);
         }
-        if let (Validation::Full, Source::Sidecar(meta)) = (validation, &self.source) {
-            let sum = hex(&Sha256::digest(&self.map[..]));
-            if sum != meta.data_sha256 {
+        progress.finish();
+        if let Some(expected) = checksum {
+            let sum = hex(&hasher.finalize());
+            if &sum != expected {
                 return Err(format!(
-                    "{}: sha256 {sum} differs from the sidecar's {}; the file changed after tokenize",
+                    "{}: sha256 {sum} differs from the sidecar's {expected}; the file changed \
+                     after tokenize (copy it again, or re-run tokenize; --skip-checksum trains on \
+                     it anyway)",
                     self.path.display(),
-                    meta.data_sha256
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The error for the out-of-vocabulary id at token index `i`.
+    fn bad_id(&self, i: u64) -> String {
+        format!(
+            "{}: token {i} (byte {}) is id {}, not below the vocabulary size {}; the file was made \
+             with another tokenizer (re-run tokenize with the tokenizer in use)",
+            self.path.display(),
+            i * 2,
+            self.token(i),
+            self.vocab_size
+        )
+    }
+
+    /// Checks that the sidecar names this tokenizer: its file's sha256 and its `[EOS]` id. Files
+    /// without a sidecar have nothing to check.
+    pub fn check_tokenizer(&self, path: &Path, eos_id: Option<u32>) -> Result<(), String> {
+        let Source::Sidecar(meta) = &self.source else {
+            return Ok(());
+        };
+        let sum = sha256_file(path)?;
+        if sum != meta.tokenizer_sha256 {
+            return Err(format!(
+                "{} was made with the tokenizer of sha256 {} (says {}), but {} has sha256 {sum}: \
+                 pass the tokenizer.json that tokenize used, or re-tokenize",
+                self.path.display(),
+                meta.tokenizer_sha256,
+                sidecar_path(&self.path).display(),
+                path.display()
+            ));
+        }
+        if eos_id != Some(u32::from(meta.eos_id)) {
+            return Err(format!(
+                "{}: eos_id {} differs from the [EOS] id {eos_id:?} of {}",
+                sidecar_path(&self.path).display(),
+                meta.eos_id,
+                path.display()
+            ));
         }
         Ok(())
     }
@@ -313,7 +375,14 @@ impl TokenDataset {
         }
         let choices = shard.tokens() - need + 1;
         let start = shard.start_byte / 2 + key.hash() % choices;
-        Ok(self.tokens(start, start + need))
+        let window = self.tokens(start, start + need);
+        if let Some(at) = window
+            .iter()
+            .position(|&id| u32::from(id) >= self.vocab_size)
+        {
+            return Err(self.bad_id(start + at as u64));
+        }
+        Ok(window)
     }
 }
 
@@ -485,7 +554,7 @@ mod tests {
         let odd = dir.path().join("odd.bin");
         std::fs::write(&odd, [1u8, 0, 2]).unwrap();
         assert!(
-            TokenDataset::open(&odd, Some(10), Validation::Sampled)
+            TokenDataset::open(&odd, Some(10), Validation::Ids)
                 .err()
                 .unwrap()
                 .contains("odd length")
@@ -498,7 +567,7 @@ mod tests {
             serde_json::to_string(&sidecar(4, 500, &data)).unwrap(),
         )
         .unwrap();
-        let err = TokenDataset::open(&path, None, Validation::Sampled)
+        let err = TokenDataset::open(&path, None, Validation::Ids)
             .err()
             .unwrap();
         assert!(err.contains("holds 3 tokens but"), "{err}");
@@ -508,7 +577,7 @@ mod tests {
             serde_json::to_string(&sidecar(3, 500, &data)).unwrap(),
         )
         .unwrap();
-        let err = TokenDataset::open(&path, Some(300), Validation::Sampled)
+        let err = TokenDataset::open(&path, Some(300), Validation::Ids)
             .err()
             .unwrap();
         assert!(
@@ -517,12 +586,12 @@ mod tests {
         );
 
         let bare = write_ids(dir.path(), "bare.bin", &[1, 2, 400]);
-        let err = TokenDataset::open(&bare, Some(300), Validation::Sampled)
+        let err = TokenDataset::open(&bare, Some(300), Validation::Ids)
             .err()
             .unwrap();
         assert!(err.contains("token 2 (byte 4) is id 400"), "{err}");
         assert!(
-            TokenDataset::open(&bare, None, Validation::Sampled)
+            TokenDataset::open(&bare, None, Validation::Ids)
                 .err()
                 .unwrap()
                 .contains("no sidecar")

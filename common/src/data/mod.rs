@@ -40,6 +40,15 @@ pub enum PrepError {
         /// Where the partial output is, or that there is none.
         kept_note: String,
     },
+    /// The corpus holds no documents: only white space, or nothing.
+    #[error(
+        "{path} holds no documents (an empty corpus); nothing was written: check the stage that \
+         made it"
+    )]
+    EmptyCorpus {
+        /// The corpus file.
+        path: PathBuf,
+    },
     /// A setting or a supporting file (such as a tokenizer.json) cannot be used.
     #[error("{0}")]
     Invalid(String),
@@ -51,6 +60,29 @@ pub enum PrepError {
         /// Why.
         error: io::Error,
     },
+}
+
+/// Refuses a corpus file that holds nothing but white space, before any work. Reading stops at
+/// the first other byte.
+pub fn refuse_empty_corpus(path: &std::path::Path) -> Result<(), PrepError> {
+    use std::io::Read;
+    let open_error = |error| PrepError::Open {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = std::fs::File::open(path).map_err(open_error)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(open_error)?;
+        if n == 0 {
+            return Err(PrepError::EmptyCorpus {
+                path: path.to_path_buf(),
+            });
+        }
+        if !buf[..n].trim_ascii().is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 impl PrepError {

@@ -259,6 +259,7 @@ pub fn tokenize(
     output: &Path,
     options: &TokenizeOptions,
 ) -> Result<TokenizeStats, PrepError> {
+    super::refuse_empty_corpus(input)?;
     let loaded = LoadedTokenizer::load(tokenizer_path)?;
     let file = File::open(input).map_err(|error| PrepError::Open {
         path: input.to_path_buf(),

@@ -118,6 +118,9 @@ pub fn train_tokenizer(
     options: &TrainTokenizerOptions,
 ) -> Result<TrainTokenizerStats, PrepError> {
     check_vocab_size(options.vocab_size)?;
+    for path in corpus {
+        super::refuse_empty_corpus(path)?;
+    }
     let mut stats = TrainTokenizerStats::default();
     let start = Instant::now();
     let counts = count_corpus(

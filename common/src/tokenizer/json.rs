@@ -99,6 +99,17 @@ pub fn from_json(text: &str) -> Result<TokenizerSpec, String> {
     if !field("/normalizer").is_null() {
         return Err("normalizer is set; only tokenizers without a normalizer are supported".into());
     }
+    // Each of these would change the ids HuggingFace produces (added, cut or padded sequences),
+    // so Sovereign's ids would no longer be the same.
+    for name in ["post_processor", "truncation", "padding"] {
+        if !field(&format!("/{name}")).is_null() {
+            return Err(format!(
+                "{name} is set ({}); it would change the ids, so only null is supported: remove \
+                 it from the tokenizer.json",
+                field(&format!("/{name}"))
+            ));
+        }
+    }
     for name in [
         "dropout",
         "continuing_subword_prefix",

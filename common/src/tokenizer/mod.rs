@@ -9,6 +9,7 @@ pub mod bytelevel;
 pub mod json;
 pub mod pretokenize;
 pub mod train;
+pub mod utf8_stream;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;

@@ -13,10 +13,9 @@ use burn::tensor::backend::AutodiffBackend;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::optimizer::{AdamW, AdamWConfig};
-use crate::data::tokenize::hex;
+use crate::data::dataset::sha256_file;
 use crate::model::rwkv::Rwkv;
 use crate::model::weights::{TensorFile, load_rwkv, save_rwkv};
 use crate::output::AtomicFile;
@@ -43,6 +42,11 @@ pub struct CheckpointMeta {
     pub tokenizer_sha256: Option<String>,
     /// sha256 of each file in the checkpoint directory.
     pub files: HashMap<String, String>,
+    /// sha256 of the training data (from its sidecar), so that a resume can accept the same data
+    /// at a new path.
+    pub data_sha256: Option<String>,
+    /// sha256 of the validation data (from its sidecar), likewise.
+    pub val_data_sha256: Option<String>,
 }
 
 /// The directory name of step `step`.
@@ -71,7 +75,7 @@ pub fn save_checkpoint<A: AutodiffBackend>(
     for file in ["model.safetensors", "optimizer.safetensors"] {
         meta.files.insert(
             file.into(),
-            hex(&Sha256::digest(fs::read(temp_dir.join(file))?)),
+            sha256_file(&temp_dir.join(file)).map_err(std::io::Error::other)?,
         );
     }
     let mut json = AtomicFile::create(&temp_dir.join("meta.json"))?;
@@ -86,9 +90,7 @@ pub fn save_checkpoint<A: AutodiffBackend>(
         fs::remove_dir_all(&final_dir)?;
     }
     fs::rename(&temp_dir, &final_dir)?;
-    let mut latest = AtomicFile::create(&run_dir.join(LATEST))?;
-    latest.write_all(format!("{name}\n").as_bytes())?;
-    latest.commit()?;
+    set_latest(run_dir, &final_dir)?;
     prune(run_dir, keep)?;
     Ok(final_dir)
 }
@@ -100,12 +102,7 @@ fn prune(run_dir: &Path, keep: usize) -> std::io::Result<()> {
     }
     let mut steps: Vec<(u64, PathBuf)> = fs::read_dir(run_dir)?
         .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("ckpt-")
-                .and_then(|s| s.parse().ok())
-                .map(|step| (step, e.path()))
-        })
+        .filter_map(|e| step_of_name(&e.file_name().to_string_lossy()).map(|s| (s, e.path())))
         .collect();
     steps.sort();
     let excess = steps.len().saturating_sub(keep);
@@ -118,14 +115,32 @@ fn prune(run_dir: &Path, keep: usize) -> std::io::Result<()> {
 /// The checkpoint `latest` names in `run_dir`.
 pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
     let latest = run_dir.join(LATEST);
-    let name = fs::read_to_string(&latest).map_err(|e| {
-        format!(
+    match fs::read_to_string(&latest) {
+        Ok(name) => Ok(run_dir.join(name.trim())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && run_dir.join("metrics.jsonl").exists() => {
+            Err(format!(
+                "{} has no checkpoint yet: the run stopped before its first one, so there is \
+                 nothing to resume; start it again with the same `sovereign train … --out {}`",
+                run_dir.display(),
+                run_dir.display()
+            ))
+        }
+        Err(e) => Err(format!(
             "{}: {e}; is {} a run directory with a checkpoint?",
             latest.display(),
             run_dir.display()
-        )
-    })?;
-    Ok(run_dir.join(name.trim()))
+        )),
+    }
+}
+
+/// Points `latest` at `checkpoint` (a directory of `run_dir`).
+pub fn set_latest(run_dir: &Path, checkpoint: &Path) -> std::io::Result<()> {
+    let name = checkpoint
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no checkpoint", checkpoint.display())))?;
+    let mut latest = AtomicFile::create(&run_dir.join(LATEST))?;
+    latest.write_all(format!("{}\n", name.to_string_lossy()).as_bytes())?;
+    latest.commit()
 }
 
 /// What a checkpoint restores: the model, the optimizer and where the run stood.
@@ -135,28 +150,108 @@ pub type Restored<A> = (
     CheckpointMeta,
 );
 
-/// Loads a checkpoint directory: model, optimizer and meta, checking the files' checksums.
+/// Reads `dir/meta.json`; a missing one is named as such.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, String> {
+    let meta_path = dir.join("meta.json");
+    let text = match fs::read_to_string(&meta_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{} is missing: {} is not a whole checkpoint (a checkpoint directory holds                  model.safetensors, optimizer.safetensors and meta.json)",
+                meta_path.display(),
+                dir.display()
+            ));
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", meta_path.display())),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a checkpoint's meta.json: {e}", meta_path.display()))
+}
+
+/// Checks `path` against the sha256 that meta.json records for `name`.
+fn check_file(meta: &CheckpointMeta, dir: &Path, name: &str) -> Result<(), String> {
+    let Some(sum) = meta.files.get(name) else {
+        return Ok(());
+    };
+    let path = dir.join(name);
+    let actual = sha256_file(&path)?;
+    if &actual != sum {
+        return Err(format!(
+            "{}: sha256 {actual} differs from meta.json's {sum}; the checkpoint is damaged",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint's meta.json and checks every file it lists against its sha256.
+pub fn verify_checkpoint(dir: &Path) -> Result<CheckpointMeta, String> {
+    let meta = read_meta(dir)?;
+    let mut names: Vec<&String> = meta.files.keys().collect();
+    names.sort();
+    for name in names {
+        check_file(&meta, dir, name)?;
+    }
+    Ok(meta)
+}
+
+/// Checks a weights file against the meta.json beside it, when it sits in a checkpoint
+/// directory (a safetensors file on its own has no checksum to check).
+pub fn verify_weights_file(path: &Path) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if !dir.join("meta.json").exists() {
+        return Ok(());
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let meta = read_meta(dir)?;
+    match name {
+        Some(name) => check_file(&meta, dir, &name),
+        None => Ok(()),
+    }
+}
+
+/// The step number of a `ckpt-<step>` directory name.
+fn step_of_name(name: &str) -> Option<u64> {
+    name.strip_prefix("ckpt-").and_then(|s| s.parse().ok())
+}
+
+/// The newest checkpoint in `run_dir` whose files all match their checksums, if any.
+pub fn newest_whole_checkpoint(run_dir: &Path) -> Option<PathBuf> {
+    let mut dirs: Vec<(u64, PathBuf)> = fs::read_dir(run_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| step_of_name(&e.file_name().to_string_lossy()).map(|s| (s, e.path())))
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .rev()
+        .map(|(_, dir)| dir)
+        .find(|dir| verify_checkpoint(dir).is_ok())
+}
+
+/// Loads a checkpoint directory: model, optimizer and meta, checking the files' checksums. A
+/// damaged one is refused, naming the newest whole checkpoint of its run to resume from instead.
 pub fn load_checkpoint<A: AutodiffBackend>(
     dir: &Path,
     adam: AdamWConfig,
     device: &A::Device,
 ) -> Result<Restored<A>, String> {
-    let meta_path = dir.join("meta.json");
-    let text =
-        fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    for (file, sum) in &meta.files {
-        let path = dir.join(file);
-        let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let actual = hex(&Sha256::digest(&bytes));
-        if &actual != sum {
-            return Err(format!(
-                "{}: sha256 {actual} differs from meta.json's {sum}; the checkpoint is damaged",
-                path.display()
-            ));
+    let meta = verify_checkpoint(dir).map_err(|e| {
+        let run_dir = dir.parent().unwrap_or(Path::new("."));
+        match newest_whole_checkpoint(run_dir) {
+            Some(whole) => format!(
+                "{e}\nthe newest whole checkpoint is {}: resume with --from {}",
+                whole.display(),
+                whole.display()
+            ),
+            None => format!("{e}\n{} holds no whole checkpoint", run_dir.display()),
         }
-    }
+    })?;
     let (model, _) = load_rwkv::<A>(&TensorFile::read(&dir.join("model.safetensors"))?, device)?;
     let optimizer = load_optimizer(&dir.join("optimizer.safetensors"), adam, meta.step, device)?;
     Ok((model, optimizer, meta))

@@ -7,5 +7,6 @@ pub mod checkpoint;
 pub mod optimizer;
 pub mod replica;
 pub mod run;
+pub mod run_dir;
 pub mod schedule;
 pub mod step;

@@ -80,7 +80,7 @@ pub fn run_replica<A: TrainBackend>(
         val_data: plan.val_data.clone(),
         ..config.clone()
     };
-    let data = TokenDataset::open(&local.data, config.vocab_hint()?, Validation::Sampled)?;
+    let data = TokenDataset::open(&local.data, config.vocab_hint()?, Validation::Ids)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
     let (mut model, mut optimizer, first_step) = match start {
         Some(dir) => {

@@ -13,19 +13,28 @@ use crate::model::{ModelBackend, TrainBackend};
 use burn::module::AutodiffModule;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{CheckpointMeta, load_checkpoint, save_checkpoint};
+use super::checkpoint::{
+    CheckpointMeta, load_checkpoint, read_meta, save_checkpoint, verify_weights_file,
+};
+use super::run_dir::{RunLock, roll_back};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::Schedule;
 use super::step::{StepReport, apply_step, step_gradients};
 use crate::collective::bucket::{WireDtype, flatten, unflatten};
 use crate::collective::ring::emulate_mean;
-use crate::data::dataset::{SampleKey, Source, TokenDataset, Validation};
+use crate::data::dataset::{
+    SampleKey, Sidecar, Source, TokenDataset, Validation, sidecar_path,
+};
 use crate::model::config::ModelConfig;
 use crate::model::dropout::Dropout;
 use crate::model::generate::windows_loss;
 use crate::model::init::init_rwkv;
 use crate::model::rwkv::Rwkv;
 use crate::model::weights::{TensorFile, load_rwkv};
+use crate::output::AtomicFile;
+
+/// Warmup steps when none are set (fewer when the run is shorter).
+pub const DEFAULT_WARMUP: u64 = 100;
 
 /// Everything a training run needs; every field is also a CLI flag.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,8 +66,8 @@ pub struct RunConfig {
     pub lr: f64,
     /// Final learning rate.
     pub min_lr: f64,
-    /// Warmup steps.
-    pub warmup: u64,
+    /// Warmup steps (unset: [`DEFAULT_WARMUP`], or the whole run when it is shorter).
+    pub warmup: Option<u64>,
     /// Weight decay on 2-D .weight matrices.
     pub weight_decay: f64,
     /// Seed of the initialization and the sampling.
@@ -88,6 +97,9 @@ pub struct RunConfig {
     /// recomputed in the backward instead of kept, for less memory at some speed; the weights
     /// come out the same.
     pub activation_checkpointing: bool,
+    /// Skip the data file's sha256 check against its sidecar at the start (every id is still
+    /// checked against the vocabulary).
+    pub skip_checksum: bool,
 }
 
 impl Default for RunConfig {
@@ -106,7 +118,7 @@ impl Default for RunConfig {
             steps: 1000,
             lr: 6e-4,
             min_lr: 6e-5,
-            warmup: 100,
+            warmup: None,
             weight_decay: 0.1,
             seed: 1,
             checkpoint_every: 500,
@@ -119,11 +131,18 @@ impl Default for RunConfig {
             wire_dtype: WireDtype::F32,
             dropout: 0.0,
             activation_checkpointing: false,
+            skip_checksum: false,
         }
     }
 }
 
 impl RunConfig {
+    /// Reads a run.toml (`source` names it in errors): unknown keys and values of the wrong type
+    /// are refused, naming the line.
+    pub fn from_toml(text: &str, source: &Path) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| format!("{}: not a valid run config: {e}", source.display()))
+    }
+
     /// The model shape for a vocabulary of `vocab`.
     pub fn model_config(&self, vocab: usize) -> Result<ModelConfig, String> {
         match (self.layers, self.embd) {
@@ -144,7 +163,9 @@ impl RunConfig {
         }
     }
 
-    /// Checks the settings that every run needs: T a multiple of 16, non-zero sizes.
+    /// Checks the settings before any work: T a multiple of 16, non-zero sizes, a positive finite
+    /// learning rate with 0 ≤ min_lr ≤ lr, warmup within the steps, weight decay ≥ 0, dropout in
+    /// [0, 1).
     pub fn check(&self) -> Result<(), String> {
         if self.seq_len == 0 || !self.seq_len.is_multiple_of(16) {
             return Err(format!(
@@ -158,13 +179,101 @@ impl RunConfig {
         if self.emulate_world == 0 {
             return Err("--emulate-world must be at least 1".into());
         }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!(
+                "--lr {} must be a positive finite number (a negative rate would train by \
+                 gradient ascent)",
+                self.lr
+            ));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return Err(format!(
+                "--min-lr {} must be between 0 and --lr {}",
+                self.min_lr, self.lr
+            ));
+        }
+        if let Some(warmup) = self.warmup
+            && warmup > self.steps
+        {
+            return Err(format!(
+                "--warmup {warmup} is longer than the run's --steps {}",
+                self.steps
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!(
+                "--weight-decay {} must be a finite number of at least 0",
+                self.weight_decay
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!(
                 "--dropout {} must be at least 0 and below 1",
                 self.dropout
             ));
         }
+        if self.eval_batches == 0 && self.eval_every > 0 && self.val_data.is_some() {
+            return Err("eval_batches must be at least 1 when there is --val-data".into());
+        }
         Ok(())
+    }
+
+    /// Every path made absolute, so that resume, generate and workers started elsewhere find
+    /// the same files from any directory.
+    pub fn absolute_paths(mut self) -> Result<Self, String> {
+        let absolute = |p: &PathBuf| {
+            std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        self.data = absolute(&self.data)?;
+        self.out = absolute(&self.out)?;
+        self.val_data = self.val_data.as_ref().map(absolute).transpose()?;
+        self.tokenizer = self.tokenizer.as_ref().map(absolute).transpose()?;
+        self.init_from = self.init_from.as_ref().map(absolute).transpose()?;
+        Ok(self)
+    }
+
+    /// Opens the training data for a world of `world` ranks with every check: each id against
+    /// the vocabulary, the sha256 against the sidecar (unless `skip_checksum`), the sidecar's
+    /// tokenizer and `[EOS]` against `tokenizer`, and a shard long enough for one window. The
+    /// validation data gets the same checks.
+    pub fn open_data(&self, world: u32) -> Result<TokenDataset, String> {
+        let tokenizer = self
+            .tokenizer
+            .as_ref()
+            .map(|path| crate::tokenizer::Tokenizer::from_file(path).map(|t| (path, t)))
+            .transpose()?;
+        let vocab = self
+            .vocab
+            .or(tokenizer.as_ref().map(|(_, t)| t.vocab_size() as u32));
+        let validation = if self.skip_checksum {
+            Validation::Ids
+        } else {
+            Validation::Full
+        };
+        let data = TokenDataset::open(&self.data, vocab, validation)?;
+        let mut files = vec![(&self.data, world, data)];
+        if let Some(val) = &self.val_data {
+            let opened = TokenDataset::open(val, Some(files[0].2.vocab_size()), validation)?;
+            files.push((val, 1, opened));
+        }
+        for (path, world, file) in &files {
+            if let Some((tokenizer_path, tokenizer)) = &tokenizer {
+                file.check_tokenizer(tokenizer_path, tokenizer.eos_id())?;
+            }
+            let shard = file.shard(0, *world)?;
+            if shard.tokens() <= self.seq_len as u64 {
+                return Err(format!(
+                    "--seq-len {} needs windows of {} tokens, but {} holds {} tokens per rank in \
+                     a world of {}: lower --seq-len or use more data",
+                    self.seq_len,
+                    self.seq_len + 1,
+                    path.display(),
+                    shard.tokens(),
+                    world
+                ));
+            }
+        }
+        Ok(files.swap_remove(0).2)
     }
 
     /// The dropout of rank `rank`'s micro-batches in step `step` (0-based).
@@ -195,19 +304,11 @@ pub struct Metrics {
 /// Trains from scratch (or from `init_from`) as `config` says; returns the final checkpoint.
 pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<PathBuf, String> {
     config.check()?;
-    let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
+    let _lock = RunLock::acquire(&config.out)?;
+    start_fresh(&config.out)?;
+    let data = config.open_data(config.emulate_world)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
     let model = initial_model::<A>(config, &model_config, device)?;
-    fs::create_dir_all(&config.out)
-        .map_err(|e| format!("cannot create {}: {e}", config.out.display()))?;
-    let metrics = config.out.join("metrics.jsonl");
-    if metrics.exists() {
-        return Err(format!(
-            "{} already holds a run; use `sovereign resume --run {}` or another --out",
-            config.out.display(),
-            config.out.display()
-        ));
-    }
     tracing::info!(
         "model {model_config:?}: {} parameters",
         model_config.parameter_count()
@@ -216,17 +317,41 @@ pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<
     run_loop(config, &data, model_config, model, optimizer, 0, 0, device)
 }
 
+/// Prepares `run_dir` (locked by the caller) for a new run: one that already has a checkpoint
+/// is refused (resume it instead); the metrics of an attempt that stopped before its first
+/// checkpoint are cleared, so a failed start is never a dead end.
+pub fn start_fresh(run_dir: &Path) -> Result<(), String> {
+    if run_dir.join(super::checkpoint::LATEST).exists() {
+        return Err(format!(
+            "{} already holds a run; use `sovereign resume --run {}` or another --out",
+            run_dir.display(),
+            run_dir.display()
+        ));
+    }
+    let metrics = run_dir.join("metrics.jsonl");
+    if metrics.exists() {
+        tracing::warn!(
+            "{}: an earlier attempt stopped before its first checkpoint; starting over",
+            run_dir.display()
+        );
+        truncate_metrics(&metrics, 0)?;
+    }
+    Ok(())
+}
+
 /// Continues the run in `run_dir` from `from` (a checkpoint directory) or its `latest`.
 pub fn resume<A: TrainBackend>(
     run_dir: &Path,
     from: Option<&Path>,
+    moved: &MovedData,
     device: &A::Device,
 ) -> Result<PathBuf, String> {
-    let (config, checkpoint) = resume_point(run_dir, from)?;
-    let data = TokenDataset::open(&config.data, config.vocab_hint()?, Validation::Sampled)?;
+    let _lock = RunLock::acquire(run_dir)?;
+    let (config, checkpoint) = resume_point(run_dir, from, moved)?;
+    let data = config.open_data(config.emulate_world)?;
     let model_config = config.model_config(data.vocab_size() as usize)?;
     let (model, optimizer, meta) = load_checkpoint::<A>(&checkpoint, adam_config(&config), device)?;
-    truncate_metrics(&config.out.join("metrics.jsonl"), meta.step)?;
+    roll_back(run_dir, &checkpoint, meta.step)?;
     tracing::info!("resuming {} from step {}", run_dir.display(), meta.step);
     run_loop(
         &config,
@@ -240,20 +365,91 @@ pub fn resume<A: TrainBackend>(
     )
 }
 
+/// Where a resume finds data that moved since the run started: `--data`/`--val-data`, each
+/// accepted when its sha256 is the one the run was checked against.
+#[derive(Clone, Debug, Default)]
+pub struct MovedData {
+    /// The training data's new path.
+    pub data: Option<PathBuf>,
+    /// The validation data's new path.
+    pub val_data: Option<PathBuf>,
+    /// Skip the checksum checks (resume's `--skip-checksum`).
+    pub skip_checksum: bool,
+}
+
+impl MovedData {
+    /// Points `config` at the moved files after checking each: its sidecar's sha256 must be the
+    /// one the checkpoint recorded (or, for checkpoints without it, the original's sidecar's,
+    /// while that is still there).
+    fn apply(&self, config: &mut RunConfig, meta: &CheckpointMeta) -> Result<(), String> {
+        config.skip_checksum |= self.skip_checksum;
+        if let Some(new) = &self.data {
+            config.data = moved(new, &config.data, meta.data_sha256.as_deref())?;
+        }
+        if let Some(new) = &self.val_data {
+            config.val_data = Some(match &config.val_data {
+                Some(old) => moved(new, old, meta.val_data_sha256.as_deref())?,
+                None => {
+                    return Err(format!(
+                        "--val-data {}: the run had no validation data to move",
+                        new.display()
+                    ));
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The absolute path of `new`, a moved copy of `old` whose sidecar's sha256 must be `recorded`
+/// (or `old`'s sidecar's when nothing was recorded).
+fn moved(new: &Path, old: &Path, recorded: Option<&str>) -> Result<PathBuf, String> {
+    let new = std::path::absolute(new).map_err(|e| format!("{}: {e}", new.display()))?;
+    let new_sum = sidecar_sha256(&new)?;
+    let expected = match recorded {
+        Some(sum) => Some(sum.to_string()),
+        None => sidecar_sha256(old).ok(),
+    };
+    if let Some(expected) = expected
+        && expected != new_sum
+    {
+        return Err(format!(
+            "{} is not the data this run trained on: its sidecar's sha256 {new_sum} differs \
+             from the run's {expected} ({})",
+            new.display(),
+            old.display()
+        ));
+    }
+    tracing::info!("data moved: {} → {}", old.display(), new.display());
+    Ok(new)
+}
+
+/// The `data_sha256` a data file's sidecar records.
+fn sidecar_sha256(path: &Path) -> Result<String, String> {
+    let sidecar = sidecar_path(path);
+    let text = fs::read_to_string(&sidecar)
+        .map_err(|e| format!("cannot read {}: {e}", sidecar.display()))?;
+    let meta: Sidecar =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sidecar.display()))?;
+    Ok(meta.data_sha256)
+}
+
 /// Where a resumed run continues: the checkpoint (`from`, or the run's `latest`) and the run
 /// config stored in it, with `out` set to `run_dir` (the directory may have moved since).
-pub fn resume_point(run_dir: &Path, from: Option<&Path>) -> Result<(RunConfig, PathBuf), String> {
+pub fn resume_point(
+    run_dir: &Path,
+    from: Option<&Path>,
+    moved: &MovedData,
+) -> Result<(RunConfig, PathBuf), String> {
     let checkpoint = match from {
         Some(dir) => dir.to_path_buf(),
         None => super::checkpoint::latest_checkpoint(run_dir)?,
     };
-    let meta_text = fs::read_to_string(checkpoint.join("meta.json"))
-        .map_err(|e| format!("{}: {e}", checkpoint.display()))?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(&meta_text).map_err(|e| format!("{}: {e}", checkpoint.display()))?;
-    let mut config: RunConfig = serde_json::from_value(meta.config)
+    let meta = read_meta(&checkpoint)?;
+    let mut config: RunConfig = serde_json::from_value(meta.config.clone())
         .map_err(|e| format!("{}: config: {e}", checkpoint.display()))?;
-    config.out = run_dir.to_path_buf();
+    config.out = std::path::absolute(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    moved.apply(&mut config, &meta)?;
     Ok((config, checkpoint))
 }
 
@@ -266,6 +462,7 @@ pub fn initial_model<A: TrainBackend>(
 ) -> Result<Rwkv<A>, String> {
     match &config.init_from {
         Some(path) => {
+            verify_weights_file(path)?;
             let (model, loaded) = load_rwkv::<A>(&TensorFile::read(path)?, device)?;
             if &loaded != model_config {
                 return Err(format!(
@@ -285,7 +482,7 @@ impl RunConfig {
         Schedule {
             lr: self.lr,
             min_lr: self.min_lr,
-            warmup: self.warmup,
+            warmup: self.warmup.unwrap_or(DEFAULT_WARMUP.min(self.steps)),
             total: self.steps,
         }
     }
@@ -311,6 +508,14 @@ impl RunConfig {
                 _ => None,
             },
             files: Default::default(),
+            data_sha256: match data.source() {
+                Source::Sidecar(meta) => Some(meta.data_sha256.clone()),
+                _ => None,
+            },
+            val_data_sha256: self
+                .val_data
+                .as_deref()
+                .and_then(|v| sidecar_sha256(v).ok()),
         })
     }
 }
@@ -323,7 +528,8 @@ pub fn adam_config(config: &RunConfig) -> AdamWConfig {
     }
 }
 
-/// Keeps the metrics lines of steps up to `step` (a resume rewrites what came after).
+/// Keeps the metrics lines of steps up to `step` (a resume rewrites what came after); the file
+/// is replaced whole, never cut in place.
 pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(());
@@ -333,7 +539,13 @@ pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
         .filter(|line| serde_json::from_str::<Metrics>(line).is_ok_and(|m| m.step <= step))
         .map(|line| format!("{line}\n"))
         .collect();
-    fs::write(path, kept).map_err(|e| format!("{}: {e}", path.display()))
+    if kept.len() == text.len() {
+        return Ok(());
+    }
+    let error = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = AtomicFile::create(path).map_err(error)?;
+    file.write_all(kept.as_bytes()).map_err(error)?;
+    file.commit().map_err(error)
 }
 
 /// The windows of step `step` (0-based): `accum` micro-batches of `micro_bsz` windows.
@@ -416,7 +628,7 @@ pub(crate) fn evaluate<B: ModelBackend>(
     let Some(path) = &config.val_data else {
         return Ok(None);
     };
-    let val = TokenDataset::open(path, Some(model_config.vocab as u32), Validation::Sampled)?;
+    let val = TokenDataset::open(path, Some(model_config.vocab as u32), Validation::Ids)?;
     let shard = val.shard(0, 1)?;
     let mut total = 0.0;
     for batch in 0..config.eval_batches {

@@ -28,6 +28,23 @@ pub struct StepReport {
     pub lr: f64,
 }
 
+/// The error for a non-finite loss or gradient norm at `step` (1-based), naming its likely cause:
+/// at step 1 no update has been made yet, so the weights or data are at fault, not the learning
+/// rate.
+fn not_finite(step: u64, what: &str, value: f64) -> String {
+    if step == 1 {
+        format!(
+            "step 1: the {what} is {value} before any update: the starting weights (--init-from) \
+             hold non-finite or huge values, or the model overflows on this data"
+        )
+    } else {
+        format!(
+            "step {step}: the {what} is {value}; training diverged (lower --lr or resume from an \
+             earlier checkpoint)"
+        )
+    }
+}
+
 /// Runs one optimizer step over `micro_batches` (each a list of windows of T + 1 tokens) and
 /// returns the updated model. A non-finite loss or gradient is an error naming the step; the
 /// model passed in is then not updated (the caller keeps its last good checkpoint).
@@ -62,9 +79,7 @@ pub fn step_gradients<A: TrainBackend>(
         let (grads, loss) =
             micro_batch_gradients(model, config, windows, dropout.for_micro(micro), device);
         if !loss.is_finite() {
-            return Err(format!(
-                "step {step}: the loss is {loss}; training diverged (lower --lr or resume from an earlier checkpoint)"
-            ));
+            return Err(not_finite(step, "loss", loss));
         }
         loss_sum += loss;
         all.push(grads);
@@ -199,11 +214,15 @@ pub fn apply_step<A: TrainBackend>(
     lr: f64,
 ) -> Result<(Rwkv<A>, StepReport), String> {
     let step = optimizer.step + 1;
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(format!(
+            "step {step}: the learning rate is {lr}; it must be a positive finite number (check \
+             --lr and --min-lr)"
+        ));
+    }
     let (clip_factor, grad_norm) = grads.clip_factor(CLIP_NORM);
     if !grad_norm.is_finite() {
-        return Err(format!(
-            "step {step}: the gradient norm is {grad_norm}; training diverged (lower --lr or resume from an earlier checkpoint)"
-        ));
+        return Err(not_finite(step, "gradient norm", grad_norm));
     }
     let model = optimizer.step(model, &grads, lr, clip_factor);
     Ok((

@@ -12,14 +12,15 @@ pub mod serve;
 pub mod service;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sovereign_common::data::dataset::{Source, TokenDataset, Validation};
-use sovereign_common::train::checkpoint::{CheckpointMeta, latest_checkpoint};
-use sovereign_common::train::run::{RunConfig, truncate_metrics};
+use sovereign_common::data::dataset::Source;
+use sovereign_common::train::checkpoint::{latest_checkpoint, read_meta, verify_checkpoint};
+use sovereign_common::train::run::{RunConfig, start_fresh, truncate_metrics};
+use sovereign_common::train::run_dir::{RunLock, roll_back};
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 
 use crate::cli::{ClusterArgs, Launcher};
@@ -63,31 +64,25 @@ pub fn train_cluster(
         );
     }
     let world: u32 = hosts.iter().map(|h| h.slots).sum();
-    let config = absolute_paths(config)?;
+    let config = config.absolute_paths().map_err(anyhow::Error::msg)?;
     config.check().map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&config.out)
-        .with_context(|| format!("cannot create {}", config.out.display()))?;
+    let _lock = RunLock::acquire(&config.out).map_err(anyhow::Error::msg)?;
     let metrics_path = config.out.join("metrics.jsonl");
     let start_step = match start {
         Some(dir) => {
-            let step = checkpoint_step(dir)?;
-            truncate_metrics(&metrics_path, step).map_err(anyhow::Error::msg)?;
+            let meta = verify_checkpoint(dir).map_err(anyhow::Error::msg)?;
+            roll_back(&config.out, dir, meta.step).map_err(anyhow::Error::msg)?;
             tracing::info!("resuming {} from {}", config.out.display(), dir.display());
-            step
+            meta.step
         }
-        None if metrics_path.exists() => bail!(
-            "{} already holds a run; use `sovereign resume --run {} --hosts …` or another --out",
-            config.out.display(),
-            config.out.display()
-        ),
-        None => 0,
+        None => {
+            start_fresh(&config.out).map_err(anyhow::Error::msg)?;
+            0
+        }
     };
-    let data = TokenDataset::open(
-        &config.data,
-        config.vocab_hint().map_err(anyhow::Error::msg)?,
-        Validation::Sampled,
-    )
-    .map_err(anyhow::Error::msg)?;
+    // Every id and the checksum are checked here, once, before any worker starts: bad data is
+    // the run's one error, never a cause of restarts.
+    let data = config.open_data(world).map_err(anyhow::Error::msg)?;
     let shards = (0..world)
         .map(|rank| data.shard(rank, world).map(|s| (s.start_byte, s.end_byte)))
         .collect::<Result<Vec<_>, _>>()
@@ -295,27 +290,6 @@ async fn wait_for_exit(children: &mut [Worker]) -> Result<()> {
 
 /// The step a checkpoint directory was taken at (from its meta.json).
 fn checkpoint_step(dir: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(dir.join("meta.json"))
-        .with_context(|| format!("reading {}", dir.join("meta.json").display()))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a checkpoint meta.json", dir.display()))?;
-    Ok(meta.step)
+    Ok(read_meta(dir).map_err(anyhow::Error::msg)?.step)
 }
 
-/// The run's paths made absolute, so that workers started elsewhere find the same files.
-fn absolute_paths(mut config: RunConfig) -> Result<RunConfig> {
-    let here = std::env::current_dir()?;
-    let absolute = |p: &PathBuf| {
-        if p.is_absolute() {
-            p.clone()
-        } else {
-            here.join(p)
-        }
-    };
-    config.data = absolute(&config.data);
-    config.out = absolute(&config.out);
-    config.val_data = config.val_data.as_ref().map(absolute);
-    config.tokenizer = config.tokenizer.as_ref().map(absolute);
-    config.init_from = config.init_from.as_ref().map(absolute);
-    Ok(config)
-}

@@ -13,20 +13,29 @@ use sovereign_common::model::generate::{
 };
 use sovereign_common::model::rwkv::Rwkv;
 use sovereign_common::model::weights::{ExportDtype, TensorFile, load_rwkv, save_rwkv_as};
+use sovereign_common::output::refuse_inputs;
 use sovereign_common::tokenizer::Tokenizer;
+use sovereign_common::tokenizer::utf8_stream::Utf8Stream;
+use sovereign_common::train::checkpoint::{verify_checkpoint, verify_weights_file};
 
 use crate::cli::{self, ExportArgs, GenerateArgs, TestModelArgs, WeightsArgs};
 
 /// Inference runs without autodiff.
 type Cpu = Flex;
 
-/// The weights file a `--checkpoint`/`--weights` pair points at.
+/// The weights file a `--checkpoint`/`--weights` pair points at, its checksum checked against
+/// the checkpoint's meta.json (required for `--checkpoint`, used when beside `--weights`).
 fn weights_path(source: &WeightsArgs) -> Result<PathBuf> {
-    match (&source.checkpoint, &source.weights) {
-        (Some(dir), _) => Ok(dir.join("model.safetensors")),
-        (None, Some(file)) => Ok(file.clone()),
-        (None, None) => Err(anyhow!("give --checkpoint DIR or --weights FILE")),
-    }
+    let path = match (&source.checkpoint, &source.weights) {
+        (Some(dir), _) => {
+            verify_checkpoint(dir).map_err(anyhow::Error::msg)?;
+            dir.join("model.safetensors")
+        }
+        (None, Some(file)) => file.clone(),
+        (None, None) => return Err(anyhow!("give --checkpoint DIR or --weights FILE")),
+    };
+    verify_weights_file(&path).map_err(anyhow::Error::msg)?;
+    Ok(path)
 }
 
 fn load(source: &WeightsArgs) -> Result<(Rwkv<Cpu>, ModelConfig)> {
@@ -124,8 +133,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
-    let mut generated: Vec<u32> = Vec::new();
-    let mut printed = 0;
+    let mut text = Utf8Stream::default();
     let start = Instant::now();
     let count = sample_tokens(
         &model,
@@ -137,20 +145,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             if Some(token) == options.stop {
                 return;
             }
-            generated.push(token);
-            // Print the bytes that form whole characters so far.
-            let bytes = tokenizer.decode_bytes(&generated, true);
-            let valid = match std::str::from_utf8(&bytes[printed..]) {
-                Ok(s) => s.len(),
-                Err(e) => e.valid_up_to(),
-            };
-            let _ = out.write_all(&bytes[printed..printed + valid]);
+            // Every token is printed: an invalid UTF-8 sequence as U+FFFD, as HuggingFace
+            // decodes it; only an unfinished character waits for the next token.
+            let piece = text.push(&tokenizer.decode_bytes(&[token], true));
+            let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
-            printed += valid;
         },
     )
     .map_err(anyhow::Error::msg)?;
-    writeln!(out)?;
+    writeln!(out, "{}", text.finish())?;
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "generate: {count} tokens in {secs:.2}s, {:.1} tokens/s",
@@ -161,6 +164,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
 
 /// `sovereign export`.
 pub fn export(args: &ExportArgs) -> Result<()> {
+    refuse_inputs(&[&args.output], &[&weights_path(&args.source)?])?;
     let (model, _) = load(&args.source)?;
     let dtype = match args.dtype {
         cli::ExportDtype::F32 => ExportDtype::F32,

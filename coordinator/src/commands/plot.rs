@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
-use sovereign_common::output::AtomicFile;
+use sovereign_common::output::{AtomicFile, refuse_inputs};
 use sovereign_common::train::run::Metrics;
 
 use crate::cli::PlotArgs;
@@ -32,6 +32,7 @@ pub fn plot(args: &PlotArgs) -> Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| args.run.join("loss.png"));
+    refuse_inputs(&[&output], &[&metrics_path])?;
     let labels = register_font();
     if !labels {
         eprintln!(

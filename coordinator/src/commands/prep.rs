@@ -1,12 +1,15 @@
 //! The data-preparation subcommands: thin wrappers over `sovereign_common::data`, or over the
 //! map-reduce jobs of [`crate::mapreduce`] with `--hosts`.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
 use sovereign_common::data::clean_corpus::{CleanOptions, CleanStats};
+use sovereign_common::data::dataset::sidecar_path;
 use sovereign_common::data::normalize::NormalizeOptions;
 use sovereign_common::data::wiki::{OutputFormat, WikiOptions, WikiStats};
+use sovereign_common::output::refuse_inputs;
 
 use sovereign_common::data::tokenize::{TokenizeOptions, TokenizeStats};
 use sovereign_common::data::train_tokenizer::{TrainTokenizerOptions, TrainTokenizerStats};
@@ -18,6 +21,7 @@ use crate::mapreduce::{jobs, prep_hosts};
 
 /// `sovereign process-wiki`.
 pub fn process_wiki(args: &ProcessWikiArgs) -> Result<WikiStats> {
+    refuse_inputs(&[&args.output], &[&args.input])?;
     let threads = set_threads(args.threads)?;
     let options = WikiOptions {
         format: match args.format {
@@ -50,6 +54,7 @@ pub fn process_wiki(args: &ProcessWikiArgs) -> Result<WikiStats> {
 
 /// `sovereign clean-corpus`.
 pub fn clean_corpus(args: &CleanCorpusArgs) -> Result<CleanStats> {
+    refuse_inputs(&[&args.output], &[&args.input])?;
     set_threads(args.threads)?;
     let options = CleanOptions {
         min_chars: args.min_chars,
@@ -71,6 +76,8 @@ pub fn clean_corpus(args: &CleanCorpusArgs) -> Result<CleanStats> {
 
 /// `sovereign train-tokenizer`.
 pub fn train_tokenizer(args: &TrainTokenizerArgs) -> Result<TrainTokenizerStats> {
+    let inputs: Vec<&Path> = args.corpus.iter().map(PathBuf::as_path).collect();
+    refuse_inputs(&[&args.output], &inputs)?;
     set_threads(args.read.threads)?;
     let options = TrainTokenizerOptions {
         vocab_size: args.vocab_size,
@@ -118,6 +125,12 @@ pub fn train_tokenizer(args: &TrainTokenizerArgs) -> Result<TrainTokenizerStats>
 
 /// `sovereign tokenize`.
 pub fn tokenize(args: &TokenizeArgs) -> Result<TokenizeStats> {
+    let mut outputs = vec![args.output.clone(), sidecar_path(&args.output)];
+    if let Some(val) = &args.val_output {
+        outputs.extend([val.clone(), sidecar_path(val)]);
+    }
+    let outputs: Vec<&Path> = outputs.iter().map(PathBuf::as_path).collect();
+    refuse_inputs(&outputs, &[&args.input, &args.tokenizer])?;
     set_threads(args.read.threads)?;
     if !(0.0..=1.0).contains(&args.val_fraction) {
         anyhow::bail!(

@@ -4,10 +4,10 @@
 use anyhow::{Context, Result, bail};
 use sovereign_common::collective::bucket::WireDtype;
 use sovereign_common::device::Device;
-use sovereign_common::train::run::{self, RunConfig};
+use sovereign_common::train::run::{self, MovedData, RunConfig};
 use sovereign_common::with_training_backend;
 
-use crate::cli::{ResumeArgs, TrainArgs};
+use crate::cli::{ResumeArgs, TrainArgs, WireDtypeArg};
 use crate::cluster::{cluster_hosts, train_cluster};
 
 /// The effective settings: defaults, then the TOML file, then the flags.
@@ -16,8 +16,7 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("{}: not a valid run config", path.display()))?
+            RunConfig::from_toml(&text, path).map_err(anyhow::Error::msg)?
         }
         None => RunConfig::default(),
     };
@@ -33,7 +32,6 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         steps,
         lr,
         min_lr,
-        warmup,
         weight_decay,
         seed
     );
@@ -41,20 +39,24 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
     macro_rules! set_option {
         ($($field:ident),*) => {$(if args.$field.is_some() { config.$field = args.$field.clone(); })*};
     }
-    set_option!(val_data, tokenizer, layers, embd, init_from);
+    set_option!(val_data, tokenizer, layers, embd, init_from, warmup);
     if let Some(dropout) = args.dropout {
         config.dropout = dropout;
     }
     if args.activation_checkpointing {
         config.activation_checkpointing = true;
     }
-    if let Some(wire) = &args.wire_dtype {
-        config.wire_dtype = match wire.as_str() {
-            "bf16" => WireDtype::Bf16,
-            _ => WireDtype::F32,
+    if let Some(wire) = args.wire_dtype {
+        config.wire_dtype = match wire {
+            WireDtypeArg::F32 => WireDtype::F32,
+            WireDtypeArg::Bf16 => WireDtype::Bf16,
         };
     }
-    Ok(config)
+    if args.skip_checksum {
+        config.skip_checksum = true;
+    }
+    config.check().map_err(anyhow::Error::msg)?;
+    config.absolute_paths().map_err(anyhow::Error::msg)
 }
 
 /// With workers, `--device` has no say: each worker's device comes from the hosts file's
@@ -93,18 +95,22 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 /// `sovereign resume`.
 pub fn resume(args: &ResumeArgs) -> Result<()> {
     let device = Device::parse(&args.device).map_err(anyhow::Error::msg)?;
+    let moved = MovedData {
+        data: args.data.clone(),
+        val_data: args.val_data.clone(),
+        skip_checksum: args.skip_checksum,
+    };
+    let (config, checkpoint) =
+        run::resume_point(&args.run, args.from.as_deref(), &moved).map_err(anyhow::Error::msg)?;
     if let Some(hosts) = cluster_hosts(&args.cluster)? {
         check_cluster_device(device)?;
-        let (config, checkpoint) =
-            run::resume_point(&args.run, args.from.as_deref()).map_err(anyhow::Error::msg)?;
         return train_cluster(&args.cluster, hosts, config, Some(&checkpoint));
     }
-    let (config, _) =
-        run::resume_point(&args.run, args.from.as_deref()).map_err(anyhow::Error::msg)?;
     let checkpointing = config.activation_checkpointing;
     let last = with_training_backend!(device, checkpointing, |A, dev| run::resume::<A>(
         &args.run,
         args.from.as_deref(),
+        &moved,
         &dev
     ))
     .map_err(anyhow::Error::msg)?;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use sovereign_common::data::encoding::Encoding;
+use sovereign_common::data::refuse_empty_corpus;
 use sovereign_common::data::tokenize::{
     LoadedTokenizer, TokenSink, TokenizeOptions, TokenizeStats,
 };
@@ -51,6 +52,9 @@ pub fn train_tokenizer(
     options: &TrainTokenizerOptions,
 ) -> Result<TrainTokenizerStats> {
     check_vocab_size(options.vocab_size)?;
+    for path in corpus {
+        refuse_empty_corpus(path)?;
+    }
     let corpus: Vec<PathBuf> = corpus.iter().map(|p| absolute(p)).collect::<Result<_>>()?;
     let target = task_bytes(cluster, total_bytes(&corpus)?, hosts)?;
     let mut ranges = Vec::new();
@@ -90,6 +94,7 @@ pub fn tokenize(
     output: &Path,
     options: &TokenizeOptions,
 ) -> Result<TokenizeStats> {
+    refuse_empty_corpus(input)?;
     let loaded = LoadedTokenizer::load(tokenizer)?;
     let tokenizer_json = std::fs::read_to_string(tokenizer)
         .with_context(|| format!("cannot read {}", tokenizer.display()))?;

@@ -6,6 +6,7 @@
 //! XML into pages ([`split`]); batches of pages are parsed ([`page`]), filtered and cleaned
 //! ([`super::wikitext`]) in parallel on the rayon pool; the results are written in dump order.
 
+pub mod export;
 pub mod page;
 pub mod split;
 
@@ -187,8 +188,9 @@ pub fn process_wiki(
     let mut sink = CorpusSink::create(output, options)?;
 
     let (sender, receiver) = sync_channel::<io::Result<Batch>>(QUEUE_BATCHES);
+    let path = input.to_path_buf();
     let reader = std::thread::spawn(move || {
-        let result = read_pages(source, |batch| sender.send(Ok(batch)).is_ok());
+        let result = read_pages(source, &path, |batch| sender.send(Ok(batch)).is_ok());
         if let Err(error) = result {
             let _ = sender.send(Err(error));
         }
@@ -201,6 +203,12 @@ pub fn process_wiki(
     progress.finish();
     sink.stats.input_bytes = consumed.load(Ordering::Relaxed);
     match result {
+        Ok(()) if sink.stats.kept == 0 => Err(PrepError::Invalid(format!(
+            "no page of {} was kept ({}); {} was not written",
+            input.display(),
+            sink.stats,
+            output.display()
+        ))),
         Ok(()) => sink.commit(),
         Err(Failure::Output(source)) => Err(PrepError::Output {
             path: output.to_path_buf(),
@@ -302,6 +310,7 @@ pub fn dump_header(path: &Path) -> Result<(Vec<u8>, Encoding), PrepError> {
     };
     let source = open_dump(path, 1, Arc::new(AtomicU64::new(0))).map_err(open_error)?;
     let (xml, encoding) = utf8_reader(source).map_err(open_error)?;
+    let xml = export::check_start(xml, path).map_err(|e| PrepError::Invalid(e.to_string()))?;
     let mut splitter = PageSplitter::new(xml);
     if let Some(Err(error)) = splitter.next() {
         return Err(open_error(error));
@@ -348,10 +357,16 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// The reader thread: transcodes, splits into pages and sends batches until `send` refuses.
-fn read_pages(source: Box<dyn Read + Send>, mut send: impl FnMut(Batch) -> bool) -> io::Result<()> {
+/// The reader thread: transcodes, checks that the input is a MediaWiki export, splits it into
+/// pages and sends batches until `send` refuses. An export that ends without `</mediawiki>` is
+/// cut short: an error once its whole pages are sent.
+fn read_pages(
+    source: Box<dyn Read + Send>,
+    path: &Path,
+    mut send: impl FnMut(Batch) -> bool,
+) -> io::Result<()> {
     let (xml, _encoding) = utf8_reader(source)?;
-    let mut splitter = PageSplitter::new(xml);
+    let mut splitter = PageSplitter::new(export::ExportEnd::new(export::check_start(xml, path)?));
     let mut batch = Vec::with_capacity(BATCH_PAGES);
     let mut batch_bytes = 0;
     let mut header_sent = false;
@@ -386,6 +401,17 @@ fn read_pages(source: Box<dyn Read + Send>, mut send: impl FnMut(Batch) -> bool)
     }
     if !batch.is_empty() {
         send(Batch::Pages(batch));
+    }
+    if !splitter.reader().seen() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{}: the XML ends after {} bytes without </mediawiki>: the dump is cut short (an \
+                 incomplete download, or streams missing at its end); download it again",
+                path.display(),
+                splitter.bytes_read()
+            ),
+        ));
     }
     Ok(())
 }

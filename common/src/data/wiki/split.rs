@@ -64,6 +64,11 @@ impl<R: Read> PageSplitter<R> {
         &self.header
     }
 
+    /// The underlying reader.
+    pub fn reader(&self) -> &R {
+        &self.reader
+    }
+
     /// How many XML bytes have been read from the underlying reader.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
