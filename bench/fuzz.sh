@@ -14,8 +14,8 @@ MEMORY_LIMIT_KB=$((4 * 1024 * 1024))
 LOG=$(mktemp /tmp/sovereign-fuzz.XXXXXX)
 trap 'rm -f "$LOG"' EXIT
 
-cargo test --release -q -p sovereign-common --test fuzz_parsers --no-run
-cargo test --release -q -p sovereign-coordinator --no-run
+cargo test -q -p sovereign-common --test fuzz_parsers --no-run
+cargo test -q -p sovereign-coordinator --no-run
 end=$(( $(date +%s) + MINUTES * 60 ))
 rounds=0
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -23,9 +23,9 @@ while [ "$(date +%s)" -lt "$end" ]; do
   (
     ulimit -v "$MEMORY_LIMIT_KB"
     export SOVEREIGN_FUZZ_CASES=$CASES
-    timeout "$ROUND_LIMIT_S" cargo test --release -q -p sovereign-common --test fuzz_parsers \
+    timeout "$ROUND_LIMIT_S" cargo test -q -p sovereign-common --test fuzz_parsers \
       -- --nocapture --test-threads 2
-    timeout "$ROUND_LIMIT_S" cargo test --release -q -p sovereign-coordinator fuzz_hosts_file \
+    timeout "$ROUND_LIMIT_S" cargo test -q -p sovereign-coordinator fuzz_hosts_file \
       -- --nocapture
   ) >>"$LOG" 2>&1 || { echo "round $rounds failed (panic, hang or memory):"; tail -40 "$LOG"; exit 1; }
   # The hosts test counts its cases through proptest; one passing round ran CASES of them.

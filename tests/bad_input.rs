@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sovereign_tests::cluster::{signal, spawn_logged, wait_for_line};
+use sovereign_tests::cluster::{metrics_column, signal, spawn_logged, wait_for_line};
 use sovereign_tests::{binary, bz2, bz2_multistream, demo_dump, path_str, sovereign, stderr};
 
 /// Runs `sovereign` and asserts that it fails cleanly (exit 1, no panic); returns its stderr.
@@ -289,7 +289,11 @@ fn input_that_is_not_a_mediawiki_export_is_named_and_nothing_is_written() {
             utf16,
             "found UTF-16 text without a byte-order mark",
         ),
-        ("text.bz2", bz2(b"just some text\n"), "found text that starts"),
+        (
+            "text.bz2",
+            bz2(b"just some text\n"),
+            "found text that starts",
+        ),
     ] {
         let input = dir.path().join(name);
         fs::write(&input, &bytes).unwrap();
@@ -305,7 +309,10 @@ fn input_that_is_not_a_mediawiki_export_is_named_and_nothing_is_written() {
             "{name}: {err}"
         );
         assert!(err.contains(found), "{name}: {err}");
-        assert!(err.contains("expected XML that starts with <mediawiki>"), "{name}");
+        assert!(
+            err.contains("expected XML that starts with <mediawiki>"),
+            "{name}"
+        );
         assert!(!output.exists(), "{name}: output written");
         fs::remove_file(&input).unwrap();
     }
@@ -324,7 +331,10 @@ fn the_later_stages_refuse_an_empty_corpus_naming_it() {
         "--output",
         path_str(&out),
     ]);
-    assert!(err.contains("empty.txt holds no documents (an empty corpus)"), "{err}");
+    assert!(
+        err.contains("empty.txt holds no documents (an empty corpus)"),
+        "{err}"
+    );
     let err = refused(&[
         "train-tokenizer",
         "--corpus",
@@ -425,38 +435,46 @@ fn an_output_that_is_an_input_is_refused_by_path_hard_link_and_symlink() {
     assert_eq!(fs::read_to_string(&dump).unwrap(), demo_dump());
 }
 
+/// A character device node of its own in `dir` (`mknod`, as root), so that a regression replaces
+/// that node and never the machine's; `/dev/NAME` itself where nodes cannot be made.
+fn device(dir: &Path, name: &str, minor: &str) -> PathBuf {
+    let node = dir.join(name);
+    let made = Command::new("mknod")
+        .args([path_str(&node), "c", "1", minor])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        node
+    } else {
+        Path::new("/dev").join(name)
+    }
+}
+
 #[test]
 fn a_device_is_written_in_place_and_a_symlink_writes_its_target() {
     let (dir, data) = prepared_copy();
     let corpus = data.join("corpus.txt");
+    let null = device(dir.path(), "null", "3");
     ok(&[
         "clean-corpus",
         "--input",
         path_str(&corpus),
         "--output",
-        "/dev/null",
+        path_str(&null),
     ]);
-    assert!(
-        fs::metadata("/dev/null")
-            .unwrap()
-            .file_type()
-            .is_char_device()
-    );
-    if Path::new("/dev/full").exists() {
+    assert!(fs::metadata(&null).unwrap().file_type().is_char_device());
+    let full = device(dir.path(), "full", "7");
+    if full.exists() {
         let err = refused(&[
             "clean-corpus",
             "--input",
             path_str(&corpus),
             "--output",
-            "/dev/full",
+            path_str(&full),
         ]);
         assert!(err.contains("No space left on device"), "{err}");
-        assert!(
-            fs::metadata("/dev/full")
-                .unwrap()
-                .file_type()
-                .is_char_device()
-        );
+        assert!(fs::metadata(&full).unwrap().file_type().is_char_device());
     }
     let target = dir.path().join("target.txt");
     let link = dir.path().join("link.txt");
@@ -468,11 +486,22 @@ fn a_device_is_written_in_place_and_a_symlink_writes_its_target() {
         "--output",
         path_str(&link),
     ]);
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert!(fs::read_to_string(&target).unwrap().len() > 100);
     // A FIFO gets the bytes, and stays a FIFO.
     let fifo = dir.path().join("pipe");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let reader = {
         let fifo = fifo.clone();
         std::thread::spawn(move || fs::read(fifo).unwrap())
@@ -496,16 +525,40 @@ fn bad_settings_are_refused_before_any_work() {
     let out = dir.path().join("run");
     for (flags, expected) in [
         (vec!["--lr=-1"], "--lr -1 must be a positive finite number"),
-        (vec!["--lr", "NaN"], "--lr NaN must be a positive finite number"),
-        (vec!["--lr", "inf"], "--lr inf must be a positive finite number"),
-        (vec!["--lr", "0.1", "--min-lr", "1"], "--min-lr 1 must be between 0 and --lr 0.1"),
+        (
+            vec!["--lr", "NaN"],
+            "--lr NaN must be a positive finite number",
+        ),
+        (
+            vec!["--lr", "inf"],
+            "--lr inf must be a positive finite number",
+        ),
+        (
+            vec!["--lr", "0.1", "--min-lr", "1"],
+            "--min-lr 1 must be between 0 and --lr 0.1",
+        ),
         (vec!["--min-lr=-0.1"], "--min-lr -0.1 must be between 0"),
-        (vec!["--warmup", "30"], "--warmup 30 is longer than the run's --steps 4"),
-        (vec!["--weight-decay=-1"], "--weight-decay -1 must be a finite number of at least 0"),
-        (vec!["--dropout", "1"], "--dropout 1 must be at least 0 and below 1"),
-        (vec!["--seq-len", "100001"], "--seq-len 100001 must be a positive multiple of 16"),
+        (
+            vec!["--warmup", "30"],
+            "--warmup 30 is longer than the run's --steps 4",
+        ),
+        (
+            vec!["--weight-decay=-1"],
+            "--weight-decay -1 must be a finite number of at least 0",
+        ),
+        (
+            vec!["--dropout", "1"],
+            "--dropout 1 must be at least 0 and below 1",
+        ),
+        (
+            vec!["--seq-len", "100001"],
+            "--seq-len 100001 must be a positive multiple of 16",
+        ),
         (vec!["--seq-len", "99984"], "needs windows of 99985 tokens"),
-        (vec!["--wire-dtype", "f16"], "invalid value 'f16' for '--wire-dtype"),
+        (
+            vec!["--wire-dtype", "f16"],
+            "invalid value 'f16' for '--wire-dtype",
+        ),
     ] {
         let args = with(train_args(&data, &out, "4"), &flags);
         let out_status = sovereign(&strs(&args));
@@ -525,7 +578,10 @@ fn bad_settings_are_refused_before_any_work() {
     let mut args = train_args(&data, &out, "4");
     args.extend(["--config".to_string(), path_str(&toml).to_string()]);
     let err = refused(&strs(&args));
-    assert!(err.contains("--lr -0.001 must be a positive finite number"), "{err}");
+    assert!(
+        err.contains("--lr -0.001 must be a positive finite number"),
+        "{err}"
+    );
     fs::write(&toml, "wire_dtype = \"f16\"\n").unwrap();
     let err = refused(&strs(&args));
     assert!(err.contains("run.toml: not a valid run config"), "{err}");
@@ -549,7 +605,10 @@ fn a_non_finite_loss_at_the_first_step_blames_the_weights_not_the_learning_rate(
     let mut args = train_args(&data, &out, "4");
     args.extend(["--init-from".to_string(), path_str(&nan).to_string()]);
     let err = refused(&strs(&args));
-    assert!(err.contains("step 1: the loss is NaN before any update"), "{err}");
+    assert!(
+        err.contains("step 1: the loss is NaN before any update"),
+        "{err}"
+    );
     assert!(err.contains("--init-from"), "{err}");
     assert!(!err.contains("lower --lr"), "{err}");
 }
@@ -589,7 +648,10 @@ fn an_id_outside_the_vocabulary_anywhere_is_named_never_a_panic() {
         args.extend(extra.iter().map(|s| s.to_string()));
         let err = refused(&strs(&args));
         assert!(
-            err.contains(&format!("train.bin: token {at} (byte {}) is id 60000", at * 2)),
+            err.contains(&format!(
+                "train.bin: token {at} (byte {}) is id 60000",
+                at * 2
+            )),
             "{err}"
         );
         assert!(err.contains("not below the vocabulary size 300"), "{err}");
@@ -610,20 +672,39 @@ fn an_id_outside_the_vocabulary_anywhere_is_named_never_a_panic() {
 #[test]
 fn in_a_cluster_a_data_error_is_the_runs_one_error_with_no_restarts() {
     let (dir, data) = prepared_copy();
-    with_bad_id(&data, 5, 61_000);
+    // Over two million tokens, so that a check of evenly spaced ids would skip the bad one.
+    let path = data.join("train.bin");
+    let bytes = fs::read(&path).unwrap();
+    let big: Vec<u8> = bytes.iter().copied().cycle().take(4_400_000).collect();
+    fs::write(&path, &big).unwrap();
+    let sidecar = data.join("train.bin.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&sidecar).unwrap()).unwrap();
+    meta["tokens"] = 2_200_000.into();
+    fs::write(&sidecar, meta.to_string()).unwrap();
+    let at = 1_500_001;
+    with_bad_id(&data, at, 61_000);
     fs::write(dir.path().join("hosts.txt"), "localhost slots=2\n").unwrap();
-    let mut args = train_args(&data, &dir.path().join("run"), "4");
-    args.extend(["--hosts", path_str(&dir.path().join("hosts.txt"))].map(String::from));
+    let args = with(
+        train_args(&data, &dir.path().join("run"), "4"),
+        &["--hosts", path_str(&dir.path().join("hosts.txt"))],
+    );
     let out = binary("sovereign")
         .args(&args)
         .env("RUST_LOG", "info")
         .output()
         .unwrap();
     let err = check_refused(&out, &["train --hosts"]);
-    assert!(err.contains("token 5 (byte 10) is id 61000"), "{err}");
+    assert!(
+        err.contains(&format!("token {at} (byte {}) is id 61000", at * 2)),
+        "{err}"
+    );
     assert_eq!(err.matches("is id 61000").count(), 1, "{err}");
     assert!(!err.contains("restarting"), "{err}");
-    assert!(!err.contains("joined as rank"), "no worker should start:\n{err}");
+    assert!(
+        !err.contains("joined as rank"),
+        "no worker should start:\n{err}"
+    );
 }
 
 #[test]
@@ -649,16 +730,25 @@ fn the_sidecar_checksum_tokenizer_eos_and_vocabulary_are_checked() {
 
     edit("tokenizer_sha256", "ab".repeat(32).into());
     let err = refused(&strs(&train_args(&data, &dir.path().join("r2"), "4")));
-    assert!(err.contains("was made with the tokenizer of sha256 abab"), "{err}");
+    assert!(
+        err.contains("was made with the tokenizer of sha256 abab"),
+        "{err}"
+    );
     assert!(err.contains("tokenizer.json has sha256"), "{err}");
 
     edit("eos_id", 4.into());
     let err = refused(&strs(&train_args(&data, &dir.path().join("r3"), "4")));
-    assert!(err.contains("eos_id 4 differs from the [EOS] id Some(3)"), "{err}");
+    assert!(
+        err.contains("eos_id 4 differs from the [EOS] id Some(3)"),
+        "{err}"
+    );
 
     edit("vocab_size", 512.into());
     let err = refused(&strs(&train_args(&data, &dir.path().join("r4"), "4")));
-    assert!(err.contains("was tokenized with a vocabulary of 512 tokens"), "{err}");
+    assert!(
+        err.contains("was tokenized with a vocabulary of 512 tokens"),
+        "{err}"
+    );
 }
 
 // 6. One writer per run directory.
@@ -700,10 +790,9 @@ fn a_second_writer_is_refused_naming_the_holder_and_a_killed_ones_lock_is_taken_
 }
 
 fn metrics_steps(run: &Path) -> Vec<u64> {
-    fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+    metrics_column(run, "step")
+        .iter()
+        .map(|v| v.as_u64().unwrap())
         .collect()
 }
 
@@ -733,7 +822,10 @@ fn a_rollback_killed_at_once_is_continued_by_a_plain_resume() {
     wait_for_line(&lines, "resuming", Duration::from_secs(60));
     signal(rollback.id(), "-KILL");
     rollback.wait().unwrap();
-    assert_eq!(fs::read_to_string(out.join("latest")).unwrap(), "ckpt-000004\n");
+    assert_eq!(
+        fs::read_to_string(out.join("latest")).unwrap(),
+        "ckpt-000004\n"
+    );
     // A plain resume continues from the rolled-back point.
     let resumed = binary("sovereign")
         .args(["resume", "--run", path_str(&out)])
@@ -789,27 +881,48 @@ fn a_damaged_checkpoint_is_refused_everywhere_it_is_read() {
     bytes[last] ^= 0x40;
     fs::write(&weights, bytes).unwrap();
     let damaged = "sha256";
+    let (train_bin, tokenizer) = (data.join("train.bin"), data.join("tokenizer.json"));
+    let exported = dir.path().join("x.safetensors");
+    let (newest_s, weights_s) = (path_str(&newest), path_str(&weights));
+    let test_model = ["--data", path_str(&train_bin), "--seq-len", "32"];
     let cases: Vec<Vec<String>> = vec![
-        vec!["test-model".into(), "--checkpoint".into(), path_str(&newest).into(), "--data".into(), path_str(&data.join("train.bin")).into(), "--seq-len".into(), "32".into()],
-        vec!["test-model".into(), "--weights".into(), path_str(&weights).into(), "--data".into(), path_str(&data.join("train.bin")).into(), "--seq-len".into(), "32".into()],
-        vec!["generate".into(), "--checkpoint".into(), path_str(&newest).into(), "--tokenizer".into(), path_str(&data.join("tokenizer.json")).into(), "--prompt".into(), "O".into()],
-        vec!["export".into(), "--checkpoint".into(), path_str(&newest).into(), "--output".into(), path_str(&dir.path().join("x.safetensors")).into()],
-        {
-            let mut a = train_args(&data, &dir.path().join("fresh"), "2");
-            a.extend(["--init-from".into(), path_str(&weights).into()]);
-            a
-        },
+        with(
+            vec!["test-model".into(), "--checkpoint".into(), newest_s.into()],
+            &test_model,
+        ),
+        with(
+            vec!["test-model".into(), "--weights".into(), weights_s.into()],
+            &test_model,
+        ),
+        with(
+            vec!["generate".into(), "--checkpoint".into(), newest_s.into()],
+            &["--tokenizer", path_str(&tokenizer), "--prompt", "O"],
+        ),
+        with(
+            vec!["export".into(), "--checkpoint".into(), newest_s.into()],
+            &["--output", path_str(&exported)],
+        ),
+        with(
+            train_args(&data, &dir.path().join("fresh"), "2"),
+            &["--init-from", weights_s],
+        ),
     ];
     for args in &cases {
         let err = refused(&strs(args));
-        assert!(err.contains(damaged) && err.contains("the checkpoint is damaged"), "{args:?}: {err}");
+        assert!(
+            err.contains(damaged) && err.contains("the checkpoint is damaged"),
+            "{args:?}: {err}"
+        );
     }
-    assert!(!dir.path().join("x.safetensors").exists());
+    assert!(!exported.exists());
     let err = refused(&["resume", "--run", path_str(&run)]);
     assert!(err.contains("the checkpoint is damaged"), "{err}");
     let whole = run.join("ckpt-000002");
     assert!(
-        err.contains(&format!("the newest whole checkpoint is {}", whole.display())),
+        err.contains(&format!(
+            "the newest whole checkpoint is {}",
+            whole.display()
+        )),
         "{err}"
     );
     assert!(err.contains("resume with --from"), "{err}");
@@ -851,7 +964,11 @@ fn a_run_continues_from_any_directory_and_from_moved_data() {
     }
     // Generate from another directory.
     let elsewhere = binary("sovereign")
-        .args(["generate", "--checkpoint", path_str(&run.join("ckpt-000002"))])
+        .args([
+            "generate",
+            "--checkpoint",
+            path_str(&run.join("ckpt-000002")),
+        ])
         .args(["--tokenizer", path_str(&work.join("data/tokenizer.json"))])
         .args(["--prompt", "O", "--max-tokens", "4"])
         .current_dir("/")
@@ -955,8 +1072,14 @@ fn hosts_file_mistakes_are_refused_with_their_line() {
     let (dir, data) = prepared_copy();
     let hosts = dir.path().join("hosts.txt");
     for (text, expected) in [
-        ("localhost slots=1\nlocalhost slots=1\n", "hosts.txt:2: localhost is already listed on line 1"),
-        ("# two\nlocalhost slots=1 slots=2\n", "hosts.txt:2: slots= is given twice"),
+        (
+            "localhost slots=1\nlocalhost slots=1\n",
+            "hosts.txt:2: localhost is already listed on line 1",
+        ),
+        (
+            "# two\nlocalhost slots=1 slots=2\n",
+            "hosts.txt:2: slots= is given twice",
+        ),
         ("localhost\n", "hosts.txt:1: slots= is missing"),
     ] {
         fs::write(&hosts, text).unwrap();
@@ -994,7 +1117,11 @@ fn a_tokenizer_json_whose_post_processor_would_change_ids_is_refused() {
 fn clean_corpus_drops_control_characters_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("raw.txt");
-    fs::write(&input, b"Texto\x00 com\x01 controle.\n\nOutro\x1b documento.\n").unwrap();
+    fs::write(
+        &input,
+        b"Texto\x00 com\x01 controle.\n\nOutro\x1b documento.\n",
+    )
+    .unwrap();
     let output = dir.path().join("clean.txt");
     let err = ok(&[
         "clean-corpus",
@@ -1026,8 +1153,18 @@ fn tokenize_names_only_flags_it_accepts_for_invalid_utf8() {
     ]);
     assert!(err.contains("invalid UTF-8"), "{err}");
     let help = String::from_utf8(sovereign(&["tokenize", "--help"]).stdout).unwrap();
-    for flag in err.split_whitespace().filter(|w| w.starts_with("--")) {
-        let flag = flag.trim_end_matches(|c: char| !c.is_alphanumeric());
+    let flags: Vec<&str> = err
+        .match_indices("--")
+        .map(|(at, _)| {
+            let rest = &err[at..];
+            let end = rest[2..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .map_or(rest.len(), |e| e + 2);
+            &rest[..end]
+        })
+        .collect();
+    assert!(flags.contains(&"--lossy"), "{err}");
+    for flag in flags {
         assert!(help.contains(flag), "{flag} is not a tokenize flag: {err}");
     }
 }

@@ -64,16 +64,20 @@ pub fn max_relative_difference(a: &Path, b: &Path) -> f64 {
     worst
 }
 
-/// The loss of every step in a run's metrics.jsonl.
-pub fn losses(run: &Path) -> Vec<f64> {
+/// The value of `key` in every line of a run's metrics.jsonl.
+pub fn metrics_column(run: &Path, key: &str) -> Vec<serde_json::Value> {
     fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].take())
+        .collect()
+}
+
+/// The loss of every step in a run's metrics.jsonl.
+pub fn losses(run: &Path) -> Vec<f64> {
+    metrics_column(run, "loss")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
         .collect()
 }
 

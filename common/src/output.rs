@@ -321,26 +321,46 @@ mod tests {
         let mut file = AtomicFile::create(&link).unwrap();
         file.write_all(b"through the link").unwrap();
         file.commit().unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(
             fs::read(dir.path().join("real/target.txt")).unwrap(),
             b"through the link"
         );
     }
 
+    /// A character device node of its own in `dir` (`mknod`, as root), so that a regression
+    /// replaces that node and never the machine's; `/dev/NAME` where nodes cannot be made.
+    fn device(dir: &Path, name: &str, minor: &str) -> PathBuf {
+        let node = dir.join(name);
+        let made = std::process::Command::new("mknod")
+            .arg(&node)
+            .args(["c", "1", minor])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            node
+        } else {
+            Path::new("/dev").join(name)
+        }
+    }
+
     #[test]
     fn a_device_is_written_in_place_and_never_replaced() {
-        let mut file = AtomicFile::create(Path::new("/dev/null")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let null = device(dir.path(), "null", "3");
+        let mut file = AtomicFile::create(&null).unwrap();
         file.write_all(b"discarded").unwrap();
         file.commit().unwrap();
-        assert!(
-            fs::metadata("/dev/null")
-                .unwrap()
-                .file_type()
-                .is_char_device()
-        );
-        if Path::new("/dev/full").exists() {
-            let mut file = AtomicFile::create(Path::new("/dev/full")).unwrap();
+        assert!(fs::metadata(&null).unwrap().file_type().is_char_device());
+        let full = device(dir.path(), "full", "7");
+        if full.exists() {
+            let mut file = AtomicFile::create(&full).unwrap();
             let written = file.write_all(&[0u8; 4 << 20]).and_then(|()| file.flush());
             assert_eq!(
                 written.unwrap_err().raw_os_error(),
@@ -348,12 +368,7 @@ mod tests {
                 "ENOSPC from /dev/full"
             );
             drop(file);
-            assert!(
-                fs::metadata("/dev/full")
-                    .unwrap()
-                    .file_type()
-                    .is_char_device()
-            );
+            assert!(fs::metadata(&full).unwrap().file_type().is_char_device());
         }
     }
 

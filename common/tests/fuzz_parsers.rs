@@ -145,10 +145,7 @@ fn bz2(data: &[u8]) -> Vec<u8> {
 #[test]
 fn page_splitter_and_page_parser() {
     let seed = demo_dump();
-    let strategy = (
-        mutated(seed),
-        proptest::collection::vec(1usize..4096, 1..4),
-    );
+    let strategy = (mutated(seed), proptest::collection::vec(1usize..4096, 1..4));
     fuzz("page splitter + page parser", strategy, |(xml, sizes)| {
         let reader = Pieces {
             bytes: Cursor::new(xml),
@@ -210,7 +207,10 @@ fn tokenizer_json() {
         .into_iter()
         .map(|(w, n)| (w.to_string(), n))
         .collect();
-    let seed = Tokenizer::train(&counts, 300, 1).unwrap().to_json().into_bytes();
+    let seed = Tokenizer::train(&counts, 300, 1)
+        .unwrap()
+        .to_json()
+        .into_bytes();
     fuzz("tokenizer.json", mutated(seed), |bytes| {
         if let Ok(tokenizer) = Tokenizer::from_json(&String::from_utf8_lossy(&bytes)) {
             let ids = tokenizer.encode("olá mundo, 1998 \u{1F600}", false);
@@ -268,14 +268,18 @@ fn checkpoint_meta_json() {
         "config": serde_json::to_value(RunConfig::default()).unwrap(),
     })
     .to_string();
-    fuzz("checkpoint meta.json", mutated(seed.into_bytes()), |bytes| {
-        std::fs::write(dir.path().join("meta.json"), &bytes).unwrap();
-        if let Ok(meta) = read_meta(dir.path())
-            && let Ok(config) = serde_json::from_value::<RunConfig>(meta.config)
-        {
-            let _ = config.check();
-        }
-    });
+    fuzz(
+        "checkpoint meta.json",
+        mutated(seed.into_bytes()),
+        |bytes| {
+            std::fs::write(dir.path().join("meta.json"), &bytes).unwrap();
+            if let Ok(meta) = read_meta(dir.path())
+                && let Ok(config) = serde_json::from_value::<RunConfig>(meta.config)
+            {
+                let _ = config.check();
+            }
+        },
+    );
 }
 
 #[test]

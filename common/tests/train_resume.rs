@@ -123,7 +123,13 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
     names.sort();
     assert_eq!(
         names,
-        ["ckpt-000003", "ckpt-000004", "latest", "lock", "metrics.jsonl"]
+        [
+            "ckpt-000003",
+            "ckpt-000004",
+            "latest",
+            "lock",
+            "metrics.jsonl"
+        ]
     );
     let again = train::<A>(&config, &Default::default()).unwrap_err();
     assert!(again.contains("already holds a run"), "{again}");

@@ -142,7 +142,7 @@ pub fn clean_corpus(
                 return Err(PrepError::input_failed(
                     error,
                     out,
-                    options.keep_partial,
+                    Some(options.keep_partial),
                     written,
                     "documents",
                 ));

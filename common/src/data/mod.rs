@@ -87,22 +87,26 @@ pub fn refuse_empty_corpus(path: &std::path::Path) -> Result<(), PrepError> {
 
 impl PrepError {
     /// The error for an input that failed after `written` items went to `out`: the partial
-    /// output is kept as `<output>.partial` when `keep_partial`, otherwise removed.
+    /// output is kept as `<output>.partial` when `keep_partial` is `Some(true)`, otherwise
+    /// removed. `None` is for commands without a `--keep-partial` flag, whose message does not
+    /// suggest one.
     pub fn input_failed(
         error: io::Error,
         out: AtomicFile,
-        keep_partial: bool,
+        keep_partial: Option<bool>,
         written: u64,
         unit: &'static str,
     ) -> Self {
         let output = out.path().display().to_string();
-        let kept_note = if keep_partial {
-            match out.keep_partial() {
+        let kept_note = match keep_partial {
+            Some(true) => match out.keep_partial() {
                 Ok(path) => format!("they were kept in {}.", path.display()),
                 Err(e) => format!("keeping them failed: {e}."),
+            },
+            Some(false) => {
+                format!("{output} was not created (--keep-partial keeps them as {output}.partial).")
             }
-        } else {
-            format!("{output} was not created (--keep-partial keeps them as {output}.partial).")
+            None => format!("{output} was not created."),
         };
         PrepError::Input {
             error,

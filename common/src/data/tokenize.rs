@@ -229,7 +229,7 @@ impl TokenSink {
     /// The error for an input that broke after some documents: the outputs are dropped.
     pub fn abandon(self, error: std::io::Error) -> PrepError {
         let written = self.train.tokens;
-        PrepError::input_failed(error, self.train.file, false, written, "tokens")
+        PrepError::input_failed(error, self.train.file, None, written, "tokens")
     }
 
     /// Commits the outputs and their sidecars; `stats` gets the document and token counts.

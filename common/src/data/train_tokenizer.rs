@@ -78,12 +78,7 @@ pub fn count_corpus(
         loop {
             let batch = reader
                 .next_batch(16_384, 16 << 20)
-                .map_err(|error| PrepError::Input {
-                    error,
-                    written: 0,
-                    unit: "tokenizers",
-                    kept_note: "no tokenizer.json was written.".into(),
-                })?;
+                .map_err(|error| PrepError::Invalid(format!("{error}; nothing was written")))?;
             if batch.is_empty() {
                 break;
             }

@@ -117,7 +117,10 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
     let latest = run_dir.join(LATEST);
     match fs::read_to_string(&latest) {
         Ok(name) => Ok(run_dir.join(name.trim())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && run_dir.join("metrics.jsonl").exists() => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && run_dir.join("metrics.jsonl").exists() =>
+        {
             Err(format!(
                 "{} has no checkpoint yet: the run stopped before its first one, so there is \
                  nothing to resume; start it again with the same `sovereign train … --out {}`",
@@ -135,9 +138,9 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
 
 /// Points `latest` at `checkpoint` (a directory of `run_dir`).
 pub fn set_latest(run_dir: &Path, checkpoint: &Path) -> std::io::Result<()> {
-    let name = checkpoint
-        .file_name()
-        .ok_or_else(|| std::io::Error::other(format!("{} names no checkpoint", checkpoint.display())))?;
+    let name = checkpoint.file_name().ok_or_else(|| {
+        std::io::Error::other(format!("{} names no checkpoint", checkpoint.display()))
+    })?;
     let mut latest = AtomicFile::create(&run_dir.join(LATEST))?;
     latest.write_all(format!("{}\n", name.to_string_lossy()).as_bytes())?;
     latest.commit()
@@ -168,14 +171,11 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, String> {
         .map_err(|e| format!("{}: not a checkpoint's meta.json: {e}", meta_path.display()))
 }
 
-/// Checks `path` against the sha256 that meta.json records for `name`.
-fn check_file(meta: &CheckpointMeta, dir: &Path, name: &str) -> Result<(), String> {
-    let Some(sum) = meta.files.get(name) else {
-        return Ok(());
-    };
+/// Checks `dir/name` against the sha256 `sum` that meta.json records for it.
+fn check_file(dir: &Path, name: &str, sum: &str) -> Result<(), String> {
     let path = dir.join(name);
     let actual = sha256_file(&path)?;
-    if &actual != sum {
+    if actual != sum {
         return Err(format!(
             "{}: sha256 {actual} differs from meta.json's {sum}; the checkpoint is damaged",
             path.display()
@@ -187,30 +187,32 @@ fn check_file(meta: &CheckpointMeta, dir: &Path, name: &str) -> Result<(), Strin
 /// Reads a checkpoint's meta.json and checks every file it lists against its sha256.
 pub fn verify_checkpoint(dir: &Path) -> Result<CheckpointMeta, String> {
     let meta = read_meta(dir)?;
-    let mut names: Vec<&String> = meta.files.keys().collect();
-    names.sort();
-    for name in names {
-        check_file(&meta, dir, name)?;
+    let mut files: Vec<(&String, &String)> = meta.files.iter().collect();
+    files.sort();
+    for (name, sum) in files {
+        check_file(dir, name, sum)?;
     }
     Ok(meta)
 }
 
-/// Checks a weights file against the meta.json beside it, when it sits in a checkpoint
-/// directory (a safetensors file on its own has no checksum to check).
+/// Checks a weights file against the meta.json beside it when that is a checkpoint's meta.json
+/// that lists the file (a safetensors file on its own, or beside some other meta.json, has no
+/// checksum to check).
 pub fn verify_weights_file(path: &Path) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
-    if !dir.join("meta.json").exists() {
+    let Ok(text) = fs::read_to_string(dir.join("meta.json")) else {
         return Ok(());
-    }
+    };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let meta = read_meta(dir)?;
-    match name {
-        Some(name) => check_file(&meta, dir, &name),
+    let listed = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .zip(name)
+        .and_then(|(meta, name)| Some((meta["files"][&name].as_str()?.to_string(), name)));
+    match listed {
+        Some((sum, name)) => check_file(dir, &name, &sum),
         None => Ok(()),
     }
 }

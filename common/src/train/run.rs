@@ -16,15 +16,13 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{
     CheckpointMeta, load_checkpoint, read_meta, save_checkpoint, verify_weights_file,
 };
-use super::run_dir::{RunLock, roll_back};
 use super::optimizer::{AdamW, AdamWConfig};
+use super::run_dir::{RunLock, roll_back};
 use super::schedule::Schedule;
 use super::step::{StepReport, apply_step, step_gradients};
 use crate::collective::bucket::{WireDtype, flatten, unflatten};
 use crate::collective::ring::emulate_mean;
-use crate::data::dataset::{
-    SampleKey, Sidecar, Source, TokenDataset, Validation, sidecar_path,
-};
+use crate::data::dataset::{SampleKey, Sidecar, Source, TokenDataset, Validation, sidecar_path};
 use crate::model::config::ModelConfig;
 use crate::model::dropout::Dropout;
 use crate::model::generate::windows_loss;
@@ -140,7 +138,8 @@ impl RunConfig {
     /// Reads a run.toml (`source` names it in errors): unknown keys and values of the wrong type
     /// are refused, naming the line.
     pub fn from_toml(text: &str, source: &Path) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| format!("{}: not a valid run config: {e}", source.display()))
+        toml::from_str(text)
+            .map_err(|e| format!("{}: not a valid run config: {e}", source.display()))
     }
 
     /// The model shape for a vocabulary of `vocab`.
@@ -221,9 +220,8 @@ impl RunConfig {
     /// Every path made absolute, so that resume, generate and workers started elsewhere find
     /// the same files from any directory.
     pub fn absolute_paths(mut self) -> Result<Self, String> {
-        let absolute = |p: &PathBuf| {
-            std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))
-        };
+        let absolute =
+            |p: &PathBuf| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
         self.data = absolute(&self.data)?;
         self.out = absolute(&self.out)?;
         self.val_data = self.val_data.as_ref().map(absolute).transpose()?;

@@ -72,13 +72,7 @@ impl RunLock {
         }
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        writeln!(
-            file,
-            "host {} pid {}",
-            host_name(),
-            std::process::id()
-        )
-        .map_err(io)?;
+        writeln!(file, "host {} pid {}", host_name(), std::process::id()).map_err(io)?;
         let lock = Self { _file: file, path };
         lock.remove_stale_temps(run_dir)?;
         Ok(lock)

@@ -66,13 +66,16 @@ pub fn parse_hosts(text: &str) -> Result<Vec<Host>> {
                     }
                 },
                 Some(("devices", v)) => {
-                    devices = Some(v
-                        .split(',')
-                        .map(|d| d.trim().parse::<u32>())
-                        .collect::<Result<_, _>>()
-                        .map_err(|_| {
-                            anyhow::anyhow!("{n}: devices={v}: give GPU numbers as in devices=0,1")
-                        })?);
+                    devices = Some(
+                        v.split(',')
+                            .map(|d| d.trim().parse::<u32>())
+                            .collect::<Result<_, _>>()
+                            .map_err(|_| {
+                                anyhow::anyhow!(
+                                    "{n}: devices={v}: give GPU numbers as in devices=0,1"
+                                )
+                            })?,
+                    );
                 }
                 _ => bail!(
                     "{n}: {word:?} is not understood; a line reads `hostname slots=N [devices=0,1]`"
@@ -180,9 +183,6 @@ mod tests {
         let err = parse_hosts("a slots=1\nb slots=1\na slots=2\n")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.starts_with("3: a is already listed on line 1"),
-            "{err}"
-        );
+        assert!(err.starts_with("3: a is already listed on line 1"), "{err}");
     }
 }

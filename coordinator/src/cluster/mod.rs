@@ -105,13 +105,13 @@ pub fn train_cluster(
         steps: config.steps,
         collective: args.collective,
     };
-    let metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("cannot create {}", metrics_path.display()))?;
-    let service = Arc::new(CoordinatorService::new(token.clone(), world, plan, metrics));
-    service.restart(0, start, start_step);
+    let service = Arc::new(CoordinatorService::new(
+        token.clone(),
+        world,
+        plan,
+        open_metrics(&metrics_path)?,
+    ));
+    service.restart(0, start, start_step, open_metrics(&metrics_path)?);
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -224,7 +224,8 @@ async fn supervise(
                     .as_ref()
                     .map_or("the start".to_string(), |d| d.display().to_string())
             );
-            service.restart(generation, checkpoint.as_deref(), step);
+            let metrics = open_metrics(&config.out.join("metrics.jsonl"))?;
+            service.restart(generation, checkpoint.as_deref(), step, metrics);
             *children = launch.start()?;
             continue;
         }
@@ -289,7 +290,15 @@ async fn wait_for_exit(children: &mut [Worker]) -> Result<()> {
 }
 
 /// The step a checkpoint directory was taken at (from its meta.json).
+/// metrics.jsonl opened for appending; opened again after each rollback, which replaces the file.
+fn open_metrics(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
 fn checkpoint_step(dir: &Path) -> Result<u64> {
     Ok(read_meta(dir).map_err(anyhow::Error::msg)?.step)
 }
-

@@ -140,8 +140,9 @@ impl CoordinatorService {
         self.progress.subscribe()
     }
 
-    /// Starts generation `generation`, continuing from `checkpoint` (at `step`) or from scratch.
-    pub fn restart(&self, generation: u32, checkpoint: Option<&Path>, step: u64) {
+    /// Starts generation `generation`, continuing from `checkpoint` (at `step`) or from scratch;
+    /// its metrics lines go to `metrics` (reopened, since a rollback replaces the file).
+    pub fn restart(&self, generation: u32, checkpoint: Option<&Path>, step: u64, metrics: File) {
         if let Ok(mut group) = self.group.lock() {
             *group = Group {
                 generation,
@@ -151,6 +152,7 @@ impl CoordinatorService {
         }
         if let Ok(mut reports) = self.reports.lock() {
             reports.pending.clear();
+            reports.metrics = metrics;
         }
         self.highest.store(step, Ordering::SeqCst);
         self.progress.send_replace(step);

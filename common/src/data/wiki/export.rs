@@ -19,10 +19,19 @@ pub const END: &[u8] = b"</mediawiki>";
 /// What the first bytes of a file that is not an export look like, for the error message.
 fn describe(head: &[u8]) -> String {
     let magic: [(&[u8], &str); 6] = [
-        (&[0x1f, 0x8b], "gzip-compressed data (decompress it, or use the .xml.bz2 dump)"),
+        (
+            &[0x1f, 0x8b],
+            "gzip-compressed data (decompress it, or use the .xml.bz2 dump)",
+        ),
         (b"PK\x03\x04", "a zip archive"),
-        (&[0xFD, b'7', b'z', b'X', b'Z'], "xz-compressed data (decompress it first)"),
-        (&[0x28, 0xB5, 0x2F, 0xFD], "zstd-compressed data (decompress it first)"),
+        (
+            &[0xFD, b'7', b'z', b'X', b'Z'],
+            "xz-compressed data (decompress it first)",
+        ),
+        (
+            &[0x28, 0xB5, 0x2F, 0xFD],
+            "zstd-compressed data (decompress it first)",
+        ),
         (b"7z\xBC\xAF", "a 7-Zip archive (extract it first)"),
         (b"BZh", "bz2 data that does not decode to XML"),
     ];
@@ -77,7 +86,10 @@ fn skip_prolog(mut head: &[u8]) -> &[u8] {
 
 /// Reads the first bytes of `xml` and refuses anything but a MediaWiki export; returns a reader
 /// of the same bytes from the start.
-pub fn check_start<R: Read>(mut xml: R, path: &Path) -> io::Result<io::Chain<io::Cursor<Vec<u8>>, R>> {
+pub fn check_start<R: Read>(
+    mut xml: R,
+    path: &Path,
+) -> io::Result<io::Chain<io::Cursor<Vec<u8>>, R>> {
     let mut head = vec![0u8; HEAD_BYTES];
     let mut filled = 0;
     while filled < head.len() {
@@ -155,22 +167,35 @@ mod tests {
 
     #[test]
     fn an_export_passes_through_whole() {
-        let xml = b"<?xml version=\"1.0\"?>\n<!-- c -->\n<mediawiki xmlns=\"x\"><page/></mediawiki>";
+        let xml =
+            b"<?xml version=\"1.0\"?>\n<!-- c -->\n<mediawiki xmlns=\"x\"><page/></mediawiki>";
         assert_eq!(check(xml).unwrap(), xml);
     }
 
     #[test]
     fn other_inputs_are_named() {
-        let utf16: Vec<u8> = "<mediawiki>".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let utf16: Vec<u8> = "<mediawiki>"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
         for (input, found) in [
             (&b""[..], "found an empty file"),
             (&[0x1f, 0x8b, 8, 0, 0][..], "found gzip-compressed data"),
-            (b"Ol\xc3\xa1, isto \xc3\xa9 texto.\n", "found text that starts \"Olá, isto é texto.\""),
+            (
+                b"Ol\xc3\xa1, isto \xc3\xa9 texto.\n",
+                "found text that starts \"Olá, isto é texto.\"",
+            ),
             (&utf16, "found UTF-16 text without a byte-order mark"),
-            (&[0x00, 0xff, 0x10, 0x80, 0x01, 0x02, 0x03, 0x04, 0x05][..], "found binary data (first bytes 00 ff 10 80"),
+            (
+                &[0x00, 0xff, 0x10, 0x80, 0x01, 0x02, 0x03, 0x04, 0x05][..],
+                "found binary data (first bytes 00 ff 10 80",
+            ),
         ] {
             let err = check(input).unwrap_err();
-            assert!(err.starts_with("dump.xml is not a MediaWiki XML export"), "{err}");
+            assert!(
+                err.starts_with("dump.xml is not a MediaWiki XML export"),
+                "{err}"
+            );
             assert!(err.contains(found), "{err}");
         }
     }

@@ -297,7 +297,13 @@ impl CorpusSink {
     /// The error for an input that broke part-way: the partial corpus is dropped, or kept as
     /// `<output>.partial` with `keep_partial`.
     pub fn abandon(self, error: io::Error, keep_partial: bool) -> PrepError {
-        PrepError::input_failed(error, self.out, keep_partial, self.stats.kept, "pages")
+        PrepError::input_failed(
+            error,
+            self.out,
+            Some(keep_partial),
+            self.stats.kept,
+            "pages",
+        )
     }
 }
 
