@@ -10,12 +10,17 @@ cd "$(dirname "$0")/.."
 MINUTES=${1:-10}
 CASES=${2:-2000}
 ROUND_LIMIT_S=600
-MEMORY_LIMIT_KB=$((4 * 1024 * 1024))
+MEMORY_LIMIT_KB=$((8 * 1024 * 1024))
 LOG=$(mktemp /tmp/sovereign-fuzz.XXXXXX)
 trap 'rm -f "$LOG"' EXIT
 
-cargo test -q -p sovereign-common --test fuzz_parsers --no-run
-cargo test -q -p sovereign-coordinator --no-run
+# The test executables, built once: the rounds run them directly, so nothing is compiled under
+# the limits (and editing the sources meanwhile changes nothing).
+executable() { cargo test "$@" --no-run 2>&1 | sed -n 's/.*Executable .* (\(.*\))$/\1/p' | tail -1; }
+PARSERS=$(executable -p sovereign-common --test fuzz_parsers)
+HOSTS=$(executable -p sovereign-coordinator --bin sovereign)
+[ -x "$PARSERS" ] && [ -x "$HOSTS" ] || { echo "could not build the fuzz tests"; exit 1; }
+export CARGO_MANIFEST_DIR=$PWD/common
 end=$(( $(date +%s) + MINUTES * 60 ))
 rounds=0
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -23,10 +28,8 @@ while [ "$(date +%s)" -lt "$end" ]; do
   (
     ulimit -v "$MEMORY_LIMIT_KB"
     export SOVEREIGN_FUZZ_CASES=$CASES
-    timeout "$ROUND_LIMIT_S" cargo test -q -p sovereign-common --test fuzz_parsers \
-      -- --nocapture --test-threads 2
-    timeout "$ROUND_LIMIT_S" cargo test -q -p sovereign-coordinator fuzz_hosts_file \
-      -- --nocapture
+    timeout "$ROUND_LIMIT_S" "$PARSERS" --nocapture --test-threads 2
+    timeout "$ROUND_LIMIT_S" "$HOSTS" fuzz_hosts_file --nocapture
   ) >>"$LOG" 2>&1 || { echo "round $rounds failed (panic, hang or memory):"; tail -40 "$LOG"; exit 1; }
   # The hosts test counts its cases through proptest; one passing round ran CASES of them.
   echo "fuzz hosts file: $CASES cases" >>"$LOG"

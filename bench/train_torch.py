@@ -1,4 +1,4 @@
-"""PyTorch side of bench/train.sh: the same RWKV-7 (DESIGN §4), batch and T, on CPU.
+"""PyTorch side of bench/train.sh: the same RWKV-7 (docs/model.md), batch and T, on CPU.
 
 Usage: train_torch.py step LAYERS EMBD VOCAB T B STEPS | matmul N
 Prints one JSON object. The WKV recurrence runs step by step in autograd (PyTorch has no CPU

@@ -556,6 +556,10 @@ fn bad_settings_are_refused_before_any_work() {
         ),
         (vec!["--seq-len", "99984"], "needs windows of 99985 tokens"),
         (
+            vec!["--seq-len", "1312", "--micro-bsz", "64"],
+            "--micro-bsz 64 needs as many different windows of 1313 tokens",
+        ),
+        (
             vec!["--wire-dtype", "f16"],
             "invalid value 'f16' for '--wire-dtype",
         ),
@@ -739,7 +743,7 @@ fn the_sidecar_checksum_tokenizer_eos_and_vocabulary_are_checked() {
     edit("eos_id", 4.into());
     let err = refused(&strs(&train_args(&data, &dir.path().join("r3"), "4")));
     assert!(
-        err.contains("eos_id 4 differs from the [EOS] id Some(3)"),
+        err.contains("eos_id 4 differs from the [EOS] id (3)"),
         "{err}"
     );
 
@@ -865,6 +869,14 @@ fn a_run_that_failed_before_its_first_checkpoint_is_no_dead_end() {
     assert_eq!(metrics_steps(&out), [1, 2]);
     assert!(!out.join(".ckpt-000002.tmp-4999999").exists());
     assert!(!out.join(".latest.tmp-4999999").exists());
+    // Killed between its first checkpoint and `latest`: the checkpoint is whole and is kept.
+    fs::remove_file(out.join("latest")).unwrap();
+    let err = refused(&strs(&train_args(&data, &out, "2")));
+    assert!(err.contains("already holds a run"), "{err}");
+    let err = refused(&["resume", "--run", path_str(&out)]);
+    assert!(err.contains("latest is missing; continuing from"), "{err}");
+    assert!(err.contains("ckpt-000002"), "{err}");
+    assert!(err.contains("no steps left"), "{err}");
 }
 
 // 7. Checkpoints verified wherever they are read.

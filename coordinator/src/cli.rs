@@ -1,4 +1,4 @@
-//! The command-line interface: every subcommand of DESIGN §1 and its flags.
+//! The command-line interface: every subcommand of docs/cli.md and its flags.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `sovereign`: one command line for the whole pipeline (DESIGN §1). Each subcommand lives in
+//! `sovereign`: one command line for the whole pipeline (docs/cli.md). Each subcommand lives in
 //! `commands/`; the library work is in `sovereign-common`.
 
 mod cli;

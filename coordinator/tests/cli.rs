@@ -1,4 +1,4 @@
-//! The `sovereign` command line: every DESIGN §1 subcommand is listed with help text.
+//! The `sovereign` command line: every docs/cli.md subcommand is listed with help text.
 
 use std::process::Command;
 

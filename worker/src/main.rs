@@ -1,5 +1,5 @@
 //! `sovereign-worker`: joins a coordinator, receives its rank and plan, trains its shard of the
-//! data and averages gradients with its ring neighbours over gRPC (DESIGN §6); or, when the
+//! data and averages gradients with its ring neighbours over gRPC (docs/distributed.md); or, when the
 //! coordinator runs a data-prep job, pulls and runs its map tasks ([`prep`]).
 //!
 //! The tokio runtime serves the Peer service and talks to the coordinator; training runs on a

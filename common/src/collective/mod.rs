@@ -3,7 +3,7 @@
 //! [`ring::RingTransport`] (gRPC streams between worker processes, or in-process channels
 //! ([`local`]) for tests and emulation), or NCCL between GPUs (`nccl`, with `--features nccl`).
 //!
-//! Sockets live elsewhere (DESIGN §2): this module only moves byte chunks through the transport
+//! Sockets live elsewhere (docs/design.md): this module only moves byte chunks through the transport
 //! it is given.
 
 pub mod bucket;

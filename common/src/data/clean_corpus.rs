@@ -1,7 +1,7 @@
 //! `clean-corpus`: runs the markup cleaner and the normalizer over a corpus, drops exact-duplicate
 //! paragraphs and paragraphs under a minimum length, and reports what it dropped and why.
 //!
-//! The input is DESIGN §3 corpus text (documents separated by a blank line, a paragraph per
+//! The input is docs/formats.md corpus text (documents separated by a blank line, a paragraph per
 //! line), or one document per line with `line_docs`. Documents are cleaned in parallel batches;
 //! deduplication and writing run in input order, so the output does not depend on the thread
 //! count. Duplicate detection keeps a 64-bit hash per distinct paragraph, up to a memory budget.

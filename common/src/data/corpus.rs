@@ -1,4 +1,4 @@
-//! Reading corpus text (DESIGN §3) as documents, streaming: documents are separated by blank
+//! Reading corpus text (docs/formats.md) as documents, streaming: documents are separated by blank
 //! lines (a document's paragraphs on consecutive lines, joined by `\n`), or each line is a
 //! document with `line_docs`.
 

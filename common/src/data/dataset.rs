@@ -20,7 +20,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Bytes checked per piece (and between progress updates).
 const CHECK_PIECE: usize = 8 << 20;
 
-/// `train.bin.json`: what a token file holds (DESIGN §3).
+/// `train.bin.json`: what a token file holds (docs/formats.md).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sidecar {
     /// Sidecar format version.
@@ -298,8 +298,10 @@ impl TokenDataset {
             ));
         }
         if eos_id != Some(u32::from(meta.eos_id)) {
+            let tokenizer_eos = eos_id.map_or("none".to_string(), |id| id.to_string());
             return Err(format!(
-                "{}: eos_id {} differs from the [EOS] id {eos_id:?} of {}",
+                "{}: eos_id {} differs from the [EOS] id ({tokenizer_eos}) of {}; the data was \
+                 made with another tokenizer",
                 sidecar_path(&self.path).display(),
                 meta.eos_id,
                 path.display()

@@ -1,5 +1,5 @@
 //! RWKV-7 (x070) model shapes: the named sizes, the LoRA dimensions and the parameter count of
-//! DESIGN §4.
+//! docs/model.md.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Dropout on the residual branches (DESIGN §4): in training, each element of every block's
+//! Dropout on the residual branches (docs/model.md): in training, each element of every block's
 //! time-mix and channel-mix output is kept with probability 1 − rate and scaled by
 //! 1 / (1 − rate), or zeroed. Evaluation and generation never drop.
 //!

@@ -1,4 +1,4 @@
-//! Initialization exactly as DESIGN §4 (RWKV-LM x070 `train_temp`): the layer-dependent mix and
+//! Initialization exactly as docs/model.md (RWKV-LM x070 `train_temp`): the layer-dependent mix and
 //! decay curves, zeros and orthogonal matrices with the reference gains. Random numbers come from
 //! the run's seed alone (SplitMix64 → Box–Muller, computed in f64 on the CPU), so the same seed
 //! gives the same weights on any backend.

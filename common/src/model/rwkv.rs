@@ -1,6 +1,6 @@
 //! The RWKV-7 (x070) network in Burn, parameter for parameter as RWKV-LM names and shapes them
 //! (Linear weights `[out, in]`, LoRA matrices `[in, out]`, mix vectors `[C]` here where RWKV-LM
-//! stores `[1, 1, C]`), and its sequence forward. The equations are DESIGN §4's.
+//! stores `[1, 1, C]`), and its sequence forward. The equations are docs/model.md's.
 
 use burn::module::{Module, Param};
 use burn::prelude::*;

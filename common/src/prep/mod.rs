@@ -1,4 +1,4 @@
-//! Distributed data preparation (DESIGN §7): the map tasks a worker runs on a byte range of a
+//! Distributed data preparation (docs/distributed.md): the map tasks a worker runs on a byte range of a
 //! corpus or dump, the compact encodings their results travel in, and the reduce steps that fold
 //! them, in corpus order, into the very files the single-process stages write. Nothing here
 //! touches the network: the coordinator hands out ranges and the worker moves bytes.

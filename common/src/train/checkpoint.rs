@@ -1,4 +1,4 @@
-//! Checkpoints (DESIGN §3): a directory `ckpt-<step>/` holding `model.safetensors` (RWKV-LM
+//! Checkpoints (docs/formats.md): a directory `ckpt-<step>/` holding `model.safetensors` (RWKV-LM
 //! names and shapes), `optimizer.safetensors` (AdamW's moments as `<name>.exp_avg` and
 //! `<name>.exp_avg_sq`) and `meta.json`. It is written under a temporary name, fsynced and
 //! renamed; `latest` then names it. A killed run leaves every earlier checkpoint whole.
@@ -117,6 +117,18 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
     let latest = run_dir.join(LATEST);
     match fs::read_to_string(&latest) {
         Ok(name) => Ok(run_dir.join(name.trim())),
+        // Killed between a checkpoint's rename and `latest`: that checkpoint is whole.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && let Some(whole) = newest_whole_checkpoint(run_dir) =>
+        {
+            tracing::warn!(
+                "{} is missing; continuing from {}",
+                latest.display(),
+                whole.display()
+            );
+            Ok(whole)
+        }
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 && run_dir.join("metrics.jsonl").exists() =>
@@ -160,7 +172,8 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, String> {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
-                "{} is missing: {} is not a whole checkpoint (a checkpoint directory holds                  model.safetensors, optimizer.safetensors and meta.json)",
+                "{} is missing: {} is not a whole checkpoint (a checkpoint directory holds \
+                 model.safetensors, optimizer.safetensors and meta.json)",
                 meta_path.display(),
                 dir.display()
             ));

@@ -1,4 +1,4 @@
-//! One rank of a data-parallel run (DESIGN §5): the same step as a single process, with the
+//! One rank of a data-parallel run (docs/distributed.md): the same step as a single process, with the
 //! gradients averaged over the ranks between backward and the optimizer, so every rank applies
 //! the same update and the replicas stay bit-identical. The collective and the reporting are the
 //! caller's: the worker passes the gRPC ring (or NCCL) and a report RPC; tests pass an

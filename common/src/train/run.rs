@@ -179,9 +179,13 @@ impl RunConfig {
             return Err("--emulate-world must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
+            let why = if self.lr < 0.0 {
+                " (a negative rate would train by gradient ascent)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "--lr {} must be a positive finite number (a negative rate would train by \
-                 gradient ascent)",
+                "--lr {} must be a positive finite number{why}",
                 self.lr
             ));
         }
@@ -259,6 +263,18 @@ impl RunConfig {
                 file.check_tokenizer(tokenizer_path, tokenizer.eos_id())?;
             }
             let shard = file.shard(0, *world)?;
+            let windows = shard.tokens().saturating_sub(self.seq_len as u64);
+            if windows > 0 && windows < self.micro_bsz as u64 {
+                return Err(format!(
+                    "--micro-bsz {} needs as many different windows of {} tokens, but {} holds \
+                     only {windows} per rank in a world of {}: lower --micro-bsz or --seq-len, or \
+                     use more data",
+                    self.micro_bsz,
+                    self.seq_len + 1,
+                    path.display(),
+                    world
+                ));
+            }
             if shard.tokens() <= self.seq_len as u64 {
                 return Err(format!(
                     "--seq-len {} needs windows of {} tokens, but {} holds {} tokens per rank in \
@@ -319,7 +335,9 @@ pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<
 /// is refused (resume it instead); the metrics of an attempt that stopped before its first
 /// checkpoint are cleared, so a failed start is never a dead end.
 pub fn start_fresh(run_dir: &Path) -> Result<(), String> {
-    if run_dir.join(super::checkpoint::LATEST).exists() {
+    let has_checkpoint = run_dir.join(super::checkpoint::LATEST).exists()
+        || super::checkpoint::newest_whole_checkpoint(run_dir).is_some();
+    if has_checkpoint {
         return Err(format!(
             "{} already holds a run; use `sovereign resume --run {}` or another --out",
             run_dir.display(),
@@ -518,7 +536,7 @@ impl RunConfig {
     }
 }
 
-/// AdamW as the run config sets it (weight decay; the rest DESIGN §4's defaults).
+/// AdamW as the run config sets it (weight decay; the rest docs/model.md's defaults).
 pub fn adam_config(config: &RunConfig) -> AdamWConfig {
     AdamWConfig {
         weight_decay: config.weight_decay,
@@ -589,7 +607,7 @@ fn world_step<A: TrainBackend>(
 }
 
 /// Rank `rank`'s micro-batches of `step` in a world of `world`: `accum` batches of `micro_bsz`
-/// windows drawn from its shard (DESIGN §5).
+/// windows drawn from its shard (docs/distributed.md).
 pub fn rank_windows(
     config: &RunConfig,
     data: &TokenDataset,

@@ -1,4 +1,4 @@
-//! The hosts file (DESIGN §3, DeepSpeed's form): one host per line, `hostname slots=N`, with an
+//! The hosts file (docs/formats.md, DeepSpeed's form): one host per line, `hostname slots=N`, with an
 //! optional `devices=0,1,…`; `#` starts a comment. Errors name the file and line.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! `sovereign train --hosts FILE`: the coordinator of a data-parallel run (DESIGN §5–6). It reads
+//! `sovereign train --hosts FILE`: the coordinator of a data-parallel run (docs/distributed.md). It reads
 //! the hosts file, writes the run's token, serves the Coordinator service, starts the workers
 //! (local processes, or waits for workers started elsewhere with `--launcher none`), shards
 //! train.bin among the ranks, and writes metrics.jsonl from their reports; rank 0 writes the

@@ -1,5 +1,5 @@
 //! Data-prep stages spread over workers (`train-tokenizer`, `tokenize`, `process-wiki` with
-//! `--hosts`, DESIGN §7): the coordinator cuts the inputs into byte ranges, serves them as map
+//! `--hosts`, docs/distributed.md): the coordinator cuts the inputs into byte ranges, serves them as map
 //! tasks to the workers of the hosts file (started as for training: local processes, ssh, or
 //! dialling in), and folds their results, in input order, into the same output a single process
 //! writes. A worker that dies or stalls loses nothing: its tasks go to the others.

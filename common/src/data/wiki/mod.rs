@@ -40,7 +40,7 @@ const QUEUE_BATCHES: usize = 4;
 /// The corpus layout to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
-    /// DESIGN §3 corpus text: paragraphs on consecutive lines, documents separated by a blank line.
+    /// docs/formats.md corpus text: paragraphs on consecutive lines, documents separated by a blank line.
     Text,
     /// One JSON object per line: `{"id", "title", "text"}`.
     Jsonl,

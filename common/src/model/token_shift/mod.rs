@@ -1,6 +1,6 @@
 //! The token shift with its mix, as one operation: `x + (shift(x) - x)·μ`, where `shift(x)` is the
 //! sequence moved one step later with `prev` (the last input of the previous call) in front
-//! (DESIGN §4). The time mix takes six of these from one `x`, the channel mix one.
+//! (docs/model.md). The time mix takes six of these from one `x`, the channel mix one.
 //!
 //! In tensor ops this is a concatenation, a slice, a subtraction, a broadcast product and a sum,
 //! each with its backward; on the CPU it is one pass each way.

@@ -6,7 +6,7 @@
 //! S_t = S_{t-1} diag(w_t) + (S_{t-1} a_t) b_t^T + v_t k_t^T        y_t = S_t r_t
 //! ```
 //!
-//! which is DESIGN §4's update with the official kernel's naming: `a = -κ`, `b = κ * a_rwkv`.
+//! which is docs/model.md's update with the official kernel's naming: `a = -κ`, `b = κ * a_rwkv`.
 //! Built from tensor ops, autodiff would keep every step's `S` (T × N² floats per head). This
 //! operation instead keeps a snapshot of `S` at the start of every chunk of [`CHUNK`] steps, and
 //! its backward recomputes the chunk's states from the snapshot, as the official CUDA kernel
@@ -44,7 +44,7 @@ use crate::model::config::HEAD_SIZE as N;
 /// Time steps per chunk: the backward keeps one state snapshot per chunk.
 pub const CHUNK: usize = 16;
 
-/// `e^{-1/2}`: the decay is `exp(-DECAY_SCALE · σ(w_logit))`, in (0.545, 1) (DESIGN §4).
+/// `e^{-1/2}`: the decay is `exp(-DECAY_SCALE · σ(w_logit))`, in (0.545, 1) (docs/model.md).
 pub const DECAY_SCALE: f64 = 0.606_530_659_712_633_4;
 
 /// Below this norm the removal key is divided by it instead (PyTorch's `normalize` eps).

@@ -1,5 +1,5 @@
 //! What the time mix makes of the WKV output, as one operation: a GroupNorm per head with the
-//! affine of `ln_x`, plus the bonus `(Σ_head r·k·r_k)·v`, times the gate `g` (DESIGN §4):
+//! affine of `ln_x`, plus the bonus `(Σ_head r·k·r_k)·v`, times the gate `g` (docs/model.md):
 //!
 //! ```text
 //! out = (GN(y)·weight + bias + (Σ_n r_n k_n r_k[h, n])·v) · g        per head h of every row
