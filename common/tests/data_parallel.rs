@@ -83,12 +83,17 @@ fn ring_replicas_match_the_emulated_world() {
             })
         })
         .collect();
-    let last = handles
+    // Every rank is joined, so a failed assertion on any of them fails the test.
+    let lasts: Vec<Option<std::path::PathBuf>> = handles
         .into_iter()
-        .map(|h| h.join().unwrap())
-        .next()
-        .flatten()
-        .unwrap();
+        .enumerate()
+        .map(|(rank, h)| {
+            h.join()
+                .unwrap_or_else(|_| panic!("rank {rank}'s thread failed"))
+        })
+        .collect();
+    assert_eq!(lasts.len(), world as usize);
+    let last = lasts[0].clone().unwrap();
     let ours = TensorFile::read(&last.join("model.safetensors")).unwrap();
     // Per parameter tensor, ‖Δ‖ / ‖w‖; the float sums differ in order only.
     let mut worst = 0f64;
