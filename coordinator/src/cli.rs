@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sovereign_common::train::settings::RunFlags;
 use sovereign_proto::transport::TlsArgs;
 
 /// Sovereign turns a Wikipedia dump (or any UTF-8 corpus) into a trained RWKV-7 language model.
@@ -227,107 +228,21 @@ pub struct TokenizeArgs {
     pub cluster: PrepClusterArgs,
 }
 
-/// Flags of train; each is also a run.toml field.
+/// Flags of train: the run settings (each also a run.toml field), the device and the cluster.
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
-    /// A TOML file of run settings; flags override it.
+    /// A TOML file of run settings (the flags' names with underscores); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// train.bin (u16 ids; its sidecar gives the vocabulary).
-    #[arg(long, value_name = "FILE")]
-    pub data: Option<PathBuf>,
-    /// val.bin for evaluation.
-    #[arg(long, value_name = "FILE")]
-    pub val_data: Option<PathBuf>,
-    /// The tokenizer.json of the data (gives the vocabulary of a bare .bin).
-    #[arg(long, value_name = "FILE")]
-    pub tokenizer: Option<PathBuf>,
-    /// Model size: micro (L8 C128), mini (L16 C192) or 85m (L12 C576).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Layers (with --embd, instead of --model).
-    #[arg(long)]
-    pub layers: Option<usize>,
-    /// Width, a multiple of 64 (with --layers).
-    #[arg(long)]
-    pub embd: Option<usize>,
-    /// Tokens per sequence, a multiple of 16.
-    #[arg(long)]
-    pub seq_len: Option<usize>,
-    /// Sequences per micro-batch.
-    #[arg(long)]
-    pub micro_bsz: Option<usize>,
-    /// Micro-batches per optimizer step.
-    #[arg(long)]
-    pub accum: Option<usize>,
-    /// Optimizer steps.
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Peak learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Final learning rate of the cosine.
-    #[arg(long)]
-    pub min_lr: Option<f64>,
-    /// Warmup steps, at most --steps [default: 100, or --steps when shorter].
-    #[arg(long)]
-    pub warmup: Option<u64>,
-    /// Weight decay of the 2-D .weight matrices.
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Seed of the initialization and the sampling.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Steps between checkpoints.
-    #[arg(long)]
-    pub checkpoint_every: Option<u64>,
-    /// Steps between evaluations on --val-data.
-    #[arg(long)]
-    pub eval_every: Option<u64>,
-    /// Checkpoints kept (0: all).
-    #[arg(long)]
-    pub keep: Option<usize>,
-    /// The run directory.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub out: Option<PathBuf>,
+    /// The run settings.
+    #[command(flatten)]
+    pub settings: RunFlags,
     /// Device: cpu, cuda:N or wgpu:N (GPU backends need a build with --features cuda or wgpu).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
-    #[arg(long, value_name = "FILE")]
-    pub init_from: Option<PathBuf>,
-    /// Reproduce a run of N data-parallel workers in this one process: every step takes each
-    /// rank's micro-batches from that rank's shard, in rank order, and averages all of them.
-    #[arg(long, value_name = "N")]
-    pub emulate_world: Option<u32>,
     /// Distributed training.
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Gradients on the wire with --hosts: f32, or bf16 for half the traffic (--emulate-world
-    /// rounds the same way).
-    #[arg(long, value_enum)]
-    pub wire_dtype: Option<WireDtypeArg>,
-    /// Dropout rate on each block's two residual branches in training (0 by default, as in the
-    /// reference); evaluation and generation never drop.
-    #[arg(long, value_name = "P")]
-    pub dropout: Option<f64>,
-    /// Recompute element-wise activations in the backward instead of keeping them: about a
-    /// third less memory on large batches, 5–15% slower, the same weights.
-    #[arg(long)]
-    pub activation_checkpointing: bool,
-    /// Skip the sha256 check of --data and --val-data against their sidecars at the start (every
-    /// id is still checked against the vocabulary).
-    #[arg(long)]
-    pub skip_checksum: bool,
-}
-
-/// How gradients travel between workers.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WireDtypeArg {
-    /// 4 bytes per value, exact.
-    F32,
-    /// bfloat16: half the traffic.
-    Bf16,
 }
 
 /// Distributed training: where the workers are and how the coordinator runs them.

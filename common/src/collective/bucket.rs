@@ -12,7 +12,17 @@ use crate::train::optimizer::Gradients;
 pub const BUCKET_BYTES: usize = 25 << 20;
 
 /// How gradients travel between workers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum WireDtype {
     /// 4 bytes per value, exact.

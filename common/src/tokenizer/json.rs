@@ -100,9 +100,22 @@ pub fn from_json(text: &str) -> Result<TokenizerSpec, String> {
         return Err("normalizer is set; only tokenizers without a normalizer are supported".into());
     }
     // Each of these would change the ids HuggingFace produces (added, cut or padded sequences),
-    // so Sovereign's ids would no longer be the same.
+    // so Sovereign's ids would no longer be the same. A ByteLevel post-processor only trims
+    // offsets, so it (alone, or in a Sequence) is accepted.
+    let offsets_only = |p: &Value| p["type"] == "ByteLevel";
+    let post = field("/post_processor");
+    let post_keeps_ids = post.is_null()
+        || offsets_only(post)
+        || (post["type"] == "Sequence"
+            && post["processors"]
+                .as_array()
+                .is_some_and(|all| all.iter().all(offsets_only)));
     for name in ["post_processor", "truncation", "padding"] {
-        if !field(&format!("/{name}")).is_null() {
+        let set = match name {
+            "post_processor" => !post_keeps_ids,
+            _ => !field(&format!("/{name}")).is_null(),
+        };
+        if set {
             return Err(format!(
                 "{name} is set ({}); it would change the ids, so only null is supported: remove \
                  it from the tokenizer.json",

@@ -393,4 +393,24 @@ mod tests {
                 .contains("model.type")
         );
     }
+
+    #[test]
+    fn only_post_processors_that_keep_the_ids_are_accepted() {
+        let tok = trained();
+        let value: serde_json::Value = serde_json::from_str(&tok.to_json()).unwrap();
+        let with = |field: &str, setting: serde_json::Value| {
+            let mut changed = value.clone();
+            changed[field] = setting;
+            json::from_json(&changed.to_string())
+        };
+        let byte_level = serde_json::json!({"type": "ByteLevel", "trim_offsets": false});
+        assert!(with("post_processor", byte_level.clone()).is_ok());
+        let sequence = serde_json::json!({"type": "Sequence", "processors": [byte_level]});
+        assert!(with("post_processor", sequence).is_ok());
+        let template = serde_json::json!({"type": "TemplateProcessing", "single": []});
+        let err = with("post_processor", template).unwrap_err();
+        assert!(err.starts_with("post_processor is set"), "{err}");
+        let err = with("truncation", serde_json::json!({"max_length": 8})).unwrap_err();
+        assert!(err.starts_with("truncation is set"), "{err}");
+    }
 }

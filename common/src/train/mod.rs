@@ -9,4 +9,5 @@ pub mod replica;
 pub mod run;
 pub mod run_dir;
 pub mod schedule;
+pub mod settings;
 pub mod step;

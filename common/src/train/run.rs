@@ -20,7 +20,7 @@ use super::optimizer::{AdamW, AdamWConfig};
 use super::run_dir::{RunLock, roll_back};
 use super::schedule::Schedule;
 use super::step::{StepReport, apply_step, step_gradients};
-use crate::collective::bucket::{WireDtype, flatten, unflatten};
+use crate::collective::bucket::{flatten, unflatten};
 use crate::collective::ring::emulate_mean;
 use crate::data::dataset::{SampleKey, Sidecar, Source, TokenDataset, Validation, sidecar_path};
 use crate::model::config::ModelConfig;
@@ -31,117 +31,9 @@ use crate::model::rwkv::Rwkv;
 use crate::model::weights::{TensorFile, load_rwkv};
 use crate::output::AtomicFile;
 
-/// Warmup steps when none are set (fewer when the run is shorter).
-pub const DEFAULT_WARMUP: u64 = 100;
-
-/// Everything a training run needs; every field is also a CLI flag.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunConfig {
-    /// train.bin (u16 ids).
-    pub data: PathBuf,
-    /// val.bin for evaluation, if any.
-    pub val_data: Option<PathBuf>,
-    /// The vocabulary size when the data has no sidecar (a bare .bin).
-    pub vocab: Option<u32>,
-    /// The tokenizer.json the data was made with; gives the vocabulary size of a bare .bin.
-    pub tokenizer: Option<PathBuf>,
-    /// Named size: micro, mini or 85m (ignored when `layers` and `embd` are set).
-    pub model: String,
-    /// Layers, overriding the named size.
-    pub layers: Option<usize>,
-    /// Width, overriding the named size.
-    pub embd: Option<usize>,
-    /// Tokens per sequence (a multiple of 16).
-    pub seq_len: usize,
-    /// Sequences per micro-batch.
-    pub micro_bsz: usize,
-    /// Micro-batches per step (gradient accumulation).
-    pub accum: usize,
-    /// Optimizer steps.
-    pub steps: u64,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Final learning rate.
-    pub min_lr: f64,
-    /// Warmup steps (unset: [`DEFAULT_WARMUP`], or the whole run when it is shorter).
-    pub warmup: Option<u64>,
-    /// Weight decay on 2-D .weight matrices.
-    pub weight_decay: f64,
-    /// Seed of the initialization and the sampling.
-    pub seed: u64,
-    /// Steps between checkpoints (0: only at the end).
-    pub checkpoint_every: u64,
-    /// Steps between evaluations on val_data (0: never).
-    pub eval_every: u64,
-    /// Micro-batches per evaluation.
-    pub eval_batches: usize,
-    /// Checkpoints kept (0: all).
-    pub keep: usize,
-    /// The run directory.
-    pub out: PathBuf,
-    /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
-    pub init_from: Option<PathBuf>,
-    /// Data-parallel ranks this process stands in for: each step takes `accum` micro-batches
-    /// from every rank's shard and averages the ranks' gradients exactly as the ring all-reduce
-    /// does (1: an ordinary single-process run).
-    pub emulate_world: u32,
-    /// How gradients travel between workers (f32 or bf16); `emulate_world` rounds the same way.
-    pub wire_dtype: WireDtype,
-    /// Dropout rate on each block's two residual branches in training (0: none, the reference's
-    /// default).
-    pub dropout: f64,
-    /// Activation checkpointing (Burn's balanced strategy): element-wise intermediates are
-    /// recomputed in the backward instead of kept, for less memory at some speed; the weights
-    /// come out the same.
-    pub activation_checkpointing: bool,
-    /// Skip the data file's sha256 check against its sidecar at the start (every id is still
-    /// checked against the vocabulary).
-    pub skip_checksum: bool,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        Self {
-            data: PathBuf::from("train.bin"),
-            val_data: None,
-            vocab: None,
-            tokenizer: None,
-            model: "micro".into(),
-            layers: None,
-            embd: None,
-            seq_len: 128,
-            micro_bsz: 8,
-            accum: 1,
-            steps: 1000,
-            lr: 6e-4,
-            min_lr: 6e-5,
-            warmup: None,
-            weight_decay: 0.1,
-            seed: 1,
-            checkpoint_every: 500,
-            eval_every: 100,
-            eval_batches: 8,
-            keep: 3,
-            out: PathBuf::from("run"),
-            init_from: None,
-            emulate_world: 1,
-            wire_dtype: WireDtype::F32,
-            dropout: 0.0,
-            activation_checkpointing: false,
-            skip_checksum: false,
-        }
-    }
-}
+pub use super::settings::{DEFAULT_WARMUP, RunConfig, RunFlags};
 
 impl RunConfig {
-    /// Reads a run.toml (`source` names it in errors): unknown keys and values of the wrong type
-    /// are refused, naming the line.
-    pub fn from_toml(text: &str, source: &Path) -> Result<Self, String> {
-        toml::from_str(text)
-            .map_err(|e| format!("{}: not a valid run config: {e}", source.display()))
-    }
-
     /// The model shape for a vocabulary of `vocab`.
     pub fn model_config(&self, vocab: usize) -> Result<ModelConfig, String> {
         match (self.layers, self.embd) {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use super::{infer, plot, prep, train};
 use sovereign_common::tokenizer::Tokenizer;
+use sovereign_common::train::settings::RunFlags;
 
 use crate::cli::{
     CleanCorpusArgs, ClusterArgs, CorpusReadArgs, DemoArgs, Format, GenerateArgs, NormalizeArgs,
@@ -123,21 +124,24 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         (ClusterArgs::default(), Some(2))
     };
     train::train(&TrainArgs {
-        data: Some(args.out.join("train.bin")),
-        val_data: Some(args.out.join("val.bin")),
-        tokenizer: Some(tokenizer_path.clone()),
-        model: Some("micro".into()),
-        seq_len: Some(64),
-        micro_bsz: Some(2),
-        steps: Some(steps),
-        warmup: Some(steps.div_ceil(10)),
-        lr: Some(2e-3),
-        min_lr: Some(2e-4),
-        checkpoint_every: Some(steps.div_ceil(2)),
-        eval_every: Some(steps.div_ceil(5)),
-        out: Some(run_dir.clone()),
+        settings: RunFlags {
+            data: Some(args.out.join("train.bin")),
+            val_data: Some(args.out.join("val.bin")),
+            tokenizer: Some(tokenizer_path.clone()),
+            model: Some("micro".into()),
+            seq_len: Some(64),
+            micro_bsz: Some(2),
+            steps: Some(steps),
+            warmup: Some(steps.div_ceil(10)),
+            lr: Some(2e-3),
+            min_lr: Some(2e-4),
+            checkpoint_every: Some(steps.div_ceil(2)),
+            eval_every: Some(steps.div_ceil(5)),
+            out: Some(run_dir.clone()),
+            emulate_world,
+            ..RunFlags::default()
+        },
         device: "cpu".into(),
-        emulate_world,
         cluster,
         ..TrainArgs::default()
     })?;

@@ -2,15 +2,15 @@
 //! backend, over `sovereign_common::train::run`.
 
 use anyhow::{Context, Result, bail};
-use sovereign_common::collective::bucket::WireDtype;
 use sovereign_common::device::Device;
 use sovereign_common::train::run::{self, MovedData, RunConfig};
 use sovereign_common::with_training_backend;
 
-use crate::cli::{ResumeArgs, TrainArgs, WireDtypeArg};
+use crate::cli::{ResumeArgs, TrainArgs};
 use crate::cluster::{cluster_hosts, train_cluster};
 
-/// The effective settings: defaults, then the TOML file, then the flags.
+/// The effective settings: defaults, then the TOML file, then the flags; checked, with absolute
+/// paths.
 fn run_config(args: &TrainArgs) -> Result<RunConfig> {
     let mut config = match &args.config {
         Some(path) => {
@@ -20,41 +20,7 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         }
         None => RunConfig::default(),
     };
-    macro_rules! set {
-        ($($field:ident),*) => {$(if let Some(value) = args.$field.clone() { config.$field = value; })*};
-    }
-    set!(
-        data,
-        model,
-        seq_len,
-        micro_bsz,
-        accum,
-        steps,
-        lr,
-        min_lr,
-        weight_decay,
-        seed
-    );
-    set!(checkpoint_every, eval_every, keep, out, emulate_world);
-    macro_rules! set_option {
-        ($($field:ident),*) => {$(if args.$field.is_some() { config.$field = args.$field.clone(); })*};
-    }
-    set_option!(val_data, tokenizer, layers, embd, init_from, warmup);
-    if let Some(dropout) = args.dropout {
-        config.dropout = dropout;
-    }
-    if args.activation_checkpointing {
-        config.activation_checkpointing = true;
-    }
-    if let Some(wire) = args.wire_dtype {
-        config.wire_dtype = match wire {
-            WireDtypeArg::F32 => WireDtype::F32,
-            WireDtypeArg::Bf16 => WireDtype::Bf16,
-        };
-    }
-    if args.skip_checksum {
-        config.skip_checksum = true;
-    }
+    args.settings.apply(&mut config);
     config.check().map_err(anyhow::Error::msg)?;
     config.absolute_paths().map_err(anyhow::Error::msg)
 }
