@@ -787,7 +787,11 @@ fn a_second_writer_is_refused_naming_the_holder_and_a_killed_ones_lock_is_taken_
             .env("RUST_LOG", "info");
         c
     });
-    wait_for_line(&lines, "lock taken over", Duration::from_secs(60));
+    wait_for_line(
+        &lines,
+        "died holding it; lock taken over",
+        Duration::from_secs(60),
+    );
     wait_for_line(&lines, "resuming", Duration::from_secs(60));
     signal(second.id(), "-KILL");
     second.wait().unwrap();

@@ -18,8 +18,16 @@ pub const LOCK_FILE: &str = "lock";
 /// left by a killed run is recognised as stale and taken over.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
     path: PathBuf,
+}
+
+impl Drop for RunLock {
+    /// Clears the holder's line before the lock goes, so that a line found at the next start
+    /// means its writer died holding the lock.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
 }
 
 /// This machine's host name, for the lock file and messages.
@@ -64,8 +72,8 @@ impl RunLock {
         }
         file.read_to_string(&mut holder).map_err(io)?;
         if !holder.trim().is_empty() {
-            tracing::info!(
-                "{}: the previous holder ({}) is gone; lock taken over",
+            tracing::warn!(
+                "{}: the previous holder ({}) died holding it; lock taken over",
                 path.display(),
                 holder.trim()
             );
@@ -73,7 +81,7 @@ impl RunLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "host {} pid {}", host_name(), std::process::id()).map_err(io)?;
-        let lock = Self { _file: file, path };
+        let lock = Self { file, path };
         lock.remove_stale_temps(run_dir)?;
         Ok(lock)
     }
@@ -124,6 +132,7 @@ mod tests {
             "{err}"
         );
         drop(first);
+        assert_eq!(fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(), "");
         let again = RunLock::acquire(dir.path()).unwrap();
         let text = fs::read_to_string(again.path()).unwrap();
         assert_eq!(text.matches("pid").count(), 1, "{text}");
