@@ -369,35 +369,24 @@ fn an_output_that_is_an_input_is_refused_by_path_hard_link_and_symlink() {
     fs::hard_link(&corpus, &hard).unwrap();
     let soft = dir.path().join("soft.txt");
     symlink(&corpus, &soft).unwrap();
-    for output in [&corpus, &hard, &soft] {
-        let err = refused(&[
-            "clean-corpus",
-            "--input",
-            path_str(&corpus),
-            "--output",
-            path_str(output),
-        ]);
-        assert!(err.contains("is the same file as the input"), "{err}");
-        let err = refused(&[
-            "train-tokenizer",
-            "--corpus",
-            path_str(&corpus),
-            "--output",
-            path_str(output),
-        ]);
-        assert!(err.contains("is the same file as the input"), "{err}");
-        let err = refused(&[
-            "tokenize",
-            "--input",
-            path_str(&corpus),
-            "--tokenizer",
-            path_str(&data.join("tokenizer.json")),
-            "--output",
-            path_str(output),
-        ]);
-        assert!(err.contains("is the same file as the input"), "{err}");
-    }
     let tokenizer = data.join("tokenizer.json");
+    for output in [&corpus, &hard, &soft] {
+        let (input, output) = (path_str(&corpus), path_str(output));
+        for args in [
+            vec!["clean-corpus", "--input", input, "--output", output],
+            vec!["train-tokenizer", "--corpus", input, "--output", output],
+            vec!["tokenize", "--input", input, "--output", output]
+                .into_iter()
+                .chain(["--tokenizer", path_str(&tokenizer)])
+                .collect(),
+        ] {
+            let err = refused(&args);
+            assert!(
+                err.contains("is the same file as the input"),
+                "{args:?}: {err}"
+            );
+        }
+    }
     let err = refused(&[
         "tokenize",
         "--input",
