@@ -11,6 +11,7 @@
 //! - [`logging`]: the binaries' log lines.
 //! - [`allocator`]: the processes' allocator.
 //! - [`progress`]: progress lines for long stages.
+//! - [`sync`]: mutex guards that survive a panicked holder.
 
 pub mod allocator;
 pub mod collective;
@@ -22,5 +23,6 @@ pub mod model;
 pub mod output;
 pub mod prep;
 pub mod progress;
+pub mod sync;
 pub mod tokenizer;
 pub mod train;

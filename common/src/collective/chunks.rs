@@ -7,6 +7,7 @@
 //! the kernel zeroing fresh pages for them took 17% of the profile; a few recycled buffers also
 //! stay in cache.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -35,11 +36,11 @@ impl AsRef<[u8]> for Recycled {
 impl Drop for Recycled {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.0);
-        if buffer.capacity() == CAPACITY
-            && let Ok(mut free) = self.1.0.lock()
-            && free.len() < KEEP
-        {
-            free.push(buffer);
+        if buffer.capacity() == CAPACITY {
+            let mut free = lock(&self.1.0);
+            if free.len() < KEEP {
+                free.push(buffer);
+            }
         }
     }
 }
@@ -47,9 +48,7 @@ impl Drop for Recycled {
 impl Pool {
     /// A chunk of `len` bytes written by `fill`, in a free buffer when there is one.
     fn chunk(&'static self, len: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
-        let free = (len <= CAPACITY)
-            .then(|| self.0.lock().ok().and_then(|mut free| free.pop()))
-            .flatten();
+        let free = (len <= CAPACITY).then(|| lock(&self.0).pop()).flatten();
         let mut buffer = free.unwrap_or_else(|| Vec::with_capacity(len.max(CAPACITY)));
         // Only bytes beyond the buffer's earlier length are zeroed, and only on first use.
         buffer.resize(len, 0);

@@ -5,6 +5,7 @@
 //! aborts the communicator when a collective outlives its deadline, so a dead peer ends the step
 //! with an error instead of a hang.
 
+use crate::sync::lock;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,10 +105,7 @@ impl NcclReducer {
             .stream
             .clone_htod(values)
             .map_err(|e| driver("copying gradients to the GPU", e))?;
-        let comm = self
-            .comm
-            .lock()
-            .map_err(|_| CollectiveError::Aborted("the NCCL watchdog panicked".into()))?
+        let comm = lock(&self.comm)
             .0
             .ok_or_else(|| CollectiveError::Aborted("the NCCL communicator was aborted".into()))?;
         {
@@ -130,7 +128,7 @@ impl NcclReducer {
         let _ = self.watchdog.send(Some(self.deadline));
         let finished = self.stream.synchronize();
         let _ = self.watchdog.send(None);
-        if self.comm.lock().map(|h| h.0.is_none()).unwrap_or(true) {
+        if lock(&self.comm).0.is_none() {
             return Err(CollectiveError::Aborted(format!(
                 "an NCCL all-reduce passed its deadline of {:.0} s (a peer died or stalled); \
                  the communicator was aborted",
@@ -161,9 +159,7 @@ impl AllReduce for NcclReducer {
 
 impl Drop for NcclReducer {
     fn drop(&mut self) {
-        if let Ok(mut handle) = self.comm.lock()
-            && let Some(comm) = handle.0.take()
-        {
+        if let Some(comm) = lock(&self.comm).0.take() {
             // SAFETY: the communicator is live (not aborted) and no collective is queued.
             let _ = unsafe { result::comm_destroy(comm) };
         }
@@ -177,9 +173,7 @@ fn watch(armed: &mpsc::Receiver<Option<Duration>>, comm: &Mutex<Handle>) {
         match armed.recv_timeout(deadline) {
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) => {
-                if let Ok(mut handle) = comm.lock()
-                    && let Some(comm) = handle.0.take()
-                {
+                if let Some(comm) = lock(comm).0.take() {
                     tracing::error!(
                         "NCCL all-reduce still running after {:.0} s: aborting the communicator",
                         deadline.as_secs_f64()

@@ -11,6 +11,7 @@ pub mod pretokenize;
 pub mod train;
 pub mod utf8_stream;
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -267,17 +268,13 @@ impl Tokenizer {
             return;
         }
         let shard = &self.cache[shard_of(word)];
-        if let Ok(mut cache) = shard.lock()
-            && let Some(hit) = cache.get(word)
-        {
+        if let Some(hit) = lock(shard).get(word) {
             ids.extend_from_slice(hit);
             return;
         }
         let symbols = self.apply_merges(word);
         ids.extend_from_slice(&symbols);
-        if let Ok(mut cache) = shard.lock() {
-            cache.put(word.to_string(), symbols);
-        }
+        lock(shard).put(word.to_string(), symbols);
     }
 
     /// Applies the merges to one word: the lowest-ranked adjacent pair first, the leftmost one

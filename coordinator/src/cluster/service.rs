@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sovereign_common::sync::lock;
 use sovereign_common::train::run::Metrics;
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::{
@@ -105,7 +106,7 @@ impl CoordinatorService {
 
     /// Why the run cannot go on, if something said so.
     pub fn fatal(&self) -> Option<String> {
-        self.fatal.lock().ok().and_then(|f| f.clone())
+        lock(&self.fatal).clone()
     }
 
     /// Asks every rank to stop early and returns the step they will stop after: two past the
@@ -113,17 +114,13 @@ impl CoordinatorService {
     /// report before it finishes that step (and rank 0 checkpoints it).
     pub fn request_stop(&self) -> u64 {
         let at = (self.highest.load(Ordering::SeqCst) + 2).min(self.plan.steps);
-        if let Ok(mut stop) = self.stop_after.lock() {
-            *stop.get_or_insert(at)
-        } else {
-            at
-        }
+        *lock(&self.stop_after).get_or_insert(at)
     }
 
     /// The answer to a report or heartbeat: go on, or stop after the step set by
     /// [`Self::request_stop`].
     fn command(&self) -> Command {
-        match self.stop_after.lock().ok().and_then(|s| *s) {
+        match *lock(&self.stop_after) {
             Some(at) => Command {
                 kind: command::Kind::Stop as i32,
                 stop_after: at,
@@ -143,30 +140,28 @@ impl CoordinatorService {
     /// Starts generation `generation`, continuing from `checkpoint` (at `step`) or from scratch;
     /// its metrics lines go to `metrics` (reopened, since a rollback replaces the file).
     pub fn restart(&self, generation: u32, checkpoint: Option<&Path>, step: u64, metrics: File) {
-        if let Ok(mut group) = self.group.lock() {
-            *group = Group {
-                generation,
-                start_checkpoint: checkpoint.map_or(String::new(), |p| p.display().to_string()),
-                ..Group::default()
-            };
-        }
-        if let Ok(mut reports) = self.reports.lock() {
-            reports.pending.clear();
-            reports.metrics = metrics;
-        }
+        *lock(&self.group) = Group {
+            generation,
+            start_checkpoint: checkpoint.map_or(String::new(), |p| p.display().to_string()),
+            ..Group::default()
+        };
+        let mut reports = lock(&self.reports);
+        reports.pending.clear();
+        reports.metrics = metrics;
+        drop(reports);
         self.highest.store(step, Ordering::SeqCst);
         self.progress.send_replace(step);
     }
 
     /// The rank of the worker process `pid` in the current generation.
     pub fn rank_of_pid(&self, pid: u32) -> Option<usize> {
-        let group = self.group.lock().ok()?;
+        let group = lock(&self.group);
         group.members.iter().position(|m| m.pid == pid)
     }
 
     /// A rank not heard from for longer than `timeout`, described for the log.
     pub fn stalled(&self, timeout: Duration) -> Option<String> {
-        let group = self.group.lock().ok()?;
+        let group = lock(&self.group);
         let (rank, seen) = group
             .last_seen
             .iter()
@@ -189,16 +184,14 @@ impl CoordinatorService {
 
     /// Notes that `rank` is alive.
     fn seen(&self, rank: u32) {
-        if let Ok(mut group) = self.group.lock()
-            && let Some(seen) = group.last_seen.get_mut(rank as usize)
-        {
+        if let Some(seen) = lock(&self.group).last_seen.get_mut(rank as usize) {
             *seen = Instant::now();
         }
     }
 
     /// Records one report; writes the metrics line once every rank has reported the step.
     fn record(&self, report: StepReport) -> Result<(), Status> {
-        let current = self.group.lock().map(|g| g.generation).unwrap_or_default();
+        let current = lock(&self.group).generation;
         if report.generation != current {
             return Err(Status::aborted(format!(
                 "generation {} of this run was replaced by generation {current}; this worker stops",
@@ -207,10 +200,7 @@ impl CoordinatorService {
         }
         self.seen(report.rank);
         self.highest.fetch_max(report.step, Ordering::SeqCst);
-        let mut reports = self
-            .reports
-            .lock()
-            .map_err(|_| Status::internal("poisoned"))?;
+        let mut reports = lock(&self.reports);
         let step = report.step;
         let list = reports.pending.entry(step).or_default();
         list.push(report);
@@ -264,10 +254,7 @@ impl CoordinatorService {
         join: JoinRequest,
         reply: oneshot::Sender<Result<JoinReply, Status>>,
     ) -> Result<(), Status> {
-        let mut group = self
-            .group
-            .lock()
-            .map_err(|_| Status::internal("poisoned"))?;
+        let mut group = lock(&self.group);
         if group.members.len() >= self.world as usize {
             return Err(Status::resource_exhausted(format!(
                 "the run already has its {} workers",
@@ -301,9 +288,7 @@ impl CoordinatorService {
                 collective
             }
             Err(refusal) => {
-                if let Ok(mut fatal) = self.fatal.lock() {
-                    *fatal = Some(refusal.clone());
-                }
+                *lock(&self.fatal) = Some(refusal.clone());
                 for waiter in waiting {
                     let _ = waiter.send(Err(Status::failed_precondition(refusal.clone())));
                 }
@@ -371,7 +356,7 @@ impl Coordinator for CoordinatorService {
         let from = remote(&request);
         let exchange = request.into_inner();
         self.check_token(&exchange.token, "an NCCL id exchange", &from)?;
-        let current = self.group.lock().map(|g| g.generation).unwrap_or_default();
+        let current = lock(&self.group).generation;
         if exchange.generation != current {
             return Err(Status::aborted(format!(
                 "generation {} was replaced by generation {current}",
@@ -420,7 +405,7 @@ impl Coordinator for CoordinatorService {
         let from = remote(&request);
         let beat = request.into_inner();
         self.check_token(&beat.token, "a heartbeat", &from)?;
-        let current = self.group.lock().map(|g| g.generation).unwrap_or_default();
+        let current = lock(&self.group).generation;
         if beat.generation == current {
             self.seen(beat.rank);
         }
