@@ -116,9 +116,14 @@ pub fn from_json(text: &str) -> Result<TokenizerSpec, String> {
             _ => !field(&format!("/{name}")).is_null(),
         };
         if set {
+            let accepted = if name == "post_processor" {
+                "null or a ByteLevel post-processor (which only trims offsets)"
+            } else {
+                "null"
+            };
             return Err(format!(
-                "{name} is set ({}); it would change the ids, so only null is supported: remove \
-                 it from the tokenizer.json",
+                "{name} is set ({}); it would change the ids, so only {accepted} is accepted: \
+                 remove it from the tokenizer.json",
                 field(&format!("/{name}"))
             ));
         }
