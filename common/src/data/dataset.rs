@@ -43,6 +43,16 @@ pub struct Sidecar {
     pub data_sha256: String,
 }
 
+impl Sidecar {
+    /// Reads the sidecar of the data file `data`.
+    pub fn read(data: &Path) -> Result<Self, String> {
+        let sidecar = sidecar_path(data);
+        let text = std::fs::read_to_string(&sidecar)
+            .map_err(|e| format!("cannot read {}: {e}", sidecar.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sidecar.display()))
+    }
+}
+
 /// The sidecar path of a data file: `train.bin` → `train.bin.json`.
 pub fn sidecar_path(data: &Path) -> PathBuf {
     let mut name = data.as_os_str().to_owned();
@@ -154,10 +164,7 @@ impl TokenDataset {
         let idx = path.with_extension("idx");
         let sidecar = sidecar_path(path);
         let (source, file_vocab) = if sidecar.exists() {
-            let text = std::fs::read_to_string(&sidecar)
-                .map_err(|e| format!("cannot read {}: {e}", sidecar.display()))?;
-            let meta: Sidecar =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sidecar.display()))?;
+            let meta = Sidecar::read(path)?;
             if meta.format_version != FORMAT_VERSION
                 || meta.dtype != "uint16"
                 || meta.byte_order != "little"
@@ -318,6 +325,14 @@ impl TokenDataset {
     /// The vocabulary size the ids are checked against.
     pub fn vocab_size(&self) -> u32 {
         self.vocab_size
+    }
+
+    /// The sidecar, for our own format.
+    pub fn sidecar(&self) -> Option<&Sidecar> {
+        match &self.source {
+            Source::Sidecar(meta) => Some(meta),
+            _ => None,
+        }
     }
 
     /// What kind of file this is.

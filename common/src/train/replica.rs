@@ -11,7 +11,7 @@ use burn::module::AutodiffModule;
 
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::optimizer::AdamW;
-use super::run::{RunConfig, adam_config, evaluate, initial_model, rank_windows};
+use super::run::{RunConfig, RunData, adam_config, evaluate, initial_model, rank_windows};
 use super::step::{apply_step, step_gradients};
 use crate::collective::AllReduce;
 use crate::collective::bucket::{flatten, unflatten};
@@ -80,8 +80,18 @@ pub fn run_replica<A: TrainBackend>(
         val_data: plan.val_data.clone(),
         ..config.clone()
     };
-    let data = TokenDataset::open(&local.data, config.vocab_hint()?, Validation::Ids)?;
-    let model_config = config.model_config(data.vocab_size() as usize)?;
+    let train = TokenDataset::open(&local.data, config.vocab_hint()?, Validation::Ids)?;
+    // Rank 0 evaluates: it opens the validation data once, here.
+    let val = match (&local.val_data, plan.rank) {
+        (Some(path), 0) => Some(TokenDataset::open(
+            path,
+            Some(train.vocab_size()),
+            Validation::Ids,
+        )?),
+        _ => None,
+    };
+    let data = RunData { train, val };
+    let model_config = config.model_config(data.train.vocab_size() as usize)?;
     let (mut model, mut optimizer, first_step) = match start {
         Some(dir) => {
             let (model, optimizer, meta) = load_checkpoint::<A>(dir, adam_config(config), device)?;
@@ -100,7 +110,7 @@ pub fn run_replica<A: TrainBackend>(
     for step in first_step..config.steps {
         let started = Instant::now();
         let lr = schedule.lr_at(step);
-        let batches = rank_windows(config, &data, plan.rank, plan.world, step)?;
+        let batches = rank_windows(config, &data.train, plan.rank, plan.world, step)?;
         let dropout = config.dropout_of(step, plan.rank);
         let (grads, loss) =
             step_gradients(&model, &model_config, step + 1, &batches, dropout, device)?;
@@ -117,7 +127,13 @@ pub fn run_replica<A: TrainBackend>(
         let evaluation_due =
             config.eval_every > 0 && done.is_multiple_of(config.eval_every) || done == config.steps;
         let val_loss = if plan.rank == 0 && evaluation_due {
-            evaluate(&model.valid(), &model_config, &local, device)?
+            evaluate(
+                &model.valid(),
+                &model_config,
+                &local,
+                data.val.as_ref(),
+                device,
+            )?
         } else {
             None
         };

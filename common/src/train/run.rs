@@ -17,12 +17,12 @@ use super::checkpoint::{
     CheckpointMeta, load_checkpoint, read_meta, save_checkpoint, verify_weights_file,
 };
 use super::optimizer::{AdamW, AdamWConfig};
-use super::run_dir::{RunLock, roll_back};
+use super::run_dir::{RunLock, roll_back, start_fresh};
 use super::schedule::Schedule;
 use super::step::{StepReport, apply_step, step_gradients};
 use crate::collective::bucket::{flatten, unflatten};
 use crate::collective::ring::emulate_mean;
-use crate::data::dataset::{SampleKey, Sidecar, Source, TokenDataset, Validation, sidecar_path};
+use crate::data::dataset::{SampleKey, Sidecar, TokenDataset, Validation};
 use crate::model::config::ModelConfig;
 use crate::model::dropout::Dropout;
 use crate::model::generate::windows_loss;
@@ -32,6 +32,14 @@ use crate::model::weights::{TensorFile, load_rwkv};
 use crate::output::AtomicFile;
 
 pub use super::settings::{DEFAULT_WARMUP, RunConfig, RunFlags};
+
+/// A run's token files, opened and checked once ([`RunConfig::open_data`]).
+pub struct RunData {
+    /// The training data.
+    pub train: TokenDataset,
+    /// The validation data, if the run has any.
+    pub val: Option<TokenDataset>,
+}
 
 impl RunConfig {
     /// The model shape for a vocabulary of `vocab`.
@@ -126,11 +134,11 @@ impl RunConfig {
         Ok(self)
     }
 
-    /// Opens the training data for a world of `world` ranks with every check: each id against
+    /// Opens the training and validation data for a world of `world` ranks with every check: each id against
     /// the vocabulary, the sha256 against the sidecar (unless `skip_checksum`), the sidecar's
     /// tokenizer and `[EOS]` against `tokenizer`, and a shard long enough for one window. The
     /// validation data gets the same checks.
-    pub fn open_data(&self, world: u32) -> Result<TokenDataset, String> {
+    pub fn open_data(&self, world: u32) -> Result<RunData, String> {
         let tokenizer = self
             .tokenizer
             .as_ref()
@@ -179,7 +187,12 @@ impl RunConfig {
                 ));
             }
         }
-        Ok(files.swap_remove(0).2)
+        let mut opened = files.into_iter().map(|(_, _, file)| file);
+        let train = opened.next().ok_or("no training data")?;
+        Ok(RunData {
+            train,
+            val: opened.next(),
+        })
     }
 
     /// The dropout of rank `rank`'s micro-batches in step `step` (0-based).
@@ -213,7 +226,7 @@ pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<
     let _lock = RunLock::acquire(&config.out)?;
     start_fresh(&config.out)?;
     let data = config.open_data(config.emulate_world)?;
-    let model_config = config.model_config(data.vocab_size() as usize)?;
+    let model_config = config.model_config(data.train.vocab_size() as usize)?;
     let model = initial_model::<A>(config, &model_config, device)?;
     tracing::info!(
         "model {model_config:?}: {} parameters",
@@ -221,30 +234,6 @@ pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<
     );
     let optimizer = AdamW::new(adam_config(config));
     run_loop(config, &data, model_config, model, optimizer, 0, 0, device)
-}
-
-/// Prepares `run_dir` (locked by the caller) for a new run: one that already has a checkpoint
-/// is refused (resume it instead); the metrics of an attempt that stopped before its first
-/// checkpoint are cleared, so a failed start is never a dead end.
-pub fn start_fresh(run_dir: &Path) -> Result<(), String> {
-    let has_checkpoint = run_dir.join(super::checkpoint::LATEST).exists()
-        || super::checkpoint::newest_whole_checkpoint(run_dir).is_some();
-    if has_checkpoint {
-        return Err(format!(
-            "{} already holds a run; use `sovereign resume --run {}` or another --out",
-            run_dir.display(),
-            run_dir.display()
-        ));
-    }
-    let metrics = run_dir.join("metrics.jsonl");
-    if metrics.exists() {
-        tracing::warn!(
-            "{}: an earlier attempt stopped before its first checkpoint; starting over",
-            run_dir.display()
-        );
-        truncate_metrics(&metrics, 0)?;
-    }
-    Ok(())
 }
 
 /// Continues the run in `run_dir` from `from` (a checkpoint directory) or its `latest`.
@@ -257,7 +246,7 @@ pub fn resume<A: TrainBackend>(
     let _lock = RunLock::acquire(run_dir)?;
     let (config, checkpoint) = resume_point(run_dir, from, moved)?;
     let data = config.open_data(config.emulate_world)?;
-    let model_config = config.model_config(data.vocab_size() as usize)?;
+    let model_config = config.model_config(data.train.vocab_size() as usize)?;
     let (model, optimizer, meta) = load_checkpoint::<A>(&checkpoint, adam_config(&config), device)?;
     roll_back(run_dir, &checkpoint, meta.step)?;
     tracing::info!("resuming {} from step {}", run_dir.display(), meta.step);
@@ -313,10 +302,10 @@ impl MovedData {
 /// (or `old`'s sidecar's when nothing was recorded).
 fn moved(new: &Path, old: &Path, recorded: Option<&str>) -> Result<PathBuf, String> {
     let new = std::path::absolute(new).map_err(|e| format!("{}: {e}", new.display()))?;
-    let new_sum = sidecar_sha256(&new)?;
+    let new_sum = Sidecar::read(&new)?.data_sha256;
     let expected = match recorded {
         Some(sum) => Some(sum.to_string()),
-        None => sidecar_sha256(old).ok(),
+        None => Sidecar::read(old).ok().map(|meta| meta.data_sha256),
     };
     if let Some(expected) = expected
         && expected != new_sum
@@ -330,16 +319,6 @@ fn moved(new: &Path, old: &Path, recorded: Option<&str>) -> Result<PathBuf, Stri
     }
     tracing::info!("data moved: {} → {}", old.display(), new.display());
     Ok(new)
-}
-
-/// The `data_sha256` a data file's sidecar records.
-fn sidecar_sha256(path: &Path) -> Result<String, String> {
-    let sidecar = sidecar_path(path);
-    let text = fs::read_to_string(&sidecar)
-        .map_err(|e| format!("cannot read {}: {e}", sidecar.display()))?;
-    let meta: Sidecar =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sidecar.display()))?;
-    Ok(meta.data_sha256)
 }
 
 /// Where a resumed run continues: the checkpoint (`from`, or the run's `latest`) and the run
@@ -398,12 +377,13 @@ impl RunConfig {
     /// What a checkpoint taken after `step` records (its file checksums are added on saving).
     pub fn checkpoint_meta(
         &self,
-        data: &TokenDataset,
+        data: &RunData,
         step: u64,
         tokens_seen: u64,
         lr: f64,
         world_size: u32,
     ) -> Result<CheckpointMeta, String> {
+        let train = data.train.sidecar();
         Ok(CheckpointMeta {
             step,
             tokens_seen,
@@ -411,19 +391,14 @@ impl RunConfig {
             config: serde_json::to_value(self).map_err(|e| e.to_string())?,
             seed: self.seed,
             world_size,
-            tokenizer_sha256: match data.source() {
-                Source::Sidecar(meta) => Some(meta.tokenizer_sha256.clone()),
-                _ => None,
-            },
+            tokenizer_sha256: train.map(|meta| meta.tokenizer_sha256.clone()),
             files: Default::default(),
-            data_sha256: match data.source() {
-                Source::Sidecar(meta) => Some(meta.data_sha256.clone()),
-                _ => None,
-            },
-            val_data_sha256: self
-                .val_data
-                .as_deref()
-                .and_then(|v| sidecar_sha256(v).ok()),
+            data_sha256: train.map(|meta| meta.data_sha256.clone()),
+            val_data_sha256: data
+                .val
+                .as_ref()
+                .and_then(TokenDataset::sidecar)
+                .map(|meta| meta.data_sha256.clone()),
         })
     }
 }
@@ -526,17 +501,18 @@ pub fn rank_windows(
         .collect()
 }
 
-/// Mean validation loss over `eval_batches` fixed windows of val_data.
+/// Mean validation loss over `eval_batches` fixed windows of the validation data (`None`
+/// without it).
 pub(crate) fn evaluate<B: ModelBackend>(
     model: &Rwkv<B>,
     model_config: &ModelConfig,
     config: &RunConfig,
+    val: Option<&TokenDataset>,
     device: &B::Device,
 ) -> Result<Option<f64>, String> {
-    let Some(path) = &config.val_data else {
+    let Some(val) = val else {
         return Ok(None);
     };
-    let val = TokenDataset::open(path, Some(model_config.vocab as u32), Validation::Ids)?;
     let shard = val.shard(0, 1)?;
     let mut total = 0.0;
     for batch in 0..config.eval_batches {
@@ -563,7 +539,7 @@ pub(crate) fn evaluate<B: ModelBackend>(
 #[allow(clippy::too_many_arguments)]
 fn run_loop<A: TrainBackend>(
     config: &RunConfig,
-    data: &TokenDataset,
+    data: &RunData,
     model_config: ModelConfig,
     mut model: Rwkv<A>,
     mut optimizer: AdamW<A::InnerBackend>,
@@ -590,7 +566,7 @@ fn run_loop<A: TrainBackend>(
             &model_config,
             &mut optimizer,
             config,
-            data,
+            &data.train,
             step,
             lr,
             device,
@@ -601,7 +577,13 @@ fn run_loop<A: TrainBackend>(
         let val_loss = if config.eval_every > 0 && done.is_multiple_of(config.eval_every)
             || done == config.steps
         {
-            evaluate(&model.valid(), &model_config, config, device)?
+            evaluate(
+                &model.valid(),
+                &model_config,
+                config,
+                data.val.as_ref(),
+                device,
+            )?
         } else {
             None
         };

@@ -1,12 +1,13 @@
 //! The run directory's guards: one writer at a time ([`RunLock`]), the temporaries of a killed
-//! writer removed at the next start, and a rollback to an earlier checkpoint that a kill at any
+//! writer removed at the next start, a new run that never overwrites an old one
+//! ([`start_fresh`]), and a rollback to an earlier checkpoint that a kill at any
 //! moment cannot half-undo ([`roll_back`]).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::{LATEST, set_latest};
+use super::checkpoint::{LATEST, newest_whole_checkpoint, set_latest};
 use super::run::truncate_metrics;
 use crate::output::remove_stale_temps;
 
@@ -99,6 +100,30 @@ impl RunLock {
         }
         Ok(())
     }
+}
+
+/// Prepares `run_dir` (locked by the caller) for a new run: one that already has a checkpoint
+/// is refused (resume it instead); the metrics of an attempt that stopped before its first
+/// checkpoint are cleared, so a failed start is never a dead end.
+pub fn start_fresh(run_dir: &Path) -> Result<(), String> {
+    let has_checkpoint =
+        run_dir.join(LATEST).exists() || newest_whole_checkpoint(run_dir).is_some();
+    if has_checkpoint {
+        return Err(format!(
+            "{} already holds a run; use `sovereign resume --run {}` or another --out",
+            run_dir.display(),
+            run_dir.display()
+        ));
+    }
+    let metrics = run_dir.join("metrics.jsonl");
+    if metrics.exists() {
+        tracing::warn!(
+            "{}: an earlier attempt stopped before its first checkpoint; starting over",
+            run_dir.display()
+        );
+        truncate_metrics(&metrics, 0)?;
+    }
+    Ok(())
 }
 
 /// Makes `checkpoint` (a `ckpt-<step>` directory of `run_dir`) the point the run continues from:

@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sovereign_common::data::dataset::Source;
 use sovereign_common::train::checkpoint::{latest_checkpoint, read_meta, verify_checkpoint};
-use sovereign_common::train::run::{RunConfig, start_fresh, truncate_metrics};
-use sovereign_common::train::run_dir::{RunLock, roll_back};
+use sovereign_common::train::run::{RunConfig, truncate_metrics};
+use sovereign_common::train::run_dir::{RunLock, roll_back, start_fresh};
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 
 use crate::cli::{ClusterArgs, Launcher};
@@ -82,15 +81,14 @@ pub fn train_cluster(
     };
     // Every id and the checksum are checked here, once, before any worker starts: bad data is
     // the run's one error, never a cause of restarts.
-    let data = config.open_data(world).map_err(anyhow::Error::msg)?;
+    let data = config.open_data(world).map_err(anyhow::Error::msg)?.train;
     let shards = (0..world)
         .map(|rank| data.shard(rank, world).map(|s| (s.start_byte, s.end_byte)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
-    let data_sha256 = match data.source() {
-        Source::Sidecar(meta) => meta.data_sha256.clone(),
-        _ => String::new(),
-    };
+    let data_sha256 = data
+        .sidecar()
+        .map_or_else(String::new, |meta| meta.data_sha256.clone());
     let token = new_token()?;
     let token_file = config.out.join("token");
     write_secret(&token_file, &token)?;
