@@ -43,15 +43,8 @@ fn a_damaged_multistream_dump_is_refused_with_its_offset_and_no_corpus() {
     ] {
         fs::write(&input, bytes).unwrap();
         for threads in ["1", "2"] {
-            let err = refused(&[
-                "process-wiki",
-                "--input",
-                path_str(&input),
-                "--output",
-                path_str(&output),
-                "--threads",
-                threads,
-            ]);
+            let run = process_wiki(&input, &output, &["--threads", threads]);
+            let err = check_refused(&run, &["process-wiki", case]);
             assert!(err.contains(&expected), "{case}: {err}");
             assert!(err.contains("dump.xml.bz2"), "{case}: {err}");
             assert!(
@@ -64,7 +57,7 @@ fn a_damaged_multistream_dump_is_refused_with_its_offset_and_no_corpus() {
     }
     // The whole file still converts.
     fs::write(&input, &streams).unwrap();
-    ok(&[
+    sovereign_ok(&[
         "process-wiki",
         "--input",
         path_str(&input),
@@ -110,13 +103,7 @@ fn input_that_is_not_a_mediawiki_export_is_named_and_nothing_is_written() {
     ] {
         let input = dir.path().join(name);
         fs::write(&input, &bytes).unwrap();
-        let err = refused(&[
-            "process-wiki",
-            "--input",
-            path_str(&input),
-            "--output",
-            path_str(&output),
-        ]);
+        let err = check_refused(&process_wiki(&input, &output, &[]), &["process-wiki", name]);
         assert!(
             err.contains(&format!("{name} is not a MediaWiki XML export")),
             "{name}: {err}"

@@ -103,7 +103,7 @@ fn clean_corpus_drops_control_characters_and_counts_them() {
     )
     .unwrap();
     let output = dir.path().join("clean.txt");
-    let err = ok(&[
+    let err = sovereign_ok(&[
         "clean-corpus",
         "--input",
         path_str(&input),

@@ -46,7 +46,7 @@ fn a_rollback_killed_at_once_is_continued_by_a_plain_resume() {
         train_args(&data, &out, "8"),
         &["--checkpoint-every", "4", "--seq-len", "64"],
     );
-    ok(&strs(&args));
+    sovereign_ok(&strs(&args));
     assert_eq!(metrics_steps(&out), (1..=8).collect::<Vec<_>>());
     // Roll back to step 4, killed as soon as it says it is resuming.
     let from = out.join("ckpt-000004");
@@ -73,16 +73,7 @@ fn a_rollback_killed_at_once_is_continued_by_a_plain_resume() {
 fn a_run_that_failed_before_its_first_checkpoint_is_no_dead_end() {
     let (dir, data) = prepared_copy();
     let out = dir.path().join("run");
-    let nan = dir.path().join("nan.safetensors");
-    edit_weights(
-        &trained().join("run/ckpt-000002/model.safetensors"),
-        &nan,
-        |name, values| {
-            if name == "ln_out.weight" {
-                values.fill(f32::NAN);
-            }
-        },
-    );
+    let nan = nan_weights(dir.path());
     let mut args = train_args(&data, &out, "2");
     args.extend(["--init-from".to_string(), path_str(&nan).to_string()]);
     refused(&strs(&args));
@@ -92,7 +83,7 @@ fn a_run_that_failed_before_its_first_checkpoint_is_no_dead_end() {
     // Stale temporaries of a killed writer are cleared at the next start.
     fs::create_dir(out.join(".ckpt-000002.tmp-4999999")).unwrap();
     fs::write(out.join(".latest.tmp-4999999"), "x").unwrap();
-    ok(&strs(&train_args(&data, &out, "2")));
+    sovereign_ok(&strs(&train_args(&data, &out, "2")));
     assert_eq!(metrics_steps(&out), [1, 2]);
     assert!(!out.join(".ckpt-000002.tmp-4999999").exists());
     assert!(!out.join(".latest.tmp-4999999").exists());

@@ -78,16 +78,7 @@ fn bad_settings_are_refused_before_any_work() {
 #[test]
 fn a_non_finite_loss_at_the_first_step_blames_the_weights_not_the_learning_rate() {
     let (dir, data) = prepared_copy();
-    let nan = dir.path().join("nan.safetensors");
-    edit_weights(
-        &trained().join("run/ckpt-000002/model.safetensors"),
-        &nan,
-        |name, values| {
-            if name == "ln_out.weight" {
-                values.fill(f32::NAN);
-            }
-        },
-    );
+    let nan = nan_weights(dir.path());
     let out = dir.path().join("run");
     let mut args = train_args(&data, &out, "4");
     args.extend(["--init-from".to_string(), path_str(&nan).to_string()]);

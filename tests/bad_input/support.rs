@@ -10,7 +10,10 @@ pub use std::sync::OnceLock;
 pub use std::time::Duration;
 
 pub use sovereign_tests::cluster::{metrics_column, signal, spawn_logged, wait_for_line};
-pub use sovereign_tests::{binary, bz2, bz2_multistream, demo_dump, path_str, sovereign, stderr};
+pub use sovereign_tests::{
+    binary, bz2, bz2_multistream, demo_dump, path_str, process_wiki, sovereign, sovereign_ok,
+    stderr,
+};
 
 /// `sovereign ARGS` with its log at `log` (`RUST_LOG`), to run, spawn or move elsewhere.
 pub fn sovereign_logged(args: &[&str], log: &str) -> Command {
@@ -29,13 +32,6 @@ pub fn check_refused(out: &Output, what: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(1), "{what:?} should fail:\n{err}");
     assert!(!err.contains("panicked"), "{what:?} panicked:\n{err}");
     err
-}
-
-/// Runs `sovereign` and asserts that it succeeds; returns its stderr.
-pub fn ok(args: &[&str]) -> String {
-    let out = sovereign(args);
-    assert!(out.status.success(), "{args:?} failed:\n{}", stderr(&out));
-    stderr(&out)
 }
 
 /// The names in `dir`, sorted.
@@ -64,14 +60,14 @@ pub fn prepared() -> &'static Path {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         fs::write(p("dump.xml"), demo_dump()).unwrap();
-        ok(&[
+        sovereign_ok(&[
             "process-wiki",
             "--input",
             path_str(&p("dump.xml")),
             "--output",
             path_str(&p("corpus.txt")),
         ]);
-        ok(&[
+        sovereign_ok(&[
             "train-tokenizer",
             "--corpus",
             path_str(&p("corpus.txt")),
@@ -80,7 +76,7 @@ pub fn prepared() -> &'static Path {
             "--output",
             path_str(&p("tokenizer.json")),
         ]);
-        ok(&[
+        sovereign_ok(&[
             "tokenize",
             "--input",
             path_str(&p("corpus.txt")),
@@ -155,7 +151,7 @@ pub fn trained() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        ok(&strs(&train_args(prepared(), &dir.path().join("run"), "4")));
+        sovereign_ok(&strs(&train_args(prepared(), &dir.path().join("run"), "4")));
         dir
     })
     .path()
@@ -212,4 +208,20 @@ pub fn metrics_steps(run: &Path) -> Vec<u64> {
         .iter()
         .map(|v| v.as_u64().unwrap())
         .collect()
+}
+
+/// Weights of the trained run with `ln_out.weight` all NaN (a loss of NaN before any update),
+/// written into `dir`.
+pub fn nan_weights(dir: &Path) -> PathBuf {
+    let nan = dir.join("nan.safetensors");
+    edit_weights(
+        &trained().join("run/ckpt-000002/model.safetensors"),
+        &nan,
+        |name, values| {
+            if name == "ln_out.weight" {
+                values.fill(f32::NAN);
+            }
+        },
+    );
+    nan
 }
