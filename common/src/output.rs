@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_fifo_is_written_in_place_and_never_replaced() {
-        // Devices (/dev/null, /dev/full) are covered end to end in tests/bad_input.rs.
+        // Devices (/dev/null, /dev/full) are covered end to end in tests/bad_input/outputs.rs.
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("pipe");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
