@@ -6,7 +6,12 @@ use std::time::Instant;
 
 use sovereign_common::tokenizer::Tokenizer;
 
+/// The allocator the binaries run on (common/src/allocator.rs), so that timings are theirs.
+#[global_allocator]
+static ALLOCATOR: sovereign_common::allocator::MiMalloc = sovereign_common::allocator::MiMalloc;
+
 fn main() {
+    sovereign_common::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))

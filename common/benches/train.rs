@@ -16,17 +16,23 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use sovereign_common::device::Device;
+use sovereign_common::model::RwkvBackend;
 use sovereign_common::model::config::HEAD_SIZE;
 use sovereign_common::model::config::ModelConfig;
+use sovereign_common::model::dropout::Dropout;
 use sovereign_common::model::generate::{GenerateOptions, Sampling, generate};
 use sovereign_common::model::init::init_rwkv;
 use sovereign_common::model::wkv::{WkvKernel, WkvLayerInputs};
-use sovereign_common::model::{RwkvBackend, TrainBackend};
+use sovereign_common::train::backend::TrainBackend;
 use sovereign_common::train::optimizer::{AdamW, AdamWConfig};
-use sovereign_common::train::step::train_step;
+use sovereign_common::train::step::{apply_step, step_gradients};
 use sovereign_common::{with_backend, with_training_backend};
 
 const VOCAB: usize = 32_000;
+
+/// The allocator the binaries run on (common/src/allocator.rs), so that timings are theirs.
+#[global_allocator]
+static ALLOCATOR: sovereign_common::allocator::MiMalloc = sovereign_common::allocator::MiMalloc;
 
 fn main() {
     sovereign_common::allocator::keep_freed_memory();
@@ -145,9 +151,10 @@ fn step<T: TrainBackend>(
     let mut times = Vec::new();
     for i in 0..steps + 2 {
         let start = Instant::now();
-        let (next, _) = train_step(model, &config, &mut optimizer, &micro, 1e-4, device)
+        let (grads, _) = step_gradients(&model, &config, 1, &micro, Dropout::NONE, device)
             .unwrap_or_else(|e| panic!("{e}"));
-        model = next;
+        (model, _) =
+            apply_step(model, &mut optimizer, grads, 1e-4).unwrap_or_else(|e| panic!("{e}"));
         if i >= 2 {
             times.push(start.elapsed().as_secs_f64());
         }

@@ -1,5 +1,6 @@
-//! The allocator of every Sovereign process (binaries, tests and benches): mimalloc, told to keep
-//! the memory it frees.
+//! The allocator Sovereign's processes run on: mimalloc, told to keep the memory it frees. The
+//! binaries and the training benches choose it (`#[global_allocator] static ALLOCATOR: MiMalloc
+//! = MiMalloc;`, then [`keep_freed_memory`] first thing in `main`); the library does not.
 //!
 //! A training step allocates and frees the same large tensors every step (the logits block, the
 //! `[V, C]` gradients of the embedding and the head). glibc returns every block over 32 MiB to
@@ -9,9 +10,7 @@
 //! pages again was 14% of a mini step's profile. [`keep_freed_memory`] turns that off (mini 4 × 128 steps 1.59–1.62 s → 1.43–1.47 s
 //! here; peak RSS 806 → 844 MB).
 
-/// The process's allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub use mimalloc::MiMalloc;
 
 /// `mi_option_purge_delay`: its place in mimalloc's `mi_option_e` (v3, the version built), which
 /// the Rust bindings do not name.

@@ -5,6 +5,7 @@
 //! - [`model`]: RWKV-7 (x070) in Burn.
 //! - [`tokenizer`]: byte-level BPE (training, tokenizer.json, encoding and decoding).
 //! - [`train`]: schedule, gradients and AdamW, checkpoints, the training loop.
+//! - [`hashing`]: SplitMix64 and sha256 checksums.
 //! - [`host`]: tensor values as `f32` slices, for the CPU kernels.
 //! - [`collective`]: gradient buckets and the ring all-reduce over a transport trait.
 //! - [`output`]: files written whole or not at all.
@@ -17,6 +18,7 @@ pub mod allocator;
 pub mod collective;
 pub mod data;
 pub mod device;
+pub mod hashing;
 pub mod host;
 pub mod logging;
 pub mod model;

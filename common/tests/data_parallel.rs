@@ -1,4 +1,4 @@
-//! Data parallelism in one process: replicas on threads ([`run_replica`]), each drawing its own
+//! Data parallelism in one process: ranks on threads ([`train_rank`]), each drawing its own
 //! shard's micro-batches and averaging gradients through the ring all-reduce, reach the weights
 //! of `emulate_world` (one process that takes every rank's micro-batches in rank order).
 
@@ -8,8 +8,9 @@ use burn::backend::{Autodiff, Flex};
 use sovereign_common::collective::local::local_ring;
 use sovereign_common::collective::ring::{Ring, RingReducer};
 use sovereign_common::model::weights::TensorFile;
-use sovereign_common::train::replica::{Control, ReplicaPlan, run_replica};
-use sovereign_common::train::run::{RunConfig, train};
+use sovereign_common::train::record::StepRecord;
+use sovereign_common::train::run::{Control, RankPlan, train, train_rank};
+use sovereign_common::train::settings::RunConfig;
 
 type A = Autodiff<Flex>;
 
@@ -54,7 +55,7 @@ fn ring_replicas_match_the_emulated_world() {
             };
             std::thread::spawn(move || {
                 fs::create_dir_all(&config.out).unwrap();
-                let plan = ReplicaPlan {
+                let plan = RankPlan {
                     rank: rank as u32,
                     world,
                     data: config.data.clone(),
@@ -65,16 +66,16 @@ fn ring_replicas_match_the_emulated_world() {
                     ring: Ring::new(rank, world as usize, config.wire_dtype),
                     transport,
                 };
-                let last = run_replica::<A>(
+                let last = train_rank::<A>(
                     &config,
-                    plan,
+                    &plan,
                     None,
                     &mut reducer,
-                    &Default::default(),
-                    |s| {
-                        losses.push(s.loss);
+                    &mut |record: StepRecord| {
+                        losses.push(record.loss);
                         Ok(Control::Continue)
                     },
+                    &Default::default(),
                 )
                 .unwrap();
                 assert_eq!(losses.len(), 20);

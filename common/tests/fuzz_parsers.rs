@@ -25,7 +25,7 @@ use sovereign_common::model::init::init_rwkv;
 use sovereign_common::model::weights::{TensorFile, config_of, save_rwkv};
 use sovereign_common::tokenizer::Tokenizer;
 use sovereign_common::train::checkpoint::read_meta;
-use sovereign_common::train::run::RunConfig;
+use sovereign_common::train::settings::RunConfig;
 
 /// Cases per parser: `SOVEREIGN_FUZZ_CASES`, or a few hundred inside `cargo test`.
 fn cases() -> u32 {
@@ -230,7 +230,7 @@ fn data_sidecar() {
         "{{\"format_version\":1,\"dtype\":\"uint16\",\"byte_order\":\"little\",\"tokens\":64,\
          \"documents\":9,\"vocab_size\":300,\"eos_id\":3,\"tokenizer_sha256\":\"ab\",\
          \"data_sha256\":\"{}\"}}",
-        sovereign_common::data::dataset::sha256_file(&data).unwrap()
+        sovereign_common::hashing::sha256_file(&data).unwrap()
     );
     fuzz("data sidecar", mutated(seed.into_bytes()), |bytes| {
         std::fs::write(dir.path().join("train.bin.json"), &bytes).unwrap();

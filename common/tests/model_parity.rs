@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use safetensors::SafeTensors;
+use sovereign_common::model::RwkvBackend;
 use sovereign_common::model::dropout::Dropout;
 use sovereign_common::model::rwkv::{LayerState, ParamRef, zero_state};
 use sovereign_common::model::weights::{TensorFile, load_rwkv, save_rwkv};
-use sovereign_common::model::{RwkvBackend, TrainKernels};
+use sovereign_common::train::backend::TrainKernels;
 
 fn fixture_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("SOVEREIGN_FIXTURES")

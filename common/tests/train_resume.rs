@@ -5,7 +5,9 @@ use std::fs;
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use sovereign_common::train::run::{Metrics, RunConfig, resume, train};
+use sovereign_common::train::record::StepRecord;
+use sovereign_common::train::run::{resume, train};
+use sovereign_common::train::settings::RunConfig;
 
 type A = Autodiff<Flex>;
 
@@ -26,7 +28,7 @@ fn metrics(run: &Path) -> Vec<(u64, f64, f64, f64)> {
     fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Metrics>(l).unwrap())
+        .map(|l| serde_json::from_str::<StepRecord>(l).unwrap())
         .map(|m| (m.step, m.loss, m.lr, m.grad_norm))
         .collect()
 }

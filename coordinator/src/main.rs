@@ -9,6 +9,11 @@ mod mapreduce;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sovereign_common::allocator::MiMalloc;
+
+/// The process's allocator (common/src/allocator.rs).
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     sovereign_common::allocator::keep_freed_memory();

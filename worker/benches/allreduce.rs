@@ -23,6 +23,10 @@ use sovereign_worker::peer::serve_peer;
 /// Timed rounds per measurement (after one warm-up round).
 const ROUNDS: usize = 3;
 
+/// The allocator the binaries run on (common/src/allocator.rs), so that timings are theirs.
+#[global_allocator]
+static ALLOCATOR: sovereign_common::allocator::MiMalloc = sovereign_common::allocator::MiMalloc;
+
 fn main() {
     sovereign_common::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();

@@ -7,7 +7,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sovereign_common::data::dataset::{sha256_range, sidecar_path};
+use sovereign_common::data::dataset::sidecar_path;
+use sovereign_common::hashing::sha256_range;
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::{DataRange, FetchRequest};
 use tonic::transport::Channel;

@@ -3,7 +3,7 @@
 //! coordinator runs a data-prep job, pulls and runs its map tasks ([`prep`]).
 //!
 //! The tokio runtime serves the Peer service and talks to the coordinator; training runs on a
-//! blocking thread ([`sovereign_common::train::replica::run_replica`]) that reaches the network
+//! blocking thread ([`sovereign_common::train::run::train_rank`]) that reaches the network
 //! only through its all-reduce ([`collective`]: the gRPC ring or NCCL) and the report call.
 
 mod data;
@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use sovereign_common::allocator::MiMalloc;
 use sovereign_common::device::Device;
-use sovereign_common::train::replica::{Control, ReplicaPlan, ReplicaStep, run_replica};
-use sovereign_common::train::run::RunConfig;
+use sovereign_common::train::record::StepRecord;
+use sovereign_common::train::run::{Control, RankPlan, train_rank};
+use sovereign_common::train::settings::RunConfig;
 use sovereign_common::with_training_backend;
 use sovereign_proto::transport::{TlsArgs, connect};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
@@ -63,6 +65,10 @@ struct Args {
     #[command(flatten)]
     tls: TlsArgs,
 }
+
+/// The process's allocator (common/src/allocator.rs).
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     sovereign_common::allocator::keep_freed_memory();
@@ -218,29 +224,17 @@ async fn run(args: Args) -> Result<()> {
     let handle = tokio::runtime::Handle::current();
     let generation = plan.generation;
     let trained = tokio::task::spawn_blocking(move || -> Result<Option<PathBuf>> {
-        let plan = ReplicaPlan {
+        let plan = RankPlan {
             rank,
             world,
             data,
             val_data,
         };
-        let report = |step: &ReplicaStep| {
-            let report = StepReport {
-                token: token.clone(),
-                rank,
-                step: step.step,
-                loss: step.loss,
-                val_loss: step.val_loss,
-                grad_norm: step.grad_norm,
-                compute_s: step.compute_s,
-                allreduce_s: step.allreduce_s,
-                tokens: step.tokens,
-                lr: step.lr,
-                generation,
-            };
+        let mut report = |record: StepRecord| {
+            let step = record.step;
             let answer = handle
-                .block_on(coordinator.report(report))
-                .map_err(|s| format!("reporting step {}: {}", step.step, s.message()))?
+                .block_on(coordinator.report(step_report(&record, &token, rank, generation)))
+                .map_err(|s| format!("reporting step {step}: {}", s.message()))?
                 .into_inner();
             Ok(match answer.kind() {
                 command::Kind::Continue => Control::Continue,
@@ -248,13 +242,13 @@ async fn run(args: Args) -> Result<()> {
             })
         };
         let checkpointing = config.activation_checkpointing;
-        with_training_backend!(device, checkpointing, |A, dev| run_replica::<A>(
+        with_training_backend!(device, checkpointing, |A, dev| train_rank::<A>(
             &config,
-            plan,
+            &plan,
             start.as_deref(),
             reducer.as_mut(),
+            &mut report,
             &dev,
-            report,
         )
         .map_err(anyhow::Error::msg))
     })
@@ -279,6 +273,23 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!("rank {rank}: last checkpoint {}", last.display());
     }
     Ok(())
+}
+
+/// A step's record on the wire, as rank `rank` of generation `generation` reports it.
+fn step_report(record: &StepRecord, token: &str, rank: u32, generation: u32) -> StepReport {
+    StepReport {
+        token: token.to_string(),
+        rank,
+        step: record.step,
+        loss: record.loss,
+        val_loss: record.val_loss,
+        grad_norm: record.grad_norm,
+        compute_s: record.compute_s,
+        allreduce_s: record.allreduce_s,
+        tokens: record.tokens,
+        lr: record.lr,
+        generation,
+    }
 }
 
 /// Sends a heartbeat every second from the runtime, whatever the training or map thread is

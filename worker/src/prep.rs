@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
-use sovereign_common::data::tokenize::hex;
+use sovereign_common::hashing::hex;
 use sovereign_common::prep::{Mapper, PrepJob};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::prep_client::PrepClient;

@@ -1,12 +1,8 @@
-//! Gradients as one flat `f32` vector (the model's parameter order), cut into buckets of about
+//! A flat `f32` gradient vector (the model's parameter order) cut into buckets of about
 //! [`BUCKET_BYTES`], and the wire encodings (little-endian f32, or bf16 rounded to nearest even).
 //! Shared by the gRPC ring and the NCCL path, so both reduce exactly the same buffers.
 
 use std::ops::Range;
-
-use burn::prelude::*;
-
-use crate::train::optimizer::Gradients;
 
 /// Target bucket size: about 25 MiB of f32.
 pub const BUCKET_BYTES: usize = 25 << 20;
@@ -119,64 +115,6 @@ fn from_bf16(v: u16) -> f32 {
     f32::from_bits(u32::from(v) << 16)
 }
 
-/// Where each parameter's gradient lies in the flat vector.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FlatLayout {
-    /// (name, range in the flat vector), in parameter order.
-    pub params: Vec<(String, Range<usize>)>,
-}
-
-impl FlatLayout {
-    /// Values in all.
-    pub fn len(&self) -> usize {
-        self.params.last().map_or(0, |(_, r)| r.end)
-    }
-
-    /// True when there are no parameters.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Every gradient, concatenated in parameter order, and where each one lies.
-pub fn flatten<B: Backend>(grads: &Gradients<B>) -> (Vec<f32>, FlatLayout) {
-    let mut flat = Vec::new();
-    let mut params = Vec::with_capacity(grads.tensors.len());
-    for (name, g) in &grads.tensors {
-        let start = flat.len();
-        let values = g
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("converted to f32 just above");
-        flat.extend_from_slice(&values);
-        params.push((name.clone(), start..flat.len()));
-    }
-    (flat, FlatLayout { params })
-}
-
-/// The gradients back from a flat vector laid out as `layout`.
-pub fn unflatten<B: Backend>(
-    flat: &[f32],
-    layout: &FlatLayout,
-    device: &B::Device,
-) -> Gradients<B> {
-    let tensors = layout
-        .params
-        .iter()
-        .map(|(name, range)| {
-            let values = flat[range.clone()].to_vec();
-            let n = values.len();
-            (
-                name.clone(),
-                Tensor::from_data(TensorData::new(values, [n]), device),
-            )
-        })
-        .collect();
-    Gradients { tensors }
-}
-
 /// Consecutive ranges of at most `bucket_values` values covering `0..len`.
 pub fn buckets(len: usize, bucket_values: usize) -> Vec<Range<usize>> {
     let step = bucket_values.max(1);
@@ -189,28 +127,6 @@ pub fn buckets(len: usize, bucket_values: usize) -> Vec<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
-
-    #[test]
-    fn flatten_and_unflatten_round_trip() {
-        let device = Default::default();
-        let grads = Gradients::<Flex> {
-            tensors: vec![
-                ("a".into(), Tensor::from_floats([1.0, 2.0, 3.0], &device)),
-                ("b".into(), Tensor::from_floats([4.0, 5.0], &device)),
-            ],
-        };
-        let (flat, layout) = flatten(&grads);
-        assert_eq!(flat, [1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert_eq!(layout.params[1], ("b".to_string(), 3..5));
-        let back = unflatten::<Flex>(&flat, &layout, &device);
-        let (name, values) = &back.tensors[1];
-        assert_eq!(name, "b");
-        assert_eq!(
-            values.clone().into_data().to_vec::<f32>().unwrap(),
-            [4.0, 5.0]
-        );
-    }
 
     #[test]
     fn buckets_cover_everything_in_order() {

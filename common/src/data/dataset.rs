@@ -12,7 +12,7 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::tokenize::{hex, splitmix64};
+use crate::hashing::{hex, sha256_file, splitmix64};
 use crate::progress::Progress;
 
 /// The sidecar format this build writes and reads.
@@ -58,40 +58,6 @@ pub fn sidecar_path(data: &Path) -> PathBuf {
     let mut name = data.as_os_str().to_owned();
     name.push(".json");
     PathBuf::from(name)
-}
-
-/// sha256 (hex) of bytes `[start, end)` of `path`: how a worker checks its copy of a shard.
-pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let name = path.display();
-    let mut file = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("{name}: {e}"))?.len();
-    if start > end || end > len {
-        return Err(format!(
-            "{name}: bytes [{start}, {end}) are not inside its {len} bytes"
-        ));
-    }
-    file.seek(SeekFrom::Start(start))
-        .map_err(|e| format!("{name}: {e}"))?;
-    let mut hasher = Sha256::new();
-    let mut left = end - start;
-    let mut buffer = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = left.min(buffer.len() as u64) as usize;
-        file.read_exact(&mut buffer[..n])
-            .map_err(|e| format!("{name}: reading bytes [{start}, {end}): {e}"))?;
-        hasher.update(&buffer[..n]);
-        left -= n as u64;
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// sha256 (hex) of the whole file at `path`, read in pieces.
-pub fn sha256_file(path: &Path) -> Result<String, String> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .len();
-    sha256_range(path, 0, len)
 }
 
 /// How thoroughly [`TokenDataset::open`] checks the file.

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::PrepError;
 use super::corpus::{DocumentReader, Utf8Policy};
 use super::dataset::{FORMAT_VERSION, Sidecar, sidecar_path};
+use crate::hashing::{hex, splitmix64};
 use crate::output::AtomicFile;
 use crate::progress::Progress;
 use crate::tokenizer::Tokenizer;
@@ -54,14 +55,6 @@ pub struct TokenizeStats {
 /// Whether document `index` is held out for validation.
 pub fn is_val(index: u64, fraction: f64) -> bool {
     ((splitmix64(index ^ 0x5EED_0F5A_11D0_C5EE) >> 11) as f64 / (1u64 << 53) as f64) < fraction
-}
-
-/// SplitMix64: a fast, well-mixed 64-bit hash of an integer.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// One output stream (train or val) with its running counts and checksum.
@@ -122,11 +115,6 @@ impl Stream {
             .map_err(output_error)?;
         json.commit().map_err(output_error)
     }
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A tokenizer.json loaded for encoding, with what the sidecars record about it.

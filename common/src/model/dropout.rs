@@ -8,7 +8,7 @@
 
 use burn::prelude::*;
 
-use crate::data::tokenize::splitmix64;
+use crate::hashing::splitmix64;
 
 /// The dropout of one forward pass: a rate and the seed of its masks.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -10,7 +10,7 @@ use super::dropout::Dropout;
 use super::loss::window_tensors;
 use super::rwkv::{Rwkv, State, zero_state};
 use crate::data::dataset::TokenDataset;
-use crate::data::tokenize::splitmix64;
+use crate::hashing::splitmix64;
 
 /// The result of [`evaluate`].
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]

@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use super::config::{HEAD_SIZE, ModelConfig};
 use super::rwkv::{Block, ChannelMix, Norm, Rwkv, TimeMix};
-use crate::data::tokenize::splitmix64;
+use crate::hashing::splitmix64;
 
 /// A seeded source of uniform and normal numbers.
 struct Rng(u64);

@@ -15,7 +15,7 @@ use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::{AdamW, AdamWConfig};
-use crate::data::dataset::sha256_file;
+use crate::hashing::sha256_file;
 use crate::model::rwkv::Rwkv;
 use crate::model::weights::{TensorFile, load_rwkv, save_rwkv};
 use crate::output::AtomicFile;

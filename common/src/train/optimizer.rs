@@ -7,6 +7,7 @@
 //! each parameter's update is one [`AdamWKernel`] operation.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use burn::module::{ModuleMapper, Param, ParamId};
 use burn::prelude::*;
@@ -20,6 +21,63 @@ use crate::model::rwkv::{ParamRef, Rwkv};
 pub struct Gradients<B: Backend> {
     /// (name, flattened gradient).
     pub tensors: Vec<(String, Tensor<B, 1>)>,
+}
+
+/// Where each parameter's gradient lies in the flat vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlatLayout {
+    /// (name, range in the flat vector), in parameter order.
+    pub params: Vec<(String, Range<usize>)>,
+}
+
+impl FlatLayout {
+    /// Values in all.
+    pub fn len(&self) -> usize {
+        self.params.last().map_or(0, |(_, r)| r.end)
+    }
+
+    /// True when there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<B: Backend> Gradients<B> {
+    /// Every gradient, concatenated in parameter order (what a collective averages), and where
+    /// each one lies.
+    pub fn flatten(&self) -> (Vec<f32>, FlatLayout) {
+        let mut flat = Vec::new();
+        let mut params = Vec::with_capacity(self.tensors.len());
+        for (name, g) in &self.tensors {
+            let start = flat.len();
+            let values = g
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("converted to f32 just above");
+            flat.extend_from_slice(&values);
+            params.push((name.clone(), start..flat.len()));
+        }
+        (flat, FlatLayout { params })
+    }
+
+    /// The gradients back from a flat vector laid out as `layout`.
+    pub fn unflatten(flat: &[f32], layout: &FlatLayout, device: &B::Device) -> Self {
+        let tensors = layout
+            .params
+            .iter()
+            .map(|(name, range)| {
+                let values = flat[range.clone()].to_vec();
+                let n = values.len();
+                (
+                    name.clone(),
+                    Tensor::from_data(TensorData::new(values, [n]), device),
+                )
+            })
+            .collect();
+        Gradients { tensors }
+    }
 }
 
 impl<B: Backend> Gradients<B> {
@@ -341,5 +399,26 @@ mod tests {
         assert!((grads.scale(factor).global_norm() - 1.0).abs() < 1e-5);
         let (factor, _) = Gradients::<Flex> { tensors: vec![] }.clip_factor(1.0);
         assert_eq!(factor, 1.0);
+    }
+
+    #[test]
+    fn flatten_and_unflatten_round_trip() {
+        let device = Default::default();
+        let grads = Gradients::<Flex> {
+            tensors: vec![
+                ("a".into(), Tensor::from_floats([1.0, 2.0, 3.0], &device)),
+                ("b".into(), Tensor::from_floats([4.0, 5.0], &device)),
+            ],
+        };
+        let (flat, layout) = grads.flatten();
+        assert_eq!(flat, [1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(layout.params[1], ("b".to_string(), 3..5));
+        let back = Gradients::<Flex>::unflatten(&flat, &layout, &device);
+        let (name, values) = &back.tensors[1];
+        assert_eq!(name, "b");
+        assert_eq!(
+            values.clone().into_data().to_vec::<f32>().unwrap(),
+            [4.0, 5.0]
+        );
     }
 }

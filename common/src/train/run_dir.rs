@@ -8,7 +8,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{LATEST, newest_whole_checkpoint, set_latest};
-use super::run::truncate_metrics;
+use super::record::{METRICS_FILE, truncate_metrics};
 use crate::output::remove_stale_temps;
 
 /// The lock file's name inside a run directory.
@@ -115,7 +115,7 @@ pub fn start_fresh(run_dir: &Path) -> Result<(), String> {
             run_dir.display()
         ));
     }
-    let metrics = run_dir.join("metrics.jsonl");
+    let metrics = run_dir.join(METRICS_FILE);
     if metrics.exists() {
         tracing::warn!(
             "{}: an earlier attempt stopped before its first checkpoint; starting over",
@@ -139,7 +139,7 @@ pub fn roll_back(run_dir: &Path, checkpoint: &Path, step: u64) -> Result<(), Str
         set_latest(run_dir, checkpoint)
             .map_err(|e| format!("{}: {e}", run_dir.join(LATEST).display()))?;
     }
-    truncate_metrics(&run_dir.join("metrics.jsonl"), step)
+    truncate_metrics(&run_dir.join(METRICS_FILE), step)
 }
 
 #[cfg(test)]

@@ -7,26 +7,15 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::backend::{TrainBackend, TrainKernels};
 use super::optimizer::{AdamW, Gradients};
 use crate::model::config::ModelConfig;
 use crate::model::dropout::Dropout;
 use crate::model::loss::{L2WRAP, window_tensors};
 use crate::model::rwkv::{Rwkv, zero_state};
-use crate::model::{TrainBackend, TrainKernels};
 
 /// Gradients are clipped to this global norm.
 pub const CLIP_NORM: f64 = 1.0;
-
-/// What one step did.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepReport {
-    /// Mean loss over the step's micro-batches (cross-entropy; L2Wrap adds no value).
-    pub loss: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// The learning rate used.
-    pub lr: f64,
-}
 
 /// The error for a non-finite loss or gradient norm at `step` (1-based), naming its likely cause:
 /// at step 1 no update has been made yet, so the weights or data are at fault, not the learning
@@ -43,22 +32,6 @@ fn not_finite(step: u64, what: &str, value: f64) -> String {
              earlier checkpoint)"
         )
     }
-}
-
-/// Runs one optimizer step over `micro_batches` (each a list of windows of T + 1 tokens) and
-/// returns the updated model. A non-finite loss or gradient is an error naming the step; the
-/// model passed in is then not updated (the caller keeps its last good checkpoint).
-pub fn train_step<A: TrainBackend>(
-    model: Rwkv<A>,
-    config: &ModelConfig,
-    optimizer: &mut AdamW<A::InnerBackend>,
-    micro_batches: &[Vec<Vec<u16>>],
-    lr: f64,
-    device: &A::Device,
-) -> Result<(Rwkv<A>, StepReport), String> {
-    let step = optimizer.step + 1;
-    let (grads, loss) = step_gradients(&model, config, step, micro_batches, Dropout::NONE, device)?;
-    apply_step(model, optimizer, grads, loss, lr)
 }
 
 /// The first half of a step: forward (with `dropout`, its masks drawn per micro-batch), loss and
@@ -205,14 +178,14 @@ impl<A: AutodiffBackend> ModuleMapper<A> for Replica {
 }
 
 /// The second half of a step: the divergence guard on the gradient norm, clipping at
-/// [`CLIP_NORM`], and AdamW at `lr`. `loss` is reported as the step's loss.
+/// [`CLIP_NORM`], and AdamW at `lr`. Returns the updated model and the gradient norm before
+/// clipping.
 pub fn apply_step<A: TrainBackend>(
     model: Rwkv<A>,
     optimizer: &mut AdamW<A::InnerBackend>,
     grads: Gradients<A::InnerBackend>,
-    loss: f64,
     lr: f64,
-) -> Result<(Rwkv<A>, StepReport), String> {
+) -> Result<(Rwkv<A>, f64), String> {
     let step = optimizer.step + 1;
     if !(lr.is_finite() && lr > 0.0) {
         return Err(format!(
@@ -224,15 +197,7 @@ pub fn apply_step<A: TrainBackend>(
     if !grad_norm.is_finite() {
         return Err(not_finite(step, "gradient norm", grad_norm));
     }
-    let model = optimizer.step(model, &grads, lr, clip_factor);
-    Ok((
-        model,
-        StepReport {
-            loss,
-            grad_norm,
-            lr,
-        },
-    ))
+    Ok((optimizer.step(model, &grads, lr, clip_factor), grad_norm))
 }
 
 #[cfg(test)]
@@ -244,6 +209,21 @@ mod tests {
     use burn::module::Module;
 
     type A = Autodiff<Flex>;
+
+    /// One optimizer step over `micro` without dropout: the model, its loss and gradient norm.
+    fn train_step<T: TrainBackend>(
+        model: Rwkv<T>,
+        config: &ModelConfig,
+        optimizer: &mut AdamW<T::InnerBackend>,
+        micro: &[Vec<Vec<u16>>],
+        lr: f64,
+        device: &T::Device,
+    ) -> Result<(Rwkv<T>, f64, f64), String> {
+        let step = optimizer.step + 1;
+        let (grads, loss) = step_gradients(&model, config, step, micro, Dropout::NONE, device)?;
+        let (model, grad_norm) = apply_step(model, optimizer, grads, lr)?;
+        Ok((model, loss, grad_norm))
+    }
 
     #[test]
     fn a_repeating_pattern_is_learned() {
@@ -260,11 +240,11 @@ mod tests {
         let micro = vec![vec![window(0), window(3)], vec![window(5), window(6)]];
         let mut losses = Vec::new();
         for _ in 0..40 {
-            let (next, report) =
+            let (next, loss, grad_norm) =
                 train_step(model, &config, &mut adam, &micro, 1e-2, &device).unwrap();
             model = next;
-            assert!(report.grad_norm.is_finite());
-            losses.push(report.loss);
+            assert!(grad_norm.is_finite());
+            losses.push(loss);
         }
         assert!(
             losses[0] > 2.0,
@@ -295,7 +275,7 @@ mod tests {
         config: &ModelConfig,
         seed: u64,
         micro: &[Vec<Vec<u16>>],
-    ) -> (Rwkv<T>, StepReport) {
+    ) -> (Rwkv<T>, f64, f64) {
         let device = Default::default();
         let model = init_rwkv::<T>(config, seed, &device);
         let mut adam = AdamW::new(AdamWConfig::default());
@@ -310,10 +290,10 @@ mod tests {
         let micro = vec![vec![
             (0..33).map(|i| ((i * 5) % 16) as u16).collect::<Vec<u16>>(),
         ]];
-        let (plain, plain_report) = first_step::<A>(&config, 3, &micro);
-        let (balanced, report) = first_step::<Balanced>(&config, 3, &micro);
-        assert_eq!(report.loss, plain_report.loss);
-        assert_eq!(report.grad_norm, plain_report.grad_norm);
+        let (plain, plain_loss, plain_norm) = first_step::<A>(&config, 3, &micro);
+        let (balanced, loss, norm) = first_step::<Balanced>(&config, 3, &micro);
+        assert_eq!(loss, plain_loss);
+        assert_eq!(norm, plain_norm);
         // Every parameter, bit for bit.
         fn values<B: burn::tensor::backend::Backend>(model: &Rwkv<B>) -> Vec<(String, Vec<f32>)> {
             use crate::model::rwkv::ParamRef;
@@ -340,7 +320,7 @@ mod tests {
             (0..33).map(|i| ((i * 3) % 16) as u16).collect::<Vec<u16>>(),
         ]];
         // At init the branches' output matrices are zero: one step makes them drop something.
-        let (model, _) = first_step::<A>(&config, 5, &micro);
+        let (model, _, _) = first_step::<A>(&config, 5, &micro);
         let loss = |dropout| {
             step_gradients(&model, &config, 1, &micro, dropout, &device)
                 .unwrap()
@@ -360,7 +340,7 @@ mod tests {
         assert_eq!(<Flex as TrainKernels>::PARTS, 2);
         let device = Default::default();
         let config = ModelConfig::new(16, 2, 64).unwrap();
-        let (model, _) = first_step::<A>(
+        let (model, _, _) = first_step::<A>(
             &config,
             9,
             &[vec![(0..33).map(|i| (i % 16) as u16).collect()]],

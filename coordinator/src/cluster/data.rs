@@ -5,8 +5,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sovereign_common::data::dataset::{sha256_range, sidecar_path};
-use sovereign_common::train::run::RunConfig;
+use sovereign_common::data::dataset::sidecar_path;
+use sovereign_common::hashing::sha256_range;
+use sovereign_common::train::settings::RunConfig;
 use sovereign_proto::v1::{DataChunk, DataRange, FetchRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

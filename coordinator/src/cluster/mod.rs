@@ -16,10 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use sovereign_common::train::checkpoint::{latest_checkpoint, read_meta, verify_checkpoint};
-use sovereign_common::train::run::{RunConfig, truncate_metrics};
+use sovereign_common::train::record::{METRICS_FILE, MetricsLog, truncate_metrics};
 use sovereign_common::train::run_dir::{RunLock, roll_back, start_fresh};
+use sovereign_common::train::settings::RunConfig;
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 
 use crate::cli::{ClusterArgs, Launcher};
@@ -66,7 +67,7 @@ pub fn train_cluster(
     let config = config.absolute_paths().map_err(anyhow::Error::msg)?;
     config.check().map_err(anyhow::Error::msg)?;
     let _lock = RunLock::acquire(&config.out).map_err(anyhow::Error::msg)?;
-    let metrics_path = config.out.join("metrics.jsonl");
+    let metrics_path = config.out.join(METRICS_FILE);
     let start_step = match start {
         Some(dir) => {
             let meta = verify_checkpoint(dir).map_err(anyhow::Error::msg)?;
@@ -107,9 +108,11 @@ pub fn train_cluster(
         token.clone(),
         world,
         plan,
-        open_metrics(&metrics_path)?,
+        MetricsLog::open(&config.out, config.steps).map_err(anyhow::Error::msg)?,
     ));
-    service.restart(0, start, start_step, open_metrics(&metrics_path)?);
+    service
+        .restart(0, start, start_step)
+        .map_err(anyhow::Error::msg)?;
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -214,16 +217,16 @@ async fn supervise(
                 }
                 Err(_) => (None, 0),
             };
-            truncate_metrics(&config.out.join("metrics.jsonl"), step)
-                .map_err(anyhow::Error::msg)?;
+            truncate_metrics(&config.out.join(METRICS_FILE), step).map_err(anyhow::Error::msg)?;
             tracing::warn!(
                 "restarting the group (generation {generation}) from {}",
                 checkpoint
                     .as_ref()
                     .map_or("the start".to_string(), |d| d.display().to_string())
             );
-            let metrics = open_metrics(&config.out.join("metrics.jsonl"))?;
-            service.restart(generation, checkpoint.as_deref(), step, metrics);
+            service
+                .restart(generation, checkpoint.as_deref(), step)
+                .map_err(anyhow::Error::msg)?;
             *children = launch.start()?;
             continue;
         }
@@ -288,15 +291,6 @@ async fn wait_for_exit(children: &mut [Worker]) -> Result<()> {
 }
 
 /// The step a checkpoint directory was taken at (from its meta.json).
-/// metrics.jsonl opened for appending; opened again after each rollback, which replaces the file.
-fn open_metrics(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
-}
-
 fn checkpoint_step(dir: &Path) -> Result<u64> {
     Ok(read_meta(dir).map_err(anyhow::Error::msg)?.step)
 }

@@ -4,15 +4,13 @@
 //! generation: the joins and pending reports of the old one are dropped.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sovereign_common::sync::lock;
-use sovereign_common::train::run::Metrics;
+use sovereign_common::train::record::{MetricsLog, StepRecord};
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::{
     Command, DataChunk, DataRange, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest,
@@ -57,11 +55,10 @@ struct Group {
     last_seen: Vec<Instant>,
 }
 
-/// Reports of steps not every rank has reported yet, and the metrics file.
+/// Records of steps not every rank has reported yet (with their ranks), and the metrics file.
 struct Reports {
-    pending: BTreeMap<u64, Vec<StepReport>>,
-    metrics: File,
-    started: Instant,
+    pending: BTreeMap<u64, Vec<(u32, StepRecord)>>,
+    metrics: MetricsLog,
 }
 
 /// The service's state.
@@ -85,7 +82,7 @@ pub struct CoordinatorService {
 
 impl CoordinatorService {
     /// A service for `world` workers; metrics lines are appended to `metrics`.
-    pub fn new(token: String, world: u32, plan: RunPlan, metrics: File) -> Self {
+    pub fn new(token: String, world: u32, plan: RunPlan, metrics: MetricsLog) -> Self {
         Self {
             token,
             world,
@@ -94,7 +91,6 @@ impl CoordinatorService {
             reports: Mutex::new(Reports {
                 pending: BTreeMap::new(),
                 metrics,
-                started: Instant::now(),
             }),
             progress: watch::channel(0).0,
             highest: AtomicU64::new(0),
@@ -138,8 +134,13 @@ impl CoordinatorService {
     }
 
     /// Starts generation `generation`, continuing from `checkpoint` (at `step`) or from scratch;
-    /// its metrics lines go to `metrics` (reopened, since a rollback replaces the file).
-    pub fn restart(&self, generation: u32, checkpoint: Option<&Path>, step: u64, metrics: File) {
+    /// metrics.jsonl is opened again, since a rollback replaces the file.
+    pub fn restart(
+        &self,
+        generation: u32,
+        checkpoint: Option<&Path>,
+        step: u64,
+    ) -> Result<(), String> {
         *lock(&self.group) = Group {
             generation,
             start_checkpoint: checkpoint.map_or(String::new(), |p| p.display().to_string()),
@@ -147,10 +148,11 @@ impl CoordinatorService {
         };
         let mut reports = lock(&self.reports);
         reports.pending.clear();
-        reports.metrics = metrics;
+        reports.metrics.reopen()?;
         drop(reports);
         self.highest.store(step, Ordering::SeqCst);
         self.progress.send_replace(step);
+        Ok(())
     }
 
     /// The rank of the worker process `pid` in the current generation.
@@ -203,47 +205,19 @@ impl CoordinatorService {
         let mut reports = lock(&self.reports);
         let step = report.step;
         let list = reports.pending.entry(step).or_default();
-        list.push(report);
+        list.push((report.rank, record_of(&report)));
         if list.len() < self.world as usize {
             return Ok(());
         }
         let mut list = reports.pending.remove(&step).unwrap_or_default();
-        list.sort_by_key(|r| r.rank);
-        let n = list.len() as f64;
-        let loss = list.iter().map(|r| r.loss).sum::<f64>() / n;
-        let slowest = list
-            .iter()
-            .map(|r| r.compute_s + r.allreduce_s)
-            .fold(1e-9, f64::max);
-        let tokens: u64 = list.iter().map(|r| r.tokens).sum();
-        let share = list
-            .iter()
-            .map(|r| r.allreduce_s / (r.compute_s + r.allreduce_s).max(1e-9))
-            .sum::<f64>()
-            / n;
-        let first = &list[0];
-        let line = Metrics {
-            step,
-            loss,
-            val_loss: list.iter().find_map(|r| r.val_loss),
-            lr: first.lr,
-            grad_norm: first.grad_norm,
-            tokens_per_s: tokens as f64 / slowest,
-            elapsed: reports.started.elapsed().as_secs_f64(),
-        };
-        let text = serde_json::to_string(&line).map_err(|e| Status::internal(e.to_string()))?;
-        writeln!(reports.metrics, "{text}")
-            .map_err(|e| Status::internal(format!("writing metrics.jsonl: {e}")))?;
-        tracing::info!(
-            "step {step}/{}: loss {loss:.4}{} lr {:.2e} grad norm {:.3} {:.0} tok/s, all-reduce {:.0}% of the step",
-            self.plan.steps,
-            line.val_loss
-                .map_or(String::new(), |v| format!(" val {v:.4}")),
-            line.lr,
-            line.grad_norm,
-            line.tokens_per_s,
-            share * 100.0
-        );
+        list.sort_by_key(|(rank, _)| *rank);
+        let ranks: Vec<StepRecord> = list.into_iter().map(|(_, record)| record).collect();
+        if let Some(world) = StepRecord::merge(&ranks) {
+            reports
+                .metrics
+                .write(world)
+                .map_err(|e| Status::internal(format!("writing metrics.jsonl: {e}")))?;
+        }
         self.progress.send_replace(step);
         Ok(())
     }
@@ -323,6 +297,22 @@ impl CoordinatorService {
             let _ = waiter.send(Ok(reply));
         }
         Ok(())
+    }
+}
+
+/// A rank's record of its step, from its report on the wire.
+fn record_of(report: &StepReport) -> StepRecord {
+    StepRecord {
+        step: report.step,
+        loss: report.loss,
+        val_loss: report.val_loss,
+        lr: report.lr,
+        grad_norm: report.grad_norm,
+        tokens_per_s: report.tokens as f64 / (report.compute_s + report.allreduce_s).max(1e-9),
+        elapsed: 0.0,
+        tokens: report.tokens,
+        compute_s: report.compute_s,
+        allreduce_s: report.allreduce_s,
     }
 }
 
@@ -418,7 +408,7 @@ mod tests {
     use super::*;
 
     /// A service for one worker whose "train" file is `data`.
-    fn service(data: &Path, metrics: File) -> CoordinatorService {
+    fn service(data: &Path, metrics: MetricsLog) -> CoordinatorService {
         let plan = RunPlan {
             config_json: "{}".into(),
             data_sha256: String::new(),
@@ -446,7 +436,7 @@ mod tests {
         let data = dir.path().join("train.bin");
         let bytes: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&data, &bytes).unwrap();
-        let service = service(&data, File::create(dir.path().join("m")).unwrap());
+        let service = service(&data, MetricsLog::open(dir.path(), 1).unwrap());
 
         let mut stream = service
             .fetch_data(fetch("train", "secret", 10, (5 << 19) + 10))

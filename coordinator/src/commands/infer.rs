@@ -16,7 +16,8 @@ use sovereign_common::model::weights::{ExportDtype, TensorFile, load_rwkv, save_
 use sovereign_common::output::refuse_inputs;
 use sovereign_common::tokenizer::Tokenizer;
 use sovereign_common::tokenizer::utf8_stream::Utf8Stream;
-use sovereign_common::train::checkpoint::{verify_checkpoint, verify_weights_file};
+use sovereign_common::train::checkpoint::{read_meta, verify_checkpoint, verify_weights_file};
+use sovereign_common::train::resume::stored_config;
 
 use crate::cli::{self, ExportArgs, GenerateArgs, TestModelArgs, WeightsArgs};
 
@@ -95,13 +96,12 @@ fn tokenizer_for(args: &GenerateArgs) -> Result<Tokenizer> {
     Tokenizer::from_file(&path).map_err(anyhow::Error::msg)
 }
 
+/// The tokenizer that `checkpoint`'s run names.
 fn run_tokenizer(checkpoint: &Path) -> Result<PathBuf> {
-    let meta = std::fs::read_to_string(checkpoint.join("meta.json"))
-        .with_context(|| format!("reading {}/meta.json", checkpoint.display()))?;
-    let meta: serde_json::Value = serde_json::from_str(&meta)?;
-    meta["config"]["tokenizer"]
-        .as_str()
-        .map(PathBuf::from)
+    let meta = read_meta(checkpoint).map_err(anyhow::Error::msg)?;
+    stored_config(checkpoint, &meta)
+        .map_err(anyhow::Error::msg)?
+        .tokenizer
         .ok_or_else(|| {
             anyhow!(
                 "{}'s run names no tokenizer; pass --tokenizer",

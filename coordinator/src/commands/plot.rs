@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use sovereign_common::output::{AtomicFile, refuse_inputs};
-use sovereign_common::train::run::Metrics;
+use sovereign_common::train::record::{METRICS_FILE, StepRecord, read_metrics};
 
 use crate::cli::PlotArgs;
 
@@ -26,8 +26,20 @@ const FONT_PATHS: &[&str] = &[
 
 /// Draws `RUN_DIR/metrics.jsonl` to `--output` (default `RUN_DIR/loss.png`).
 pub fn plot(args: &PlotArgs) -> Result<()> {
-    let metrics_path = args.run.join("metrics.jsonl");
-    let metrics = read_metrics(&metrics_path)?;
+    let metrics_path = args.run.join(METRICS_FILE);
+    if !metrics_path.is_file() {
+        bail!(
+            "cannot read {} (is this a run directory made by `sovereign train`?)",
+            metrics_path.display()
+        );
+    }
+    let metrics = read_metrics(&metrics_path).map_err(anyhow::Error::msg)?;
+    if metrics.is_empty() {
+        bail!(
+            "{} has no steps yet: nothing to plot",
+            metrics_path.display()
+        );
+    }
     let output = args
         .output
         .clone()
@@ -52,29 +64,6 @@ pub fn plot(args: &PlotArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads every line of a metrics file; a bad line is an error naming it.
-fn read_metrics(path: &Path) -> Result<Vec<Metrics>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read {} (is this a run directory made by `sovereign train`?)",
-            path.display()
-        )
-    })?;
-    let mut metrics = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let m: Metrics = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a metrics line", path.display(), i + 1))?;
-        metrics.push(m);
-    }
-    if metrics.is_empty() {
-        bail!("{} has no steps yet: nothing to plot", path.display());
-    }
-    Ok(metrics)
-}
-
 /// Registers the first font found as "sans-serif"; false when there is none.
 fn register_font() -> bool {
     FONT_PATHS.iter().any(|path| {
@@ -86,7 +75,7 @@ fn register_font() -> bool {
 }
 
 /// The loss curves as an RGB buffer of [`SIZE`].
-fn draw(metrics: &[Metrics], run: &Path, labels: bool) -> Result<Vec<u8>> {
+fn draw(metrics: &[StepRecord], run: &Path, labels: bool) -> Result<Vec<u8>> {
     let mut rgb = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
     let train: Vec<(f64, f64)> = metrics
         .iter()

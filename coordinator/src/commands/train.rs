@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result, bail};
 use sovereign_common::device::Device;
-use sovereign_common::train::run::{self, MovedData, RunConfig};
+use sovereign_common::train::resume::{MovedData, resume_point};
+use sovereign_common::train::run;
+use sovereign_common::train::settings::RunConfig;
 use sovereign_common::with_training_backend;
 
 use crate::cli::{ResumeArgs, TrainArgs};
@@ -67,7 +69,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
         skip_checksum: args.skip_checksum,
     };
     let (config, checkpoint) =
-        run::resume_point(&args.run, args.from.as_deref(), &moved).map_err(anyhow::Error::msg)?;
+        resume_point(&args.run, args.from.as_deref(), &moved).map_err(anyhow::Error::msg)?;
     if let Some(hosts) = cluster_hosts(&args.cluster)? {
         check_cluster_device(device)?;
         return train_cluster(&args.cluster, hosts, config, Some(&checkpoint));

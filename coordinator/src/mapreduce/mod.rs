@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use sovereign_common::data::dataset::sha256_range;
+use sovereign_common::hashing::sha256_range;
 use sovereign_common::prep::{InputFile, MapJob, PrepJob, Reducer};
 use sovereign_common::progress::Progress;
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;

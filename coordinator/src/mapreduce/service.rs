@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
-use sovereign_common::data::tokenize::hex;
+use sovereign_common::hashing::hex;
 use sovereign_common::prep::Reducer;
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::prep_server::Prep;
