@@ -11,7 +11,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::prep_client::PrepClient;
-use sovereign_proto::v1::{JoinRequest, ResultChunk, TaskRequest, task};
+use sovereign_proto::v1::training_client::TrainingClient;
+use sovereign_proto::v1::{
+    JoinRequest, ResultChunk, StepReport, TaskRequest, join_reply, prep_job, task,
+};
 use sovereign_tests::cluster::{signal, spawn_logged, wait_for_line};
 use sovereign_tests::{
     binary, bz2_multistream, demo_dump, path_str, shared_fixtures, sovereign, sovereign_ok, stderr,
@@ -453,7 +456,23 @@ fn wrong_results_are_refused_and_a_worker_without_the_input_fetches_it() {
         let refused = join.join(request("wrong")).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         let reply = join.join(request(&token)).await.unwrap().into_inner();
-        assert!(reply.prep_job_json.contains("\"kind\":\"encode\""));
+        let Some(join_reply::Job::Prep(job)) = reply.job else {
+            panic!(
+                "a prep coordinator answers a join with its job: {:?}",
+                reply.job
+            );
+        };
+        assert!(
+            matches!(job.map, Some(prep_job::Map::Encode(_))),
+            "{:?}",
+            job.map
+        );
+        // A prep coordinator serves no training RPCs at all.
+        let mut training = TrainingClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let unserved = training.report(StepReport::default()).await.unwrap_err();
+        assert_eq!(unserved.code(), tonic::Code::Unimplemented);
         let worker = reply.rank;
         let ask = TaskRequest {
             token: token.clone(),

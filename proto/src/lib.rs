@@ -1,6 +1,8 @@
-//! Sovereign's wire protocols, generated at build time from `proto/*.proto`, and how the run's
-//! processes connect ([`transport`]: plain or mutual TLS).
+//! Sovereign's wire protocols, generated at build time from `proto/*.proto`, the library's types
+//! converted to and from their messages ([`convert`]), and how the run's processes connect
+//! ([`transport`]: plain or mutual TLS).
 
+pub mod convert;
 pub mod transport;
 
 /// Version 1 of the control-plane protocol (`package sovereign.v1`).

@@ -10,7 +10,7 @@ use sovereign_common::collective::bucket::WireDtype;
 use sovereign_common::collective::ring::{Ring, RingReducer};
 use sovereign_common::device::Device;
 use sovereign_proto::transport::{Tls, connect};
-use sovereign_proto::v1::coordinator_client::CoordinatorClient;
+use sovereign_proto::v1::training_client::TrainingClient;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -90,13 +90,13 @@ pub async fn grpc_ring(
 }
 
 /// NCCL on `device`: rank 0 creates the unique id, the coordinator relays it (for group
-/// `generation`), every rank joins the communicator.
+/// `generation` through `training`), every rank joins the communicator.
 #[cfg(feature = "nccl")]
 pub async fn nccl(
     setup: &Setup<'_>,
     generation: u32,
     device: Device,
-    coordinator: &mut CoordinatorClient<Channel>,
+    training: &mut TrainingClient<Channel>,
 ) -> Result<Box<dyn AllReduce + Send>> {
     use sovereign_common::collective::nccl::{NcclReducer, new_unique_id};
     use sovereign_proto::v1::NcclIdRequest;
@@ -108,7 +108,7 @@ pub async fn nccl(
     } else {
         Vec::new()
     };
-    let id = coordinator
+    let id = training
         .exchange_nccl_id(NcclIdRequest {
             token: setup.token.to_string(),
             rank: setup.rank,
@@ -135,7 +135,7 @@ pub async fn nccl(
     _setup: &Setup<'_>,
     _generation: u32,
     _device: Device,
-    _coordinator: &mut CoordinatorClient<Channel>,
+    _training: &mut TrainingClient<Channel>,
 ) -> Result<Box<dyn AllReduce + Send>> {
     anyhow::bail!("the plan asks for NCCL, but this worker was built without --features nccl")
 }

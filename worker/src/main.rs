@@ -18,13 +18,16 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sovereign_common::allocator::MiMalloc;
 use sovereign_common::device::Device;
+use sovereign_common::prep::PrepJob;
 use sovereign_common::train::record::StepRecord;
 use sovereign_common::train::run::{Control, RankPlan, train_rank};
 use sovereign_common::train::settings::RunConfig;
 use sovereign_common::with_training_backend;
+use sovereign_proto::convert::step_report;
 use sovereign_proto::transport::{TlsArgs, connect};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
-use sovereign_proto::v1::{HeartbeatRequest, JoinRequest, StepReport, command};
+use sovereign_proto::v1::training_client::TrainingClient;
+use sovereign_proto::v1::{Collective, HeartbeatRequest, JoinRequest, command, join_reply};
 
 use data::{DataPlaces, local_data};
 use sovereign_worker::collective::{Setup, grpc_ring, nccl_usable};
@@ -157,22 +160,20 @@ async fn run(args: Args) -> Result<()> {
             _ => anyhow::anyhow!("joining the coordinator failed: {}", s.message()),
         })?
         .into_inner();
-    if !reply.prep_job_json.is_empty() {
-        tracing::info!("joined a data-prep job as worker {}", reply.rank);
-        send_heartbeats(&coordinator, &token, reply.rank, 0);
-        return prep::run_prep(
-            &reply.prep_job_json,
-            reply.rank,
-            channel,
-            &token,
-            args.data_dir.as_deref(),
-        )
-        .await;
-    }
-    let plan = reply.plan.context("the coordinator sent no plan")?;
+    let plan = match reply.job {
+        Some(join_reply::Job::Plan(plan)) => plan,
+        Some(join_reply::Job::Prep(job)) => {
+            tracing::info!("joined a data-prep job as worker {}", reply.rank);
+            send_heartbeats(&coordinator, &token, reply.rank, 0);
+            let job = PrepJob::try_from(job)?;
+            return prep::run_prep(job, reply.rank, channel, &token, args.data_dir.as_deref())
+                .await;
+        }
+        None => bail!("the coordinator's answer to the join holds no job"),
+    };
     let (rank, world) = (reply.rank, reply.world_size);
-    let config: RunConfig =
-        serde_json::from_str(&plan.config_json).context("the plan's run config")?;
+    let settings = plan.settings.clone();
+    let config = RunConfig::try_from(settings.context("the plan holds no run settings")?)?;
     send_heartbeats(&coordinator, &token, rank, plan.generation);
 
     // The data this rank reads, fetched from the coordinator where it is missing or differs.
@@ -212,9 +213,10 @@ async fn run(args: Args) -> Result<()> {
         tls: tls.as_ref(),
         deadline: Duration::from_secs(args.collective_timeout),
     };
-    let (mut reducer, sender) = if plan.collective == "nccl" {
+    let mut training = TrainingClient::new(channel.clone());
+    let (mut reducer, sender) = if plan.collective() == Collective::Nccl {
         (
-            sovereign_worker::collective::nccl(&setup, plan.generation, device, &mut coordinator)
+            sovereign_worker::collective::nccl(&setup, plan.generation, device, &mut training)
                 .await?,
             None,
         )
@@ -233,7 +235,7 @@ async fn run(args: Args) -> Result<()> {
         let mut report = |record: StepRecord| {
             let step = record.step;
             let answer = handle
-                .block_on(coordinator.report(step_report(&record, &token, rank, generation)))
+                .block_on(training.report(step_report(&record, &token, rank, generation)))
                 .map_err(|s| format!("reporting step {step}: {}", s.message()))?
                 .into_inner();
             Ok(match answer.kind() {
@@ -273,23 +275,6 @@ async fn run(args: Args) -> Result<()> {
         tracing::info!("rank {rank}: last checkpoint {}", last.display());
     }
     Ok(())
-}
-
-/// A step's record on the wire, as rank `rank` of generation `generation` reports it.
-fn step_report(record: &StepRecord, token: &str, rank: u32, generation: u32) -> StepReport {
-    StepReport {
-        token: token.to_string(),
-        rank,
-        step: record.step,
-        loss: record.loss,
-        val_loss: record.val_loss,
-        grad_norm: record.grad_norm,
-        compute_s: record.compute_s,
-        allreduce_s: record.allreduce_s,
-        tokens: record.tokens,
-        lr: record.lr,
-        generation,
-    }
 }
 
 /// Sends a heartbeat every second from the runtime, whatever the training or map thread is

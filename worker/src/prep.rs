@@ -23,13 +23,12 @@ const CHUNK_BYTES: usize = 1 << 20;
 
 /// Runs the job's tasks until the coordinator says every one is done.
 pub async fn run_prep(
-    job_json: &str,
+    job: PrepJob,
     worker: u32,
     channel: Channel,
     token: &str,
     data_dir: Option<&Path>,
 ) -> Result<()> {
-    let job: PrepJob = serde_json::from_str(job_json).context("the coordinator's job")?;
     let mapper = Arc::new(Mapper::new(&job.map).map_err(anyhow::Error::msg)?);
     let mut prep = PrepClient::new(channel.clone());
     let mut coordinator = CoordinatorClient::new(channel);

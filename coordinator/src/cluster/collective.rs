@@ -1,6 +1,8 @@
 //! Which collective a group of workers uses: NCCL when asked for (or `auto`) and every worker
 //! can use it, else the gRPC ring, decided once the whole world has joined.
 
+use sovereign_proto::v1::Collective as Chosen;
+
 use crate::cli::Collective;
 
 /// What the coordinator knows of a joined worker.
@@ -22,7 +24,7 @@ pub struct Member {
 pub fn choose_collective(
     asked: Collective,
     members: &[Member],
-) -> Result<(&'static str, Option<String>), String> {
+) -> Result<(Chosen, Option<String>), String> {
     let lacking = members.iter().position(|m| !m.nccl);
     let why = |rank: usize| {
         let m = &members[rank];
@@ -37,14 +39,14 @@ pub fn choose_collective(
         )
     };
     match (asked, lacking) {
-        (Collective::Grpc, _) => Ok(("grpc", None)),
-        (_, None) => Ok(("nccl", None)),
+        (Collective::Grpc, _) => Ok((Chosen::GrpcRing, None)),
+        (_, None) => Ok((Chosen::Nccl, None)),
         (Collective::Nccl, Some(rank)) => Err(format!(
             "--collective nccl: {}; use --collective auto or grpc",
             why(rank)
         )),
         (Collective::Auto, Some(rank)) => Ok((
-            "grpc",
+            Chosen::GrpcRing,
             members
                 .iter()
                 .any(|m| m.gpu)
@@ -74,18 +76,18 @@ mod tests {
         let cpu = [member(false, false), member(false, false)];
         assert_eq!(
             choose_collective(Collective::Auto, &all).unwrap(),
-            ("nccl", None)
+            (Chosen::Nccl, None)
         );
         assert_eq!(
             choose_collective(Collective::Grpc, &all).unwrap(),
-            ("grpc", None)
+            (Chosen::GrpcRing, None)
         );
         assert_eq!(
             choose_collective(Collective::Auto, &cpu).unwrap(),
-            ("grpc", None)
+            (Chosen::GrpcRing, None)
         );
         let (collective, note) = choose_collective(Collective::Auto, &one_lacks).unwrap();
-        assert_eq!(collective, "grpc");
+        assert_eq!(collective, Chosen::GrpcRing);
         assert_eq!(
             note.unwrap(),
             "rank 1 (node) cannot use NCCL (a build without --features nccl, or libnccl not \

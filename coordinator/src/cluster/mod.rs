@@ -21,7 +21,9 @@ use sovereign_common::train::checkpoint::{latest_checkpoint, read_meta, verify_c
 use sovereign_common::train::record::{METRICS_FILE, MetricsLog, truncate_metrics};
 use sovereign_common::train::run_dir::{RunLock, roll_back, start_fresh};
 use sovereign_common::train::settings::RunConfig;
+use sovereign_proto::v1::RunSettings;
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
+use sovereign_proto::v1::training_server::TrainingServer;
 
 use crate::cli::{ClusterArgs, Launcher};
 use hosts::Host;
@@ -94,7 +96,7 @@ pub fn train_cluster(
     let token_file = config.out.join("token");
     write_secret(&token_file, &token)?;
     let plan = RunPlan {
-        config_json: serde_json::to_string(&config)?,
+        settings: RunSettings::from(&config),
         data: data::data_ranges(&config, &shards)?,
         files: std::iter::once(("train".to_string(), config.data.clone()))
             .chain(config.val_data.clone().map(|v| ("val".to_string(), v)))
@@ -121,7 +123,9 @@ pub fn train_cluster(
         .build()?;
     runtime.block_on(async {
         let server = serve(&args.launch, |mut builder| {
-            builder.add_service(CoordinatorServer::from_arc(service.clone()))
+            builder
+                .add_service(CoordinatorServer::from_arc(service.clone()))
+                .add_service(TrainingServer::from_arc(service.clone()))
         })
         .await?;
         server.announce(&format!(

@@ -1,4 +1,4 @@
-//! The Coordinator gRPC service: admits workers (token and version checked), hands each its rank
+//! The Coordinator and Training gRPC services of a training run: admits workers (token and version checked), hands each its rank
 //! and plan once the whole world has joined, turns the per-step reports into metrics.jsonl, and
 //! keeps the heartbeats that tell a live worker from a frozen one. A restart starts a new
 //! generation: the joins and pending reports of the old one are dropped.
@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use sovereign_common::sync::lock;
 use sovereign_common::train::record::{MetricsLog, StepRecord};
 use sovereign_proto::v1::coordinator_server::Coordinator;
+use sovereign_proto::v1::training_server::Training;
 use sovereign_proto::v1::{
     Command, DataChunk, DataRange, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest,
-    NcclIdReply, NcclIdRequest, Plan, StepReport, command,
+    NcclIdReply, NcclIdRequest, Plan, RunSettings, StepReport, command, join_reply,
 };
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,8 +28,8 @@ use crate::cli::Collective;
 
 /// What every worker is told, apart from its rank.
 pub struct RunPlan {
-    /// The run configuration as JSON.
-    pub config_json: String,
+    /// The run settings.
+    pub settings: RunSettings,
     /// sha256 of train.bin.
     pub data_sha256: String,
     /// Token-aligned byte range of each rank's shard.
@@ -205,7 +206,7 @@ impl CoordinatorService {
         let mut reports = lock(&self.reports);
         let step = report.step;
         let list = reports.pending.entry(step).or_default();
-        list.push((report.rank, record_of(&report)));
+        list.push((report.rank, StepRecord::from(&report)));
         if list.len() < self.world as usize {
             return Ok(());
         }
@@ -281,9 +282,8 @@ impl CoordinatorService {
             let reply = JoinReply {
                 rank: rank as u32,
                 world_size: self.world,
-                prep_job_json: String::new(),
-                plan: Some(Plan {
-                    config_json: self.plan.config_json.clone(),
+                job: Some(join_reply::Job::Plan(Plan {
+                    settings: Some(self.plan.settings.clone()),
                     ring: ring.clone(),
                     shard_start,
                     shard_end,
@@ -291,28 +291,12 @@ impl CoordinatorService {
                     generation: group.generation,
                     start_checkpoint: group.start_checkpoint.clone(),
                     data: self.plan.data[rank].clone(),
-                    collective: collective.to_string(),
-                }),
+                    collective: collective as i32,
+                })),
             };
             let _ = waiter.send(Ok(reply));
         }
         Ok(())
-    }
-}
-
-/// A rank's record of its step, from its report on the wire.
-fn record_of(report: &StepReport) -> StepRecord {
-    StepRecord {
-        step: report.step,
-        loss: report.loss,
-        val_loss: report.val_loss,
-        lr: report.lr,
-        grad_norm: report.grad_norm,
-        tokens_per_s: report.tokens as f64 / (report.compute_s + report.allreduce_s).max(1e-9),
-        elapsed: 0.0,
-        tokens: report.tokens,
-        compute_s: report.compute_s,
-        allreduce_s: report.allreduce_s,
     }
 }
 
@@ -331,6 +315,35 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(reply))
     }
 
+    type FetchDataStream = ReceiverStream<Result<DataChunk, Status>>;
+
+    async fn fetch_data(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchDataStream>, Status> {
+        let from = remote(&request);
+        let fetch = request.into_inner();
+        self.check_token(&fetch.token, "a data fetch", &from)?;
+        fetch_stream(&self.plan.files, fetch, &from).map(Response::new)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<Command>, Status> {
+        let from = remote(&request);
+        let beat = request.into_inner();
+        self.check_token(&beat.token, "a heartbeat", &from)?;
+        let current = lock(&self.group).generation;
+        if beat.generation == current {
+            self.seen(beat.rank);
+        }
+        Ok(Response::new(self.command()))
+    }
+}
+
+#[tonic::async_trait]
+impl Training for CoordinatorService {
     async fn report(&self, request: Request<StepReport>) -> Result<Response<Command>, Status> {
         let from = remote(&request);
         let report = request.into_inner();
@@ -375,32 +388,6 @@ impl Coordinator for CoordinatorService {
             )),
         }
     }
-
-    type FetchDataStream = ReceiverStream<Result<DataChunk, Status>>;
-
-    async fn fetch_data(
-        &self,
-        request: Request<FetchRequest>,
-    ) -> Result<Response<Self::FetchDataStream>, Status> {
-        let from = remote(&request);
-        let fetch = request.into_inner();
-        self.check_token(&fetch.token, "a data fetch", &from)?;
-        fetch_stream(&self.plan.files, fetch, &from).map(Response::new)
-    }
-
-    async fn heartbeat(
-        &self,
-        request: Request<HeartbeatRequest>,
-    ) -> Result<Response<Command>, Status> {
-        let from = remote(&request);
-        let beat = request.into_inner();
-        self.check_token(&beat.token, "a heartbeat", &from)?;
-        let current = lock(&self.group).generation;
-        if beat.generation == current {
-            self.seen(beat.rank);
-        }
-        Ok(Response::new(self.command()))
-    }
 }
 
 #[cfg(test)]
@@ -410,7 +397,7 @@ mod tests {
     /// A service for one worker whose "train" file is `data`.
     fn service(data: &Path, metrics: MetricsLog) -> CoordinatorService {
         let plan = RunPlan {
-            config_json: "{}".into(),
+            settings: RunSettings::default(),
             data_sha256: String::new(),
             shards: vec![(0, 8)],
             data: vec![Vec::new()],

@@ -140,7 +140,7 @@ pub fn run_job<R: Reducer + 'static>(
     write_secret(&token_file, &token)?;
     let service = Arc::new(PrepService::new(
         token.clone(),
-        serde_json::to_string(&job)?,
+        sovereign_proto::v1::PrepJob::from(&job),
         inputs,
         board.clone(),
     ));

@@ -11,8 +11,8 @@ use sovereign_common::prep::Reducer;
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::prep_server::Prep;
 use sovereign_proto::v1::{
-    Command, DataChunk, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest, NcclIdReply,
-    NcclIdRequest, ResultChunk, StepReport, SubmitReply, Task, TaskRequest, task,
+    self, Command, DataChunk, FetchRequest, HeartbeatRequest, JoinReply, JoinRequest, ResultChunk,
+    SubmitReply, Task, TaskRequest, join_reply, task,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -29,17 +29,17 @@ const MAX_RESULT_BYTES: usize = 1 << 30;
 pub struct PrepService<R: Reducer> {
     token: String,
     /// The job, as workers receive it.
-    job_json: String,
+    job: v1::PrepJob,
     /// The inputs workers may fetch ranges of, by name ("input:0", …).
     files: Vec<(String, PathBuf)>,
     board: Arc<Mutex<TaskBoard<R>>>,
 }
 
 impl<R: Reducer> PrepService<R> {
-    /// Serves `board`'s tasks of the job `job_json` over `inputs`.
+    /// Serves `board`'s tasks of the job `job` over `inputs`.
     pub fn new(
         token: String,
-        job_json: String,
+        job: v1::PrepJob,
         inputs: &[PathBuf],
         board: Arc<Mutex<TaskBoard<R>>>,
     ) -> Self {
@@ -50,7 +50,7 @@ impl<R: Reducer> PrepService<R> {
             .collect();
         Self {
             token,
-            job_json,
+            job,
             files,
             board,
         }
@@ -61,11 +61,6 @@ impl<R: Reducer> PrepService<R> {
             .lock()
             .map_err(|_| Status::internal("the task board is poisoned"))
     }
-}
-
-/// What a training RPC gets from a data-prep coordinator.
-fn not_training() -> Status {
-    Status::failed_precondition("this coordinator runs a data-prep job, not training")
 }
 
 #[tonic::async_trait]
@@ -84,20 +79,8 @@ impl<R: Reducer + 'static> Coordinator for PrepService<R> {
         Ok(Response::new(JoinReply {
             rank: worker,
             world_size: 0,
-            plan: None,
-            prep_job_json: self.job_json.clone(),
+            job: Some(join_reply::Job::Prep(self.job.clone())),
         }))
-    }
-
-    async fn report(&self, _: Request<StepReport>) -> Result<Response<Command>, Status> {
-        Err(not_training())
-    }
-
-    async fn exchange_nccl_id(
-        &self,
-        _: Request<NcclIdRequest>,
-    ) -> Result<Response<NcclIdReply>, Status> {
-        Err(not_training())
     }
 
     type FetchDataStream = ReceiverStream<Result<DataChunk, Status>>;
