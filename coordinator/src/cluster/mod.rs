@@ -6,17 +6,18 @@
 
 pub mod collective;
 pub mod data;
+pub mod group;
 pub mod hosts;
 pub mod launch;
 pub mod serve;
 pub mod service;
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use sovereign_common::sync::lock;
 use sovereign_common::train::checkpoint::{latest_checkpoint, read_meta, verify_checkpoint};
 use sovereign_common::train::record::{METRICS_FILE, MetricsLog, truncate_metrics};
 use sovereign_common::train::run_dir::{RunLock, roll_back, start_fresh};
@@ -24,11 +25,15 @@ use sovereign_common::train::settings::RunConfig;
 use sovereign_proto::v1::RunSettings;
 use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use sovereign_proto::v1::training_server::TrainingServer;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::Router;
 
 use crate::cli::{ClusterArgs, Launcher};
+use group::{Group, Job, Lost, run_group};
 use hosts::Host;
-use launch::{Launch, Worker, check_local_hosts, stop};
-use serve::{new_token, serve, write_secret};
+use launch::check_local_hosts;
+use serve::{new_token, write_secret};
 use service::{CoordinatorService, RunPlan};
 
 /// The workers of a distributed run: the hosts file's lines, or `--gpus` as one local host;
@@ -116,30 +121,22 @@ pub fn train_cluster(
         .restart(0, start, start_step)
         .map_err(anyhow::Error::msg)?;
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let server = serve(&args.launch, |mut builder| {
-            builder
-                .add_service(CoordinatorServer::from_arc(service.clone()))
-                .add_service(TrainingServer::from_arc(service.clone()))
-        })
-        .await?;
-        server.announce(&format!(
-            "{world} workers, token in {}",
-            token_file.display()
-        ));
-        let launch = server.launch(&args.launch, &hosts, &token_file, &token);
-        let mut children = launch.start()?;
-        let outcome = supervise(&service, &launch, &mut children, &config, args).await;
-        stop(&mut children);
-        // Gracefully: the answer to the last step's report must reach its worker.
-        server.shutdown().await;
-        outcome
-    })?;
+    let job = Arc::new(TrainingJob {
+        service,
+        max_restarts: args.max_restarts,
+        config: config.clone(),
+        state: Mutex::new(Supervision {
+            generation: 0,
+            stopping: None,
+        }),
+    });
+    run_group(
+        job,
+        &args.launch,
+        &hosts,
+        (&token_file, &token),
+        &format!("{world} workers, token in {}", token_file.display()),
+    )?;
     println!(
         "trained to step {} on {world} workers; metrics in {}",
         config.steps,
@@ -148,150 +145,188 @@ pub fn train_cluster(
     Ok(())
 }
 
-/// What went wrong with the group, if anything: worker processes that died (named by their rank)
-/// or a rank that stopped sending heartbeats. When several have died by the time this looks, the
-/// ones ended by a signal come first: the others usually exited because the collective with them
-/// failed.
-fn failure(
-    service: &CoordinatorService,
-    workers: &mut [Worker],
-    stall_timeout: Duration,
-) -> Result<Option<String>> {
-    let mut dead = Vec::new();
-    for worker in workers.iter_mut() {
-        if let Some(status) = worker.child.try_wait()?
-            && !status.success()
-        {
-            let pid = worker.child.id();
-            let who = match service.rank_of_pid(pid) {
-                Some(rank) => format!("rank {rank} (pid {pid})"),
-                None if worker.place == "local" => {
-                    format!("a worker (pid {pid}) that had not joined")
-                }
-                None => format!("the worker started by {} (pid {pid})", worker.place),
-            };
-            dead.push((status.signal().is_none(), format!("{who} died: {status}")));
-        }
-    }
-    if dead.is_empty() {
-        return Ok(service.stalled(stall_timeout));
-    }
-    dead.sort_by_key(|(by_exit, _)| *by_exit);
-    let lines: Vec<String> = dead.into_iter().map(|(_, line)| line).collect();
-    Ok(Some(lines.join("; then ")))
+/// A training run as a group's job: the Coordinator and Training services, and what a lost worker
+/// means (the group restarts from the last whole checkpoint, up to `--max-restarts` times).
+struct TrainingJob {
+    service: Arc<CoordinatorService>,
+    config: RunConfig,
+    max_restarts: u32,
+    state: Mutex<Supervision>,
 }
 
-/// Waits until every rank has reported the last step. When a worker dies or stalls, the group
-/// restarts from the last whole checkpoint, up to `--max-restarts` times: local workers are
-/// respawned; with `--launcher none` the coordinator waits for workers to dial in again. Ctrl-C
-/// stops the run after a step that rank 0 checkpoints; a second Ctrl-C stops it at once.
-async fn supervise(
-    service: &CoordinatorService,
-    launch: &Launch,
-    children: &mut Vec<Worker>,
-    config: &RunConfig,
-    args: &ClusterArgs,
-) -> Result<()> {
-    let mut progress = service.progress();
-    let stall_timeout = Duration::from_secs(args.launch.stall_timeout);
-    let mut generation = 0;
-    let mut stopping = None;
-    let mut target = config.steps;
-    loop {
-        if *progress.borrow() >= target {
-            break;
+/// Where the supervision of a training run stands.
+struct Supervision {
+    /// The group's generation: restarts so far.
+    generation: u32,
+    /// The step the run stops after, once Ctrl-C asked for it.
+    stopping: Option<u64>,
+}
+
+impl TrainingJob {
+    /// The last step the run trains to: the end, or where Ctrl-C asked it to stop.
+    fn target(&self) -> u64 {
+        lock(&self.state).stopping.unwrap_or(self.config.steps)
+    }
+
+    /// Names the worker process `pid` for the log.
+    fn who(&self, pid: u32, place: &str) -> String {
+        match self.service.rank_of_pid(pid) {
+            Some(rank) => format!("rank {rank} (pid {pid})"),
+            None if place == "local" => format!("a worker (pid {pid}) that had not joined"),
+            None => format!("the worker started by {place} (pid {pid})"),
         }
-        if let Some(why) = service.fatal() {
+    }
+
+    /// What went wrong with the group: processes that died (named by their rank), else a rank
+    /// that stopped sending heartbeats. When several have died by the time this looks, the
+    /// ones ended by a signal come first: the others usually exited because the collective with
+    /// them failed.
+    fn failure(&self, mut lost: Vec<Lost>) -> Option<String> {
+        lost.retain(Lost::failed);
+        lost.sort_by_key(|l| !l.by_signal());
+        let deaths: Vec<String> = lost
+            .iter()
+            .filter_map(|l| match l {
+                Lost::Exited { pid, place, status } => {
+                    Some(format!("{} died: {status}", self.who(*pid, place)))
+                }
+                Lost::Stalled { .. } => None,
+            })
+            .collect();
+        if !deaths.is_empty() {
+            return Some(deaths.join("; then "));
+        }
+        lost.into_iter().find_map(|l| match l {
+            Lost::Stalled { why, .. } => Some(why),
+            Lost::Exited { .. } => None,
+        })
+    }
+}
+
+impl Job for TrainingJob {
+    fn services(self: Arc<Self>, mut server: Server) -> Router {
+        server
+            .add_service(CoordinatorServer::from_arc(self.service.clone()))
+            .add_service(TrainingServer::from_arc(self.service.clone()))
+    }
+
+    fn poll(&self) -> Result<bool> {
+        if let Some(why) = self.service.fatal() {
             bail!("{why}");
         }
-        if let Some(what) = failure(service, children, stall_timeout)? {
-            tracing::error!("{what}");
-            if stopping.is_some() {
-                bail!("{what} while stopping; the last whole checkpoint is in the run directory");
-            }
-            if generation >= args.max_restarts {
-                bail!("{what}; giving up after {} restarts", args.max_restarts);
-            }
-            stop(children);
-            generation += 1;
-            let (checkpoint, step) = match latest_checkpoint(&config.out) {
-                Ok(dir) => {
-                    let step = checkpoint_step(&dir)?;
-                    (Some(dir), step)
-                }
-                Err(_) => (None, 0),
-            };
-            truncate_metrics(&config.out.join(METRICS_FILE), step).map_err(anyhow::Error::msg)?;
-            tracing::warn!(
-                "restarting the group (generation {generation}) from {}",
-                checkpoint
-                    .as_ref()
-                    .map_or("the start".to_string(), |d| d.display().to_string())
-            );
-            service
-                .restart(generation, checkpoint.as_deref(), step)
-                .map_err(anyhow::Error::msg)?;
-            *children = launch.start()?;
-            continue;
-        }
-        if !children.is_empty()
-            && children
-                .iter_mut()
-                .all(|w| matches!(w.child.try_wait(), Ok(Some(_))))
-            && *progress.borrow() < target
-        {
-            bail!("every worker process exited before the run finished");
-        }
-        tokio::select! {
-            _ = progress.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = tokio::signal::ctrl_c() => {
-                if stopping.is_some() {
-                    bail!("interrupted again: stopped at once; the last whole checkpoint is in the run directory");
-                }
-                let at = service.request_stop();
-                tracing::warn!(
-                    "Ctrl-C: the workers stop after step {at}, which rank 0 checkpoints (Ctrl-C again to stop at once)"
-                );
-                stopping = Some(at);
-                target = at;
-            }
-        }
+        Ok(*self.service.progress().borrow() >= self.target())
     }
-    wait_for_exit(children).await?;
-    if let Some(at) = stopping
-        && at < config.steps
-    {
-        bail!(
-            "interrupted: stopped after step {at}, checkpointed in {}; continue with `sovereign \
-             resume --run {} --hosts …`",
-            latest_checkpoint(&config.out)
-                .map_or_else(|_| "the run directory".into(), |d| d.display().to_string()),
-            config.out.display()
-        );
-    }
-    Ok(())
-}
 
-/// Lets the workers finish writing and exit on their own, within a minute.
-async fn wait_for_exit(children: &mut [Worker]) -> Result<()> {
-    for (i, worker) in children.iter_mut().enumerate() {
-        let mut waited = 0;
-        loop {
-            if let Some(status) = worker.child.try_wait()? {
-                if !status.success() {
-                    bail!("worker process {i} exited with {status} after the last step");
-                }
-                break;
-            }
-            waited += 1;
-            if waited > 600 {
-                bail!("worker process {i} did not exit within a minute of the last step");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    fn stalled(&self, timeout: Duration) -> Vec<Lost> {
+        self.service
+            .stalled(timeout)
+            .map(|(rank, pid, why)| Lost::Stalled {
+                worker: rank,
+                pid: Some(pid),
+                why,
+            })
+            .into_iter()
+            .collect()
     }
-    Ok(())
+
+    /// When a worker dies or stalls, the group restarts from the last whole checkpoint: local
+    /// workers are respawned; with `--launcher none` the coordinator waits for workers to dial
+    /// in again.
+    fn lost(&self, lost: Vec<Lost>, group: &mut Group) -> Result<()> {
+        let Some(what) = self.failure(lost) else {
+            return Ok(());
+        };
+        tracing::error!("{what}");
+        let mut state = lock(&self.state);
+        if state.stopping.is_some() {
+            bail!("{what} while stopping; the last whole checkpoint is in the run directory");
+        }
+        if state.generation >= self.max_restarts {
+            bail!("{what}; giving up after {} restarts", self.max_restarts);
+        }
+        group.stop();
+        state.generation += 1;
+        let generation = state.generation;
+        drop(state);
+        let (checkpoint, step) = match latest_checkpoint(&self.config.out) {
+            Ok(dir) => {
+                let step = checkpoint_step(&dir)?;
+                (Some(dir), step)
+            }
+            Err(_) => (None, 0),
+        };
+        truncate_metrics(&self.config.out.join(METRICS_FILE), step).map_err(anyhow::Error::msg)?;
+        tracing::warn!(
+            "restarting the group (generation {generation}) from {}",
+            checkpoint
+                .as_ref()
+                .map_or("the start".to_string(), |d| d.display().to_string())
+        );
+        self.service
+            .restart(generation, checkpoint.as_deref(), step)
+            .map_err(anyhow::Error::msg)?;
+        group.start()
+    }
+
+    /// Ctrl-C stops the run after a step that rank 0 checkpoints; a second Ctrl-C stops it at
+    /// once.
+    fn interrupted(&self) -> Result<()> {
+        let mut state = lock(&self.state);
+        if state.stopping.is_some() {
+            bail!(
+                "interrupted again: stopped at once; the last whole checkpoint is in the run \
+                 directory"
+            );
+        }
+        let at = self.service.request_stop();
+        tracing::warn!(
+            "Ctrl-C: the workers stop after step {at}, which rank 0 checkpoints (Ctrl-C again to \
+             stop at once)"
+        );
+        state.stopping = Some(at);
+        Ok(())
+    }
+
+    fn all_gone(&self) -> String {
+        "every worker process exited before the run finished".into()
+    }
+
+    fn progress(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.service.progress())
+    }
+
+    /// Lets the workers finish writing and exit on their own, within a minute.
+    async fn finish(&self, group: &mut Group) -> Result<()> {
+        for (i, worker) in group.workers().iter_mut().enumerate() {
+            let mut waited = 0;
+            loop {
+                if let Some(status) = worker.child.try_wait()? {
+                    if !status.success() {
+                        bail!("worker process {i} exited with {status} after the last step");
+                    }
+                    break;
+                }
+                waited += 1;
+                if waited > 600 {
+                    bail!("worker process {i} did not exit within a minute of the last step");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let stopping = lock(&self.state).stopping;
+        if let Some(at) = stopping
+            && at < self.config.steps
+        {
+            bail!(
+                "interrupted: stopped after step {at}, checkpointed in {}; continue with \
+                 `sovereign resume --run {} --hosts …`",
+                latest_checkpoint(&self.config.out)
+                    .map_or_else(|_| "the run directory".into(), |d| d.display().to_string()),
+                self.config.out.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The step a checkpoint directory was taken at (from its meta.json).

@@ -162,8 +162,9 @@ impl CoordinatorService {
         group.members.iter().position(|m| m.pid == pid)
     }
 
-    /// A rank not heard from for longer than `timeout`, described for the log.
-    pub fn stalled(&self, timeout: Duration) -> Option<String> {
+    /// A rank not heard from for longer than `timeout`: the rank, its process id and a line for
+    /// the log.
+    pub fn stalled(&self, timeout: Duration) -> Option<(u32, u32, String)> {
         let group = lock(&self.group);
         let (rank, seen) = group
             .last_seen
@@ -173,10 +174,11 @@ impl CoordinatorService {
         let quiet = seen.elapsed();
         (quiet > timeout).then(|| {
             let Member { pid, host, .. } = &group.members[rank];
-            format!(
+            let why = format!(
                 "rank {rank} (pid {pid} on {host}) stalled: no heartbeat or step progress for {:.0} s",
                 quiet.as_secs_f64()
-            )
+            );
+            (rank as u32, *pid, why)
         })
     }
 

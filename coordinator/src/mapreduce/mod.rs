@@ -12,6 +12,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sovereign_common::sync::lock;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use sovereign_common::hashing::sha256_range;
@@ -21,9 +26,10 @@ use sovereign_proto::v1::coordinator_server::CoordinatorServer;
 use sovereign_proto::v1::prep_server::PrepServer;
 
 use crate::cli::PrepClusterArgs;
+use crate::cluster::group::{Group, Job, Lost, run_group};
 use crate::cluster::hosts::{Host, read_hosts};
-use crate::cluster::launch::{Worker, check_local_hosts, stop};
-use crate::cluster::serve::{new_token, serve, write_secret};
+use crate::cluster::launch::{Worker, check_local_hosts};
+use crate::cluster::serve::{new_token, write_secret};
 use board::{TaskBoard, TaskSpec};
 use service::PrepService;
 
@@ -145,41 +151,26 @@ pub fn run_job<R: Reducer + 'static>(
         board.clone(),
     ));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let started = Instant::now();
-    runtime.block_on(async {
-        let server = serve(&args.launch, |mut builder| {
-            builder
-                .add_service(CoordinatorServer::from_arc(service.clone()))
-                .add_service(PrepServer::from_arc(service.clone()))
-        })
-        .await?;
-        server.announce(&format!(
+    let job = Arc::new(MapReduce {
+        label: label.to_string(),
+        service: service.clone(),
+        board: board.clone(),
+        progress: Mutex::new(Progress::new("map tasks", "tasks", Some(input_bytes))),
+    });
+    run_group(
+        job,
+        &args.launch,
+        hosts,
+        (&token_file, &token),
+        &format!(
             "{label}: {task_count} map tasks for {workers} workers, token in {}",
             token_file.display()
-        ));
-        let launch = server.launch(&args.launch, hosts, &token_file, &token);
-        let mut children = launch.start()?;
-        let outcome = supervise(label, &board, &mut children, args, input_bytes).await;
-        if outcome.is_ok() {
-            let dropped = |pid| lock_board(&board).is_ok_and(|b| b.is_dropped_pid(pid));
-            let _ = tokio::time::timeout(
-                Duration::from_secs(30),
-                let_workers_exit(&mut children, dropped),
-            )
-            .await;
-        }
-        stop(&mut children);
-        server.shutdown().await;
-        outcome
-    })?;
+        ),
+    )?;
     let map_seconds = started.elapsed().as_secs_f64();
-    // Dropping the runtime ends every task that still holds the service (a connection a
-    // client left open), so the board is ours again.
-    drop(runtime);
+    // The runtime is gone with every task that held the service (a connection a client left
+    // open), so the board is ours again.
     drop(service);
     let board = Arc::try_unwrap(board)
         .map_err(|_| anyhow::anyhow!("the task board is still in use"))?
@@ -203,9 +194,111 @@ fn lock_board<R: Reducer>(
         .map_err(|_| anyhow::anyhow!("the task board is poisoned"))
 }
 
-/// After the last task: the workers hear "done" on their next request and exit; one that was
-/// dropped (a frozen process) is killed instead. An exit status other than success is logged:
-/// the output is whole either way.
+/// A map-reduce job as a group's job: the Coordinator and Prep services, and what a lost worker
+/// means (it is dropped and its tasks go to the others).
+struct MapReduce<R: Reducer> {
+    label: String,
+    service: Arc<PrepService<R>>,
+    board: Arc<Mutex<TaskBoard<R>>>,
+    progress: Mutex<Progress>,
+}
+
+impl<R: Reducer + 'static> Job for MapReduce<R> {
+    fn services(self: Arc<Self>, mut server: Server) -> Router {
+        server
+            .add_service(CoordinatorServer::from_arc(self.service.clone()))
+            .add_service(PrepServer::from_arc(self.service.clone()))
+    }
+
+    fn poll(&self) -> Result<bool> {
+        let board = lock_board(&self.board)?;
+        if let Some(why) = board.failure() {
+            bail!("{why}; no output was written");
+        }
+        let (_, done) = board.counts();
+        let mut progress = lock(&self.progress);
+        if board.is_finished() {
+            progress.finish();
+            return Ok(true);
+        }
+        progress.update(done as u64, board.input_done);
+        Ok(false)
+    }
+
+    fn stalled(&self, timeout: Duration) -> Vec<Lost> {
+        let Ok(board) = lock_board(&self.board) else {
+            return Vec::new();
+        };
+        board
+            .stalled(timeout)
+            .into_iter()
+            .map(|(worker, quiet)| Lost::Stalled {
+                worker,
+                pid: board.pid(worker),
+                why: format!(
+                    "stalled: no heartbeat for {:.0} s (--stall-timeout)",
+                    quiet.as_secs_f64()
+                ),
+            })
+            .collect()
+    }
+
+    /// A worker whose process died, or that stalled (its process is killed), is dropped: its
+    /// tasks go back on the board for the others.
+    fn lost(&self, lost: Vec<Lost>, group: &mut Group) -> Result<()> {
+        let mut board = lock_board(&self.board)?;
+        for gone in lost {
+            match gone {
+                Lost::Exited { pid, place, status } => match board.worker_of_pid(pid) {
+                    Some(worker) => {
+                        board.drop_worker(worker, &format!("its process died ({status})"));
+                    }
+                    None => tracing::warn!(
+                        "the worker started by {place} (pid {pid}) exited before it joined: {status}"
+                    ),
+                },
+                Lost::Stalled { worker, pid, why } => {
+                    board.drop_worker(worker, &why);
+                    if let Some(pid) = pid {
+                        group.kill(pid);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn interrupted(&self) -> Result<()> {
+        bail!("{}: interrupted; no output was written", self.label)
+    }
+
+    fn all_gone(&self) -> String {
+        let (total, done) = lock_board(&self.board).map_or((0, 0), |b| b.counts());
+        format!(
+            "every worker is gone with {done} of {total} map tasks done; no output was written \
+             (the log says why each one went)"
+        )
+    }
+
+    fn progress(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+
+    /// After the last task: the workers hear "done" on their next request and exit; one that was
+    /// dropped (a frozen process) is killed instead. An exit status other than success is
+    /// logged: the output is whole either way. Workers still running after 30 s are stopped.
+    async fn finish(&self, group: &mut Group) -> Result<()> {
+        let dropped = |pid| lock_board(&self.board).is_ok_and(|b| b.is_dropped_pid(pid));
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            let_workers_exit(group.workers(), dropped),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// Waits for every worker process to exit, killing first those that `dropped` names.
 async fn let_workers_exit(children: &mut [Worker], dropped: impl Fn(u32) -> bool) {
     for worker in children.iter_mut() {
         if dropped(worker.child.id()) {
@@ -228,77 +321,4 @@ async fn let_workers_exit(children: &mut [Worker], dropped: impl Fn(u32) -> bool
             }
         }
     }
-}
-
-/// Watches the job until every result is folded in: drops (and requeues the tasks of) workers
-/// whose process died or that stopped sending heartbeats, and gives up when none is left.
-async fn supervise<R: Reducer>(
-    label: &str,
-    board: &Mutex<TaskBoard<R>>,
-    children: &mut [Worker],
-    args: &PrepClusterArgs,
-    input_bytes: u64,
-) -> Result<()> {
-    let stall_timeout = Duration::from_secs(args.launch.stall_timeout);
-    let mut progress = Progress::new("map tasks", "tasks", Some(input_bytes));
-    let mut alive = vec![true; children.len()];
-    loop {
-        {
-            let mut board = lock_board(board)?;
-            if let Some(why) = board.failure() {
-                bail!("{why}; no output was written");
-            }
-            if board.is_finished() {
-                break;
-            }
-            for (child, alive) in children.iter_mut().zip(alive.iter_mut()) {
-                if !*alive {
-                    continue;
-                }
-                if let Some(status) = child.child.try_wait()? {
-                    *alive = false;
-                    let pid = child.child.id();
-                    match board.worker_of_pid(pid) {
-                        Some(worker) => {
-                            board.drop_worker(worker, &format!("its process died ({status})"));
-                        }
-                        None => tracing::warn!(
-                            "the worker started by {} (pid {pid}) exited before it joined: {status}",
-                            child.place
-                        ),
-                    }
-                }
-            }
-            for (worker, quiet) in board.stalled(stall_timeout) {
-                let why = format!(
-                    "stalled: no heartbeat for {:.0} s (--stall-timeout)",
-                    quiet.as_secs_f64()
-                );
-                board.drop_worker(worker, &why);
-                if let Some(child) = children
-                    .iter_mut()
-                    .find(|c| Some(c.child.id()) == board.pid(worker))
-                {
-                    let _ = child.child.kill();
-                }
-            }
-            if !children.is_empty() && !alive.iter().any(|&a| a) {
-                let (total, done) = board.counts();
-                bail!(
-                    "every worker is gone with {done} of {total} map tasks done; no output was \
-                     written (the log says why each one went)"
-                );
-            }
-            let (_, done) = board.counts();
-            progress.update(done as u64, board.input_done);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = tokio::signal::ctrl_c() => {
-                bail!("{label}: interrupted; no output was written");
-            }
-        }
-    }
-    progress.finish();
-    Ok(())
 }
