@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use sovereign_tests::{shared_fixtures, sovereign, stderr};
+use sovereign_test_support::{shared_fixtures, sovereign, stderr};
 
 #[test]
 fn demo_corpus_twice_loses_every_duplicate_and_keeps_order() {

@@ -8,60 +8,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use safetensors::SafeTensors;
-
-use crate::{binary, path_str, sovereign, stderr};
+use sovereign_test_support::{
+    binary, coordinator_address as address_in, max_relative_difference, path_str, patterned_tokens,
+    sovereign, stderr, write_tokens,
+};
 
 /// Tokens with some structure, and a run.toml for the micro model on them.
 pub fn setup(dir: &Path) {
-    let ids: Vec<u8> = (0..20_000u32)
-        .flat_map(|i| (((i * 7 + i / 11) % 16) as u16).to_le_bytes())
-        .collect();
-    fs::write(dir.join("train.bin"), ids).unwrap();
+    write_tokens(&dir.join("train.bin"), &patterned_tokens(20_000, 16));
     fs::write(
         dir.join("run.toml"),
         "vocab = 16\nmodel = \"micro\"\nseq_len = 16\nmicro_bsz = 2\naccum = 2\nsteps = 20\n\
          warmup = 2\nlr = 0.003\nmin_lr = 0.0003\ncheckpoint_every = 10\neval_every = 0\n",
     )
     .unwrap();
-}
-
-/// The f32 tensors of a safetensors file, by name.
-pub fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = fs::read(path).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<f32>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, values)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-/// The largest per-tensor relative L2 difference, ‖a − b‖ / ‖b‖.
-pub fn max_relative_difference(a: &Path, b: &Path) -> f64 {
-    let (a, b) = (tensors(a), tensors(b));
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0f64;
-    for ((name_a, x), (name_b, y)) in a.iter().zip(&b) {
-        assert_eq!(name_a, name_b);
-        let diff: f64 = x
-            .iter()
-            .zip(y)
-            .map(|(&p, &q)| f64::from(p - q).powi(2))
-            .sum();
-        let norm: f64 = y.iter().map(|&q| f64::from(q).powi(2)).sum();
-        worst = worst.max((diff / norm.max(1e-24)).sqrt());
-    }
-    worst
 }
 
 /// The value of `key` in every line of a run's metrics.jsonl.
@@ -127,8 +87,7 @@ pub fn spawn_logged(mut command: Command) -> (Child, mpsc::Receiver<String>) {
 /// The host:port the coordinator logged it listens on.
 pub fn coordinator_address(lines: &mpsc::Receiver<String>) -> String {
     let (line, _) = wait_for_line(lines, "coordinator on ", Duration::from_secs(30));
-    let rest = line.split("coordinator on ").nth(1).unwrap();
-    rest.split(':').take(2).collect::<Vec<_>>().join(":")
+    address_in(&line).expect("the line names an address")
 }
 
 /// The worker processes the coordinator started.

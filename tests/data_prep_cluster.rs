@@ -8,31 +8,23 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::prep_client::PrepClient;
 use sovereign_proto::v1::training_client::TrainingClient;
 use sovereign_proto::v1::{
     JoinRequest, ResultChunk, StepReport, TaskRequest, join_reply, prep_job, task,
 };
-use sovereign_tests::cluster::{signal, spawn_logged, wait_for_line};
-use sovereign_tests::{
-    binary, bz2_multistream, demo_dump, path_str, shared_fixtures, sovereign, sovereign_ok, stderr,
+use sovereign_test_support::{
+    binary, coordinator_address, path_str, sha256_file, shared_fixtures, sovereign, sovereign_ok,
+    stderr,
 };
-
-/// sha256 (hex) of a file.
-fn sha256(path: &Path) -> String {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use sovereign_tests::cluster::{signal, spawn_logged, wait_for_line};
+use sovereign_tests::{bz2_multistream, demo_dump};
 
 /// Asserts that every output of the distributed run has the single-process output's sha256.
 fn assert_same_files(single: &[PathBuf], distributed: &[PathBuf], what: &str) {
     for (a, b) in single.iter().zip(distributed) {
-        let (x, y) = (sha256(a), sha256(b));
+        let (x, y) = (sha256_file(a), sha256_file(b));
         eprintln!("{what}: {} {x} / {} {y}", a.display(), b.display());
         assert_eq!(x, y, "{what}: {} differs from {}", b.display(), a.display());
     }
@@ -428,13 +420,7 @@ fn wrong_results_are_refused_and_a_worker_without_the_input_fetches_it() {
     command.args(tokenize_args(dir.path(), "spread-", &flags));
     let (mut coordinator, lines) = spawn_logged(command);
     let (line, _) = wait_for_line(&lines, "token in ", Duration::from_secs(60));
-    let address = line
-        .split("coordinator on ")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .take(2);
-    let address = address.collect::<Vec<_>>().join(":");
+    let address = coordinator_address(&line).expect("the line names an address");
     let token_file = PathBuf::from(line.split("token in ").nth(1).unwrap().trim());
     let token = fs::read_to_string(&token_file).unwrap().trim().to_string();
 

@@ -6,8 +6,9 @@
 
 use std::fs;
 
-use sovereign_tests::cluster::{losses, max_relative_difference, setup, train_run};
-use sovereign_tests::{binary, path_str, stderr};
+use sovereign_test_support::max_relative_difference;
+use sovereign_test_support::{binary, coordinator_address, path_str, stderr};
+use sovereign_tests::cluster::{losses, setup, train_run};
 
 fn workers_match_the_emulated_world(world: u32, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
@@ -89,8 +90,8 @@ fn a_worker_with_the_wrong_token_is_refused() {
             .next()
             .expect("the coordinator logs its address")
             .unwrap();
-        if let Some(rest) = line.split("coordinator on ").nth(1) {
-            break rest.split(':').take(2).collect::<Vec<_>>().join(":");
+        if let Some(address) = coordinator_address(&line) {
+            break address;
         }
     };
     fs::write(p("wrong-token"), "not-the-token\n").unwrap();

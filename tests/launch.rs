@@ -11,11 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use sovereign_test_support::{binary, binary_path, path_str, stderr};
 use sovereign_tests::cluster::{
     assert_same_weights_as_uninterrupted, coordinator_address, setup, signal, start_coordinator,
     wait_for_line, wait_for_steps,
 };
-use sovereign_tests::{binary, binary_path, path_str, stderr};
 
 #[test]
 fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {

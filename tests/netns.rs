@@ -8,10 +8,10 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use sovereign_test_support::{binary_path, coordinator_address, path_str, stderr};
 use sovereign_tests::cluster::{
     assert_same_weights_as_uninterrupted, setup, start_coordinator_with, wait_for_line,
 };
-use sovereign_tests::{binary_path, path_str, stderr};
 
 /// Runs `ip ARGS`, returning its error text on failure.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -101,13 +101,8 @@ fn a_run_across_network_namespaces_trains_the_same_weights() {
         &["--launcher", "none", "--bind", "0.0.0.0:0"],
     );
     let (line, _) = wait_for_line(&lines, "coordinator on ", Duration::from_secs(30));
-    let port = line
-        .split("coordinator on ")
-        .nth(1)
-        .and_then(|rest| rest.split(':').nth(1))
-        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
-        .unwrap()
-        .to_string();
+    let address = coordinator_address(&line).expect("the line names an address");
+    let port = address.rsplit(':').next().unwrap_or_default().to_string();
     // Each worker dials the coordinator on its own link and advertises its address on the
     // worker–worker link for the ring.
     let worker = |ns: &str, coordinator_ip: String, ring_ip: String| {

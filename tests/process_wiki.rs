@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use sovereign_tests::{bz2, bz2_multistream, demo_dump, process_wiki, stderr, utf16le_with_bom};
+use sovereign_test_support::stderr;
+use sovereign_tests::{bz2, bz2_multistream, demo_dump, process_wiki, utf16le_with_bom};
 
 /// The demo dump's articles, cleaned: the whole expected corpus, byte for byte.
 const DEMO_CORPUS: &str = "O Brasil, oficialmente República Federativa do Brasil (Federative Republic of Brazil), é o maior país da América do Sul e da América Latina. Ocupa uma área de 8510000 km2, com fronteiras com quase todos os países do continente.

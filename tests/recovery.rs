@@ -8,11 +8,11 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sovereign_test_support::{path_str, sovereign, stderr};
 use sovereign_tests::cluster::{
     assert_same_weights_as_uninterrupted, setup, signal, start_cluster, wait_for_line,
     wait_for_steps, worker_pids,
 };
-use sovereign_tests::{path_str, sovereign, stderr};
 
 #[test]
 fn a_killed_worker_is_named_and_the_group_restarts_from_the_checkpoint() {

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use sovereign_tests::{path_str, shared_fixtures, sovereign, stderr};
+use sovereign_test_support::{path_str, shared_fixtures, sovereign, stderr};
 
 #[test]
 fn test_model_reproduces_the_reference_loss() {

@@ -5,7 +5,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use sovereign_tests::{demo_dump, sovereign, sovereign_ok, stderr};
+use sovereign_test_support::{sovereign, sovereign_ok, stderr};
+use sovereign_tests::demo_dump;
 
 /// A small Portuguese corpus: the demo dump through process-wiki, three times over so that pairs
 /// repeat.

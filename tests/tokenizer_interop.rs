@@ -8,7 +8,9 @@
 
 use std::process::Command;
 
-use sovereign_tests::{python_has, shared_fixtures, sovereign, sovereign_ok, stderr, workspace};
+use sovereign_test_support::{
+    python_has, shared_fixtures, sovereign, sovereign_ok, stderr, workspace,
+};
 
 fn check(corpus: &str, tokenizer: &str, bin: &str) {
     let script = workspace().join("tests/interop/check_tokenizer.py");

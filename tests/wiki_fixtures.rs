@@ -7,7 +7,8 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use sovereign_tests::{bz2_multistream, process_wiki, shared_fixtures, stderr};
+use sovereign_test_support::{shared_fixtures, stderr};
+use sovereign_tests::{bz2_multistream, process_wiki};
 
 /// Markup that must never reach the corpus.
 const MARKUP: &[&str] = &["{{", "}}", "[[", "]]", "<ref", "{|", "|}", "&amp;"];

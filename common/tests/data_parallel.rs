@@ -7,10 +7,10 @@ use std::fs;
 use burn::backend::{Autodiff, Flex};
 use sovereign_common::collective::local::local_ring;
 use sovereign_common::collective::ring::{Ring, RingReducer};
-use sovereign_common::model::weights::TensorFile;
 use sovereign_common::train::record::StepRecord;
 use sovereign_common::train::run::{Control, RankPlan, train, train_rank};
 use sovereign_common::train::settings::RunConfig;
+use sovereign_test_support::{max_relative_difference, patterned_tokens, write_tokens};
 
 type A = Autodiff<Flex>;
 
@@ -18,10 +18,7 @@ type A = Autodiff<Flex>;
 fn ring_replicas_match_the_emulated_world() {
     let dir = tempfile::tempdir().unwrap();
     let data_path = dir.path().join("train.bin");
-    let ids: Vec<u8> = (0..6000u32)
-        .flat_map(|i| (((i * 7 + i / 11) % 16) as u16).to_le_bytes())
-        .collect();
-    fs::write(&data_path, ids).unwrap();
+    write_tokens(&data_path, &patterned_tokens(6000, 16));
     let world = 3;
     let config = RunConfig {
         data: data_path.clone(),
@@ -42,7 +39,7 @@ fn ring_replicas_match_the_emulated_world() {
         ..RunConfig::default()
     };
     let last = train::<A>(&config, &Default::default()).unwrap();
-    let emulated = TensorFile::read(&last.join("model.safetensors")).unwrap();
+    let emulated = last.join("model.safetensors");
 
     let handles: Vec<_> = local_ring(world as usize)
         .into_iter()
@@ -95,17 +92,8 @@ fn ring_replicas_match_the_emulated_world() {
         .collect();
     assert_eq!(lasts.len(), world as usize);
     let last = lasts[0].clone().unwrap();
-    let ours = TensorFile::read(&last.join("model.safetensors")).unwrap();
     // Per parameter tensor, ‖Δ‖ / ‖w‖; the float sums differ in order only.
-    let mut worst = 0f64;
-    for name in emulated.names() {
-        let n: usize = emulated.shape(&name).unwrap().iter().product();
-        let (ours, reference) = (ours.get(&name, n).unwrap(), emulated.get(&name, n).unwrap());
-        let norm = |x: &mut dyn Iterator<Item = f64>| x.map(|v| v * v).sum::<f64>().sqrt();
-        let diff = norm(&mut ours.iter().zip(reference).map(|(&a, &b)| f64::from(a - b)));
-        let scale = norm(&mut reference.iter().map(|&b| f64::from(b)));
-        worst = worst.max(diff / scale.max(1e-12));
-    }
+    let worst = max_relative_difference(&last.join("model.safetensors"), &emulated);
     eprintln!("ring replicas vs emulate_world {world}: max relative L2 difference {worst:.2e}");
     assert!(worst <= 1e-5, "max relative difference {worst:e}");
 }

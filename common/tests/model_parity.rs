@@ -2,7 +2,6 @@
 //! (its README says what each tensor is). Says "NOT RUN" and passes when ../shared is absent;
 //! CI sets SOVEREIGN_REQUIRE_FIXTURES=1, which makes a missing fixture a failure.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
@@ -13,33 +12,11 @@ use sovereign_common::model::dropout::Dropout;
 use sovereign_common::model::rwkv::{LayerState, ParamRef, zero_state};
 use sovereign_common::model::weights::{TensorFile, load_rwkv, save_rwkv};
 use sovereign_common::train::backend::TrainKernels;
+use sovereign_test_support::{deviation, shared_fixtures};
 
+/// The rwkv7-tiny fixture, or `None` (the test says NOT RUN) without `../shared`.
 fn fixture_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SOVEREIGN_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // `cargo test` sets the manifest directory at run time too; it wins over the one
-            // compiled in, which a target directory shared between checkouts can leave stale.
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-                .join("../../shared/fixtures")
-        })
-        .join("rwkv7-tiny");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "model parity: {} is required but missing",
-        dir.display()
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "NOT RUN: model parity needs {} (present in CI)",
-        dir.display()
-    );
-    None
+    shared_fixtures("model parity").map(|dir| dir.join("rwkv7-tiny"))
 }
 
 /// The reference tokens `[2, 33]`.
@@ -56,25 +33,6 @@ fn reference_tokens(dir: &std::path::Path) -> Vec<Vec<i64>> {
         .chunks(view.shape()[1])
         .map(<[i64]>::to_vec)
         .collect()
-}
-
-/// max |ours - reference| / std(reference).
-fn deviation(ours: &[f32], reference: &[f32]) -> f64 {
-    assert_eq!(ours.len(), reference.len());
-    let n = reference.len() as f64;
-    let mean = reference.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let std = (reference
-        .iter()
-        .map(|&x| (f64::from(x) - mean).powi(2))
-        .sum::<f64>()
-        / n)
-        .sqrt();
-    let max = ours
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
-        .fold(0.0, f64::max);
-    max / std
 }
 
 fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {

@@ -8,21 +8,9 @@ use burn::backend::{Autodiff, Flex};
 use sovereign_common::train::record::StepRecord;
 use sovereign_common::train::run::{resume, train};
 use sovereign_common::train::settings::RunConfig;
+use sovereign_test_support::{patterned_tokens, write_tokens};
 
 type A = Autodiff<Flex>;
-
-fn write_tokens(path: &Path) {
-    let ids: Vec<u16> = (0..4000u32)
-        .map(|i| ((i * 7 + i / 13) % 16) as u16)
-        .collect();
-    fs::write(
-        path,
-        ids.iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-}
 
 fn metrics(run: &Path) -> Vec<(u64, f64, f64, f64)> {
     fs::read_to_string(run.join("metrics.jsonl"))
@@ -37,7 +25,7 @@ fn metrics(run: &Path) -> Vec<(u64, f64, f64, f64)> {
 fn resuming_reproduces_the_uninterrupted_run_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("train.bin");
-    write_tokens(&data);
+    write_tokens(&data, &patterned_tokens(4000, 16));
     let whole = dir.path().join("whole");
     let config = RunConfig {
         data: data.clone(),
@@ -100,7 +88,7 @@ fn resuming_reproduces_the_uninterrupted_run_exactly() {
 fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("train.bin");
-    write_tokens(&data);
+    write_tokens(&data, &patterned_tokens(4000, 16));
     let out = dir.path().join("run");
     let config = RunConfig {
         data,

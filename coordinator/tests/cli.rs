@@ -1,12 +1,10 @@
 //! The `sovereign` command line: every docs/cli.md subcommand is listed with help text.
 
-use std::process::Command;
+use sovereign_test_support::binary;
 
+/// Runs `sovereign` with `args` (and its default log level).
 fn sovereign(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sovereign"))
-        .args(args)
-        .output()
-        .unwrap()
+    binary("sovereign").args(args).output().unwrap()
 }
 
 /// The subcommands this release implements.

@@ -9,11 +9,9 @@ pub use std::process::{Command, Output, Stdio};
 pub use std::sync::OnceLock;
 pub use std::time::Duration;
 
+pub use sovereign_test_support::{binary, path_str, sha256_hex, sovereign, sovereign_ok, stderr};
 pub use sovereign_tests::cluster::{metrics_column, signal, spawn_logged, wait_for_line};
-pub use sovereign_tests::{
-    binary, bz2, bz2_multistream, demo_dump, path_str, process_wiki, sovereign, sovereign_ok,
-    stderr,
-};
+pub use sovereign_tests::{bz2, bz2_multistream, demo_dump, process_wiki};
 
 /// `sovereign ARGS` with its log at `log` (`RUST_LOG`), to run, spawn or move elsewhere.
 pub fn sovereign_logged(args: &[&str], log: &str) -> Command {

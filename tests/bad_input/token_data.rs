@@ -11,16 +11,8 @@ fn with_bad_id(data: &Path, at: usize, id: u16) {
     let sidecar = data.join("train.bin.json");
     let mut meta: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&sidecar).unwrap()).unwrap();
-    meta["data_sha256"] = sha256(&bytes).into();
+    meta["data_sha256"] = sha256_hex(&bytes).into();
     fs::write(&sidecar, meta.to_string()).unwrap();
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]

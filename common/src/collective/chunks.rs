@@ -12,8 +12,11 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+/// Largest chunk on the wire: tonic refuses messages over 4 MiB by default; 1 MiB leaves room.
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+
 /// Capacity of every recycled buffer: the largest chunk on the wire.
-const CAPACITY: usize = super::ring::MAX_CHUNK_BYTES;
+const CAPACITY: usize = MAX_CHUNK_BYTES;
 
 /// Buffers kept for reuse at most (64 MiB); more than a whole bucket in flight is rare.
 const KEEP: usize = 64;
@@ -58,7 +61,7 @@ impl Pool {
 }
 
 /// A chunk of `len` bytes written by `fill`, in a recycled buffer when one is free (chunks of
-/// up to [`super::ring::MAX_CHUNK_BYTES`] are recycled). `fill` must write every byte: a recycled buffer holds an
+/// up to [`MAX_CHUNK_BYTES`] are recycled). `fill` must write every byte: a recycled buffer holds an
 /// earlier chunk's bytes.
 pub fn chunk(len: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
     POOL.chunk(len, fill)

@@ -16,11 +16,8 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::bucket::{BUCKET_BYTES, WireDtype, buckets};
-use super::chunks;
+use super::chunks::{self, MAX_CHUNK_BYTES};
 use super::{AllReduce, CollectiveError};
-
-/// Largest chunk on the wire: tonic refuses messages over 4 MiB by default; 1 MiB leaves room.
-pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 /// A rank's two links in the ring. Sends must not wait for the matching receive: the transport
 /// buffers what the next rank has not read yet (unbounded channels and queues; the ring sends

@@ -1,0 +1,57 @@
+//! The fixtures of `../shared` and the outside tools a test needs: when one is missing the test
+//! says "NOT RUN" on standard error and returns early, unless CI requires it
+//! (`SOVEREIGN_REQUIRE_FIXTURES=1`), where it fails instead.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::run::workspace;
+
+/// `../shared/fixtures` (or `$SOVEREIGN_FIXTURES`) when present. When absent the test says so on
+/// standard error and should return early; with `SOVEREIGN_REQUIRE_FIXTURES=1` (set by CI) a
+/// missing fixture directory fails the test instead.
+pub fn shared_fixtures(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SOVEREIGN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/fixtures"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{test}: fixtures required but {} is missing",
+        dir.display()
+    );
+    // Written past the test harness's output capture, so that a skipped test is visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOT RUN: {test} needs {} (present in CI)",
+        dir.display()
+    );
+    None
+}
+
+/// Whether `python3` can import every module named; when not, says "NOT RUN" like
+/// [`shared_fixtures`] (and fails under `SOVEREIGN_REQUIRE_FIXTURES=1`, as in CI, where
+/// `.ci/run` installs them).
+pub fn python_has(test: &str, modules: &[&str]) -> bool {
+    let import = format!("import {}", modules.join(", "));
+    let ok = Command::new("python3")
+        .args(["-c", &import])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{test}: python3 cannot `{import}` (CI installs it with pip)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT RUN: {test} needs python3 with {modules:?} (pip install)"
+        );
+    }
+    ok
+}
