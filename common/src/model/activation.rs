@@ -6,7 +6,7 @@
 //!
 //! Backends: [`ActivationKernel`] is the operation on a plain backend; its provided methods are
 //! Burn's tensor ops (the GPU backends' form and the tests' reference); the CPU backend overrides
-//! them. [`ActivationBackend::activation`] is what the model calls; on `Autodiff<B>` it records
+//! them. [`RwkvBackend::activation`](super::RwkvBackend::activation) is what the model calls; on `Autodiff<B>` it records
 //! the backward.
 
 use burn::backend::Autodiff;
@@ -52,19 +52,6 @@ pub trait ActivationKernel: Backend {
             Activation::Sigmoid => dy * y.clone() * (y.neg() + 1.0),
             Activation::Tanh => dy * (y.powi_scalar(2).neg() + 1.0),
         }
-    }
-}
-
-/// A backend the model runs on: plain ones through their [`ActivationKernel`], `Autodiff` ones
-/// with the backward recorded.
-pub trait ActivationBackend: Backend {
-    /// `f(x)`.
-    fn activation(x: Tensor<Self, 3>, f: Activation) -> Tensor<Self, 3>;
-}
-
-impl<B: ActivationKernel> ActivationBackend for B {
-    fn activation(x: Tensor<Self, 3>, f: Activation) -> Tensor<Self, 3> {
-        B::activation_forward(x, f)
     }
 }
 
@@ -142,23 +129,27 @@ impl<B: ActivationKernel> Backward<B, 1> for ActivationBackward {
     }
 }
 
-impl<B: ActivationKernel, C: CheckpointStrategy> ActivationBackend for Autodiff<B, C> {
-    fn activation(x: Tensor<Self, 3>, f: Activation) -> Tensor<Self, 3> {
-        let x = x.into_primitive().tensor();
-        let node = x.node.clone();
-        let y = B::activation_forward(float_tensor::<B, 3>(x.primitive), f);
-        let kind = ActivationBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful();
-        let y = finish(kind, (y.clone(), f), y.into_primitive().tensor());
-        float_tensor::<Self, 3>(y)
-    }
+/// [`RwkvBackend::activation`](crate::model::RwkvBackend::activation) on `Autodiff<B, C>`: the forward on the inner
+/// backend, its backward recorded.
+pub(crate) fn tracked<B: ActivationKernel, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 3>,
+    f: Activation,
+) -> Tensor<Autodiff<B, C>, 3> {
+    let x = x.into_primitive().tensor();
+    let node = x.node.clone();
+    let y = B::activation_forward(float_tensor::<B, 3>(x.primitive), f);
+    let kind = ActivationBackward
+        .prepare::<C>([node])
+        .compute_bound()
+        .stateful();
+    let y = finish(kind, (y.clone(), f), y.into_primitive().tensor());
+    float_tensor::<Autodiff<B, C>, 3>(y)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RwkvBackend;
     use burn::tensor::Distribution;
 
     fn max_abs_diff(x: Tensor<Flex, 3>, y: Tensor<Flex, 3>) -> f32 {

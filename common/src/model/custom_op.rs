@@ -1,7 +1,6 @@
-//! What the model's own autodiff operations share ([`activation`](super::activation),
-//! [`token_shift`](super::token_shift), [`wkv`](super::wkv), [`wkv_out`](super::wkv_out),
-//! [`loss`](super::loss), [`linear`](super::linear)): each runs its forward on the inner
-//! backend's tensors and records a backward step that gets Burn's float primitives back.
+//! What the model's six own operations share on `Autodiff<B>` (each op's `tracked` function,
+//! behind [`RwkvBackend`](super::RwkvBackend)): the forward runs on the inner backend's tensors,
+//! and [`finish`] records the op's backward step with the state it needs.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -9,6 +8,9 @@ use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::FloatTensor;
+
+/// A tensor of rank `D` on `Autodiff<B, C>`: what an operation's `tracked` form takes and gives.
+pub type Tracked<B, C, const D: usize> = Tensor<Autodiff<B, C>, D>;
 
 /// A float primitive as a tensor of rank `D`.
 pub fn float_tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {

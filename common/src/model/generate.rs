@@ -3,7 +3,6 @@
 
 use burn::prelude::*;
 
-use super::ModelBackend;
 use super::RwkvBackend;
 use super::config::ModelConfig;
 use super::dropout::Dropout;
@@ -25,7 +24,7 @@ pub struct Evaluation {
 
 /// Mean cross-entropy over the consecutive, non-overlapping windows of `seq_len + 1` tokens of
 /// `data` (input the first T tokens, targets the next T), `batch` windows at a time.
-pub fn evaluate<B: ModelBackend>(
+pub fn evaluate<B: RwkvBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     data: &TokenDataset,
@@ -60,7 +59,7 @@ pub fn evaluate<B: ModelBackend>(
 }
 
 /// Mean cross-entropy (no L2Wrap) of the windows of T + 1 tokens, from a zero state.
-pub fn windows_loss<B: ModelBackend>(
+pub fn windows_loss<B: RwkvBackend>(
     model: &Rwkv<B>,
     config: &ModelConfig,
     windows: &[Vec<u16>],

@@ -9,7 +9,7 @@
 //!
 //! Backends: [`LinearKernel`] is the operation on a plain backend; its provided methods are
 //! Burn's tensor ops (the GPU backends' form and the tests' reference); the CPU backend
-//! overrides them. [`LinearBackend::linear_wt`] is what the model calls; on `Autodiff<B>` it records
+//! overrides them. [`RwkvBackend::linear_wt`](super::RwkvBackend::linear_wt) is what the model calls; on `Autodiff<B>` it records
 //! the backward.
 
 use burn::backend::Autodiff;
@@ -40,19 +40,6 @@ pub trait LinearKernel: Backend {
     /// `∂W = ∂yᵀ · x`, `[out, in]`.
     fn linear_backward_w(x: Tensor<Self, 2>, dy: Tensor<Self, 2>) -> Tensor<Self, 2> {
         dy.transpose().matmul(x)
-    }
-}
-
-/// A backend the model runs on: plain ones through their [`LinearKernel`], `Autodiff` ones with
-/// the backward recorded.
-pub trait LinearBackend: Backend {
-    /// `x · Wᵀ` for `x` `[N, in]` and `w` `[out, in]`.
-    fn linear_wt(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2>;
-}
-
-impl<B: LinearKernel> LinearBackend for B {
-    fn linear_wt(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        B::linear_forward(x, w)
     }
 }
 
@@ -129,24 +116,28 @@ impl<B: LinearKernel> Backward<B, 2> for LinearBackward {
     }
 }
 
-impl<B: LinearKernel, C: CheckpointStrategy> LinearBackend for Autodiff<B, C> {
-    fn linear_wt(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        let tracked = [x, w].map(|t| t.into_primitive().tensor());
-        let nodes = tracked.each_ref().map(|t| t.node.clone());
-        let [x, w] = tracked.map(|t| float_tensor::<B, 2>(t.primitive));
-        let y = B::linear_forward(x.clone(), w.clone());
-        let kind = LinearBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful();
-        let y = finish(kind, (x, w), y.into_primitive().tensor());
-        float_tensor::<Self, 2>(y)
-    }
+/// [`RwkvBackend::linear_wt`](crate::model::RwkvBackend::linear_wt) on `Autodiff<B, C>`: the forward on the inner
+/// backend, its backward recorded.
+pub(crate) fn tracked<B: LinearKernel, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 2>,
+    w: Tensor<Autodiff<B, C>, 2>,
+) -> Tensor<Autodiff<B, C>, 2> {
+    let tracked = [x, w].map(|t| t.into_primitive().tensor());
+    let nodes = tracked.each_ref().map(|t| t.node.clone());
+    let [x, w] = tracked.map(|t| float_tensor::<B, 2>(t.primitive));
+    let y = B::linear_forward(x.clone(), w.clone());
+    let kind = LinearBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful();
+    let y = finish(kind, (x, w), y.into_primitive().tensor());
+    float_tensor::<Autodiff<B, C>, 2>(y)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RwkvBackend;
     use burn::tensor::Distribution;
 
     fn max_rel_diff(x: Tensor<Flex, 2>, reference: Tensor<Flex, 2>) -> f32 {

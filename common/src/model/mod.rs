@@ -21,27 +21,136 @@ pub mod wide;
 pub mod wkv;
 pub mod wkv_out;
 
-/// A backend the network runs on: one with its own operations, sigmoid and tanh, the Linear
-/// product, the token shift, the WKV recurrence and what follows it (norm, bonus and gate).
-pub trait RwkvBackend:
-    activation::ActivationBackend
-    + linear::LinearBackend
-    + token_shift::TokenShiftBackend
-    + wkv::WkvBackend
-    + wkv_out::WkvOutBackend
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::prelude::{Int, Tensor};
+
+use activation::Activation;
+use token_shift::TokenShiftInputs;
+use wkv::WkvLayerInputs;
+use wkv_out::WkvOutInputs;
+
+/// The model's six own operations, as one extension of Burn's `Backend` (the pattern of Burn's
+/// custom-kernel example). On a plain backend each runs its kernel's forward; on `Autodiff<B>`
+/// each runs the inner backend's forward and records its own backward (the op's `tracked`
+/// function). Every backend with the six kernels ([`RwkvKernels`]) has them, and so does
+/// `Autodiff` over it.
+pub trait RwkvBackend: burn::tensor::backend::Backend {
+    /// `f(x)`, sigmoid or tanh ([`activation`]).
+    fn activation(x: Tensor<Self, 3>, f: Activation) -> Tensor<Self, 3>;
+
+    /// `x · Wᵀ` for `x` `[N, in]` and `w` `[out, in]` ([`linear`]).
+    fn linear_wt(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2>;
+
+    /// `x + (shift(x) − x)·μ`, `[B, T, C]` ([`token_shift`]).
+    fn token_shift(x: TokenShiftInputs<Self>) -> Tensor<Self, 3>;
+
+    /// The WKV recurrence (layer form) from `state` `[B, H, N, N]`: `y` `[B, T, C]` and the final
+    /// state `[B, H, N, N]` (untracked) ([`wkv`]).
+    fn wkv(
+        inputs: WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 4>);
+
+    /// GroupNorm, bonus and gate after the recurrence, `[B, T, C]` ([`wkv_out`]).
+    fn wkv_out(x: WkvOutInputs<Self>) -> Tensor<Self, 3>;
+
+    /// The mean cross-entropy of `x · headᵀ` against `targets`; its gradient carries L2Wrap's
+    /// term at factor `l2wrap` ([`loss`]).
+    fn head_loss(
+        x: Tensor<Self, 2>,
+        head: Tensor<Self, 2>,
+        targets: Tensor<Self, 1, Int>,
+        l2wrap: f64,
+    ) -> Tensor<Self, 1>;
+}
+
+/// A plain backend with the kernels of the model's six operations.
+pub trait RwkvKernels:
+    activation::ActivationKernel
+    + linear::LinearKernel
+    + token_shift::TokenShiftKernel
+    + wkv::WkvKernel
+    + wkv_out::WkvOutKernel
+    + loss::LossKernel
 {
 }
 
-impl<B> RwkvBackend for B where
-    B: activation::ActivationBackend
-        + linear::LinearBackend
-        + token_shift::TokenShiftBackend
-        + wkv::WkvBackend
-        + wkv_out::WkvOutBackend
+impl<B> RwkvKernels for B where
+    B: activation::ActivationKernel
+        + linear::LinearKernel
+        + token_shift::TokenShiftKernel
+        + wkv::WkvKernel
+        + wkv_out::WkvOutKernel
+        + loss::LossKernel
 {
 }
 
-/// A backend the model trains and evaluates on: the network's operations and the head-and-loss.
-pub trait ModelBackend: RwkvBackend + loss::LossBackend {}
+impl<B: RwkvKernels> RwkvBackend for B {
+    fn activation(x: Tensor<Self, 3>, f: Activation) -> Tensor<Self, 3> {
+        B::activation_forward(x, f)
+    }
 
-impl<B: RwkvBackend + loss::LossBackend> ModelBackend for B {}
+    fn linear_wt(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        B::linear_forward(x, w)
+    }
+
+    fn token_shift(x: TokenShiftInputs<Self>) -> Tensor<Self, 3> {
+        B::token_shift_forward(&x)
+    }
+
+    fn wkv(
+        inputs: WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 4>) {
+        let out = B::wkv_layer_forward(&inputs, state);
+        (out.y, out.state)
+    }
+
+    fn wkv_out(x: WkvOutInputs<Self>) -> Tensor<Self, 3> {
+        B::wkv_out_forward(&x)
+    }
+
+    fn head_loss(
+        x: Tensor<Self, 2>,
+        head: Tensor<Self, 2>,
+        targets: Tensor<Self, 1, Int>,
+        _l2wrap: f64,
+    ) -> Tensor<Self, 1> {
+        B::head_loss_value(x, head, targets)
+    }
+}
+
+impl<B: RwkvKernels, C: CheckpointStrategy> RwkvBackend for Autodiff<B, C> {
+    fn activation(x: Tensor<Self, 3>, f: Activation) -> Tensor<Self, 3> {
+        activation::tracked(x, f)
+    }
+
+    fn linear_wt(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        linear::tracked(x, w)
+    }
+
+    fn token_shift(x: TokenShiftInputs<Self>) -> Tensor<Self, 3> {
+        token_shift::tracked(x)
+    }
+
+    fn wkv(
+        inputs: WkvLayerInputs<Self>,
+        state: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 4>) {
+        wkv::tracked(inputs, state)
+    }
+
+    fn wkv_out(x: WkvOutInputs<Self>) -> Tensor<Self, 3> {
+        wkv_out::tracked(x)
+    }
+
+    fn head_loss(
+        x: Tensor<Self, 2>,
+        head: Tensor<Self, 2>,
+        targets: Tensor<Self, 1, Int>,
+        l2wrap: f64,
+    ) -> Tensor<Self, 1> {
+        loss::tracked(x, head, targets, l2wrap)
+    }
+}

@@ -6,13 +6,13 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::RwkvBackend;
 use super::activation::Activation;
 use super::config::{HEAD_SIZE, ModelConfig};
 use super::dropout::Dropout;
 use super::token_shift::TokenShiftInputs;
 use super::wkv::WkvLayerInputs;
 use super::wkv_out::WkvOutInputs;
-use super::{ModelBackend, RwkvBackend};
 
 /// Epsilon of the LayerNorms (PyTorch's default).
 const LN_EPS: f64 = 1e-5;
@@ -322,7 +322,7 @@ impl<B: RwkvBackend> Rwkv<B> {
     }
 }
 
-impl<B: ModelBackend> Rwkv<B> {
+impl<B: RwkvBackend> Rwkv<B> {
     /// The mean cross-entropy of the predictions for `tokens` `[B, T]` against `targets`
     /// `[B, T]`, continuing from `state` (updated in place), with `dropout` as in
     /// [`Self::features`]; its gradient carries L2Wrap's term at factor `l2wrap` (0 for none).

@@ -1,19 +1,11 @@
 //! The backends training runs on: [`TrainKernels`] (a plain backend with the model's kernels and
 //! AdamW's update) and [`TrainBackend`] (autodiff over one).
 
-use crate::model::{self, ModelBackend};
+use crate::model::{self, RwkvBackend};
 
 /// A plain backend the trainer runs on: the model's own operations and AdamW's update, and how
 /// a micro-batch is best run on it.
-pub trait TrainKernels:
-    model::activation::ActivationKernel
-    + model::linear::LinearKernel
-    + model::token_shift::TokenShiftKernel
-    + model::wkv::WkvKernel
-    + model::wkv_out::WkvOutKernel
-    + model::loss::LossKernel
-    + super::adamw::AdamWKernel
-{
+pub trait TrainKernels: model::RwkvKernels + super::adamw::AdamWKernel {
     /// Into how many parts a micro-batch's windows are split, each part's forward and backward
     /// running at the same time as the others (see `train::step`). On the CPU much of a step is
     /// element-wise work that Burn runs on one thread, so two parts keep two cores busy; the
@@ -36,7 +28,7 @@ impl<R: burn_cubecl::CubeRuntime, BT: burn_cubecl::BoolElement> TrainKernels
 /// A backend the trainer runs on: autodiff with the custom backwards of the model's operations, over a
 /// plain backend that has the kernels (for evaluation without gradients).
 pub trait TrainBackend:
-    burn::tensor::backend::AutodiffBackend<InnerBackend: TrainKernels> + ModelBackend
+    burn::tensor::backend::AutodiffBackend<InnerBackend: TrainKernels> + RwkvBackend
 {
 }
 

@@ -25,7 +25,7 @@ use super::step::{apply_step, step_gradients};
 use crate::collective::AllReduce;
 use crate::collective::ring::emulate_mean;
 use crate::data::dataset::{SampleKey, TokenDataset};
-use crate::model::ModelBackend;
+use crate::model::RwkvBackend;
 use crate::model::config::ModelConfig;
 use crate::model::generate::windows_loss;
 use crate::model::init::init_rwkv;
@@ -182,7 +182,7 @@ impl Reducer<'_> {
     /// Averages this process's ranks' gradients (`per_rank`, in rank order, with their losses)
     /// over the world. Returns the mean gradients, the mean loss of this process's ranks and
     /// the seconds spent averaging.
-    fn average<B: ModelBackend>(
+    fn average<B: RwkvBackend>(
         &mut self,
         per_rank: Vec<(Gradients<B>, f64)>,
         step: u64,
@@ -430,7 +430,7 @@ pub fn rank_windows(
 
 /// Mean validation loss over `eval_batches` fixed windows of the validation data (`None`
 /// without it).
-fn evaluate<B: ModelBackend>(
+fn evaluate<B: RwkvBackend>(
     model: &Rwkv<B>,
     model_config: &ModelConfig,
     config: &RunConfig,

@@ -9,7 +9,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 
-use super::{LossBackend, LossKernel};
+use super::LossKernel;
 use crate::model::custom_op::float_tensor;
 
 /// The backward step of the operation.
@@ -33,31 +33,31 @@ impl<B: LossKernel> Backward<B, 2> for HeadLossBackward {
     }
 }
 
-impl<B: LossKernel, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
-    fn head_loss(
-        x: Tensor<Self, 2>,
-        head: Tensor<Self, 2>,
-        targets: Tensor<Self, 1, Int>,
-        l2wrap: f64,
-    ) -> Tensor<Self, 1> {
-        let tracked = [x, head].map(|t| t.into_primitive().tensor());
-        let nodes = tracked.each_ref().map(|t| t.node.clone());
-        let [x, head] = tracked.map(|t| float_tensor::<B, 2>(t.primitive));
-        let targets = Tensor::<B, 1, Int>::from_primitive(targets.into_primitive());
-        let loss = match HeadLossBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let g = B::head_loss_grads(x, head, targets, l2wrap);
-                prep.finish((g.x, g.head), g.loss.into_primitive().tensor())
-            }
-            OpsKind::UnTracked(prep) => {
-                let loss = B::head_loss_value(x, head, targets);
-                prep.finish(loss.into_primitive().tensor())
-            }
-        };
-        float_tensor::<Self, 1>(loss)
-    }
+/// [`RwkvBackend::head_loss`](crate::model::RwkvBackend::head_loss) on `Autodiff<B, C>`: the forward on the inner
+/// backend, its backward recorded.
+pub(crate) fn tracked<B: LossKernel, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 2>,
+    head: Tensor<Autodiff<B, C>, 2>,
+    targets: Tensor<Autodiff<B, C>, 1, Int>,
+    l2wrap: f64,
+) -> Tensor<Autodiff<B, C>, 1> {
+    let tracked = [x, head].map(|t| t.into_primitive().tensor());
+    let nodes = tracked.each_ref().map(|t| t.node.clone());
+    let [x, head] = tracked.map(|t| float_tensor::<B, 2>(t.primitive));
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets.into_primitive());
+    let loss = match HeadLossBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let g = B::head_loss_grads(x, head, targets, l2wrap);
+            prep.finish((g.x, g.head), g.loss.into_primitive().tensor())
+        }
+        OpsKind::UnTracked(prep) => {
+            let loss = B::head_loss_value(x, head, targets);
+            prep.finish(loss.into_primitive().tensor())
+        }
+    };
+    float_tensor::<Autodiff<B, C>, 1>(loss)
 }

@@ -14,11 +14,12 @@
 //!
 //! Backends: [`LossKernel`] is the operation on a plain backend; its provided methods build it
 //! from tensor ops ([`tensor_ops`], the GPU backends' form and the tests' reference); the CPU
-//! backend runs it on raw slices a block of rows at a time ([`cpu`]). [`LossBackend::head_loss`]
+//! backend runs it on raw slices a block of rows at a time ([`cpu`]). [`RwkvBackend::head_loss`](super::RwkvBackend::head_loss)
 //! is what the model calls: on a plain backend it computes the value, on `Autodiff<B>` it also
 //! records the backward ([`autodiff`]).
 
 mod autodiff;
+pub(crate) use autodiff::tracked;
 pub mod cpu;
 pub mod tensor_ops;
 #[cfg(test)]
@@ -82,30 +83,6 @@ pub trait LossKernel: Backend {
         l2wrap: f64,
     ) -> HeadLossGrads<Self> {
         tensor_ops::grads(x, head, targets, l2wrap)
-    }
-}
-
-/// A backend the model computes its loss on: plain ones through their [`LossKernel`], `Autodiff`
-/// ones with the backward recorded.
-pub trait LossBackend: Backend {
-    /// The mean cross-entropy of `x · headᵀ` against `targets` (shapes as [`LossKernel`]'s);
-    /// its gradient carries L2Wrap's term at factor `l2wrap`.
-    fn head_loss(
-        x: Tensor<Self, 2>,
-        head: Tensor<Self, 2>,
-        targets: Tensor<Self, 1, Int>,
-        l2wrap: f64,
-    ) -> Tensor<Self, 1>;
-}
-
-impl<B: LossKernel> LossBackend for B {
-    fn head_loss(
-        x: Tensor<Self, 2>,
-        head: Tensor<Self, 2>,
-        targets: Tensor<Self, 1, Int>,
-        _l2wrap: f64,
-    ) -> Tensor<Self, 1> {
-        B::head_loss_value(x, head, targets)
     }
 }
 

@@ -7,6 +7,7 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::log_softmax;
 
 use super::*;
+use crate::model::RwkvBackend;
 
 type A = Autodiff<Flex>;
 

@@ -8,7 +8,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 
-use super::{TokenShiftBackend, TokenShiftInputs, TokenShiftKernel};
+use super::{TokenShiftInputs, TokenShiftKernel};
 use crate::model::custom_op::{finish, float_tensor};
 
 /// The backward step of the operation.
@@ -35,23 +35,25 @@ impl<B: TokenShiftKernel> Backward<B, 3> for TokenShiftBackward {
     }
 }
 
-impl<B: TokenShiftKernel, C: CheckpointStrategy> TokenShiftBackend for Autodiff<B, C> {
-    fn token_shift(inputs: TokenShiftInputs<Self>) -> Tensor<Self, 3> {
-        let x = inputs.x.into_primitive().tensor();
-        let prev = inputs.prev.into_primitive().tensor();
-        let mix = inputs.mix.into_primitive().tensor();
-        let nodes = [x.node.clone(), prev.node.clone(), mix.node.clone()];
-        let inner = TokenShiftInputs {
-            x: float_tensor::<B, 3>(x.primitive),
-            prev: float_tensor::<B, 2>(prev.primitive),
-            mix: float_tensor::<B, 1>(mix.primitive),
-        };
-        let out = B::token_shift_forward(&inner);
-        let kind = TokenShiftBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful();
-        let out = finish(kind, inner, out.into_primitive().tensor());
-        float_tensor::<Self, 3>(out)
-    }
+/// [`RwkvBackend::token_shift`](crate::model::RwkvBackend::token_shift) on `Autodiff<B, C>`: the forward on the inner
+/// backend, its backward recorded.
+pub(crate) fn tracked<B: TokenShiftKernel, C: CheckpointStrategy>(
+    inputs: TokenShiftInputs<Autodiff<B, C>>,
+) -> Tensor<Autodiff<B, C>, 3> {
+    let x = inputs.x.into_primitive().tensor();
+    let prev = inputs.prev.into_primitive().tensor();
+    let mix = inputs.mix.into_primitive().tensor();
+    let nodes = [x.node.clone(), prev.node.clone(), mix.node.clone()];
+    let inner = TokenShiftInputs {
+        x: float_tensor::<B, 3>(x.primitive),
+        prev: float_tensor::<B, 2>(prev.primitive),
+        mix: float_tensor::<B, 1>(mix.primitive),
+    };
+    let out = B::token_shift_forward(&inner);
+    let kind = TokenShiftBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful();
+    let out = finish(kind, inner, out.into_primitive().tensor());
+    float_tensor::<Autodiff<B, C>, 3>(out)
 }

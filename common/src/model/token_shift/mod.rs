@@ -8,10 +8,11 @@
 //! Backends: [`TokenShiftKernel`] is the operation on a plain backend; its provided methods are
 //! the tensor-op form ([`tensor_ops`], the GPU backends' form and the tests' reference); the CPU
 //! backend runs it on raw slices a block of rows at a time ([`cpu`]).
-//! [`TokenShiftBackend::token_shift`] is what the model calls: on a plain backend it computes the
+//! [`RwkvBackend::token_shift`](super::RwkvBackend::token_shift) is what the model calls: on a plain backend it computes the
 //! value, on `Autodiff<B>` it also records the backward ([`autodiff`]).
 
 mod autodiff;
+pub(crate) use autodiff::tracked;
 pub mod cpu;
 pub mod tensor_ops;
 #[cfg(test)]
@@ -43,19 +44,6 @@ pub trait TokenShiftKernel: Backend {
         dout: Tensor<Self, 3>,
     ) -> TokenShiftInputs<Self> {
         tensor_ops::backward(x, dout)
-    }
-}
-
-/// A backend the model runs on: plain ones through their [`TokenShiftKernel`], `Autodiff` ones
-/// with the backward recorded.
-pub trait TokenShiftBackend: Backend {
-    /// `x + (shift(x) - x)·μ`, `[B, T, C]`.
-    fn token_shift(x: TokenShiftInputs<Self>) -> Tensor<Self, 3>;
-}
-
-impl<B: TokenShiftKernel> TokenShiftBackend for B {
-    fn token_shift(x: TokenShiftInputs<Self>) -> Tensor<Self, 3> {
-        B::token_shift_forward(&x)
     }
 }
 

@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 use super::*;
+use crate::model::RwkvBackend;
 
 /// Seeded inputs for `b` sequences of `t` steps and `c` channels.
 fn inputs<B: Backend>(b: usize, t: usize, c: usize, seed: u64) -> TokenShiftInputs<B> {

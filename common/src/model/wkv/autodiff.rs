@@ -10,8 +10,8 @@ use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{WkvBackend, WkvKernel, WkvLayerInputs};
-use crate::model::custom_op::{finish, float_tensor};
+use super::{WkvKernel, WkvLayerInputs};
+use crate::model::custom_op::{Tracked, finish, float_tensor};
 
 /// The backward step of the operation.
 #[derive(Debug)]
@@ -34,39 +34,42 @@ impl<B: WkvKernel> Backward<B, 6> for WkvBackward {
     }
 }
 
-impl<B: WkvKernel, C: CheckpointStrategy> WkvBackend for Autodiff<B, C> {
-    fn wkv(
-        inputs: WkvLayerInputs<Self>,
-        state: Tensor<Self, 4>,
-    ) -> (Tensor<Self, 3>, Tensor<Self, 4>) {
-        let WkvLayerInputs {
-            r,
-            w_logit,
-            k,
-            v,
-            kk,
-            a,
-        } = inputs;
-        let tracked = [r, w_logit, k, v, kk, a].map(|x| x.into_primitive().tensor());
-        let nodes = tracked.each_ref().map(|x| x.node.clone());
-        let [r, w_logit, k, v, kk, a] = tracked.map(|x| float_tensor::<B, 3>(x.primitive));
-        let inner = WkvLayerInputs {
-            r,
-            w_logit,
-            k,
-            v,
-            kk,
-            a,
-        };
-        let state = float_tensor::<B, 4>(Self::inner(state.into_primitive().tensor()));
-        let out = B::wkv_layer_forward(&inner, state);
-        let kind = WkvBackward.prepare::<C>(nodes).compute_bound().stateful();
-        let y = finish(
-            kind,
-            (inner, out.snapshots),
-            out.y.into_primitive().tensor(),
-        );
-        let state = Self::from_inner(out.state.into_primitive().tensor());
-        (float_tensor::<Self, 3>(y), float_tensor::<Self, 4>(state))
-    }
+/// [`RwkvBackend::wkv`](crate::model::RwkvBackend::wkv) on `Autodiff<B, C>`: the forward on the inner
+/// backend, its backward recorded.
+pub(crate) fn tracked<B: WkvKernel, C: CheckpointStrategy>(
+    inputs: WkvLayerInputs<Autodiff<B, C>>,
+    state: Tensor<Autodiff<B, C>, 4>,
+) -> (Tracked<B, C, 3>, Tracked<B, C, 4>) {
+    let WkvLayerInputs {
+        r,
+        w_logit,
+        k,
+        v,
+        kk,
+        a,
+    } = inputs;
+    let tracked = [r, w_logit, k, v, kk, a].map(|x| x.into_primitive().tensor());
+    let nodes = tracked.each_ref().map(|x| x.node.clone());
+    let [r, w_logit, k, v, kk, a] = tracked.map(|x| float_tensor::<B, 3>(x.primitive));
+    let inner = WkvLayerInputs {
+        r,
+        w_logit,
+        k,
+        v,
+        kk,
+        a,
+    };
+    let state = float_tensor::<B, 4>(Autodiff::<B, C>::inner(state.into_primitive().tensor()));
+    let out = B::wkv_layer_forward(&inner, state);
+    let kind = WkvBackward.prepare::<C>(nodes).compute_bound().stateful();
+    let y = finish(
+        kind,
+        (inner, out.snapshots),
+        out.y.into_primitive().tensor(),
+    );
+    let state = Autodiff::<B, C>::from_inner(out.state.into_primitive().tensor());
+    (
+        float_tensor::<Autodiff<B, C>, 3>(y),
+        float_tensor::<Autodiff<B, C>, 4>(state),
+    )
 }

@@ -25,12 +25,13 @@
 //! and is the tests' reference. The CubeCL backends (CUDA, wgpu) replace the core with one GPU
 //! kernel per direction ([`cube`], with those features); the CPU backend (`Flex`) replaces the
 //! layer form with one pass over raw slices that also prepares and moves the heads ([`cpu`]).
-//! [`WkvBackend::wkv`] is what the model calls: on a plain backend it runs the forward, on
+//! [`RwkvBackend::wkv`](super::RwkvBackend::wkv) is what the model calls: on a plain backend it runs the forward, on
 //! `Autodiff<B>` it also records the backward ([`autodiff`]). The starting state is an input
 //! without gradient, and the final state is returned untracked: training starts every window from
 //! zeros and discards the final state.
 
 mod autodiff;
+pub(crate) use autodiff::tracked;
 pub mod cpu;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod cube;
@@ -161,27 +162,6 @@ pub trait WkvKernel: Backend {
         dy: Tensor<Self, 3>,
     ) -> WkvLayerInputs<Self> {
         layer::backward(inputs, snapshots, dy)
-    }
-}
-
-/// A backend the model runs on: plain ones through their [`WkvKernel`], `Autodiff` ones with the
-/// custom backward recorded.
-pub trait WkvBackend: Backend {
-    /// Runs the recurrence (layer form) from `state` `[B, H, N, N]`; returns `y` `[B, T, C]`
-    /// and the final state `[B, H, N, N]` (untracked).
-    fn wkv(
-        inputs: WkvLayerInputs<Self>,
-        state: Tensor<Self, 4>,
-    ) -> (Tensor<Self, 3>, Tensor<Self, 4>);
-}
-
-impl<B: WkvKernel> WkvBackend for B {
-    fn wkv(
-        inputs: WkvLayerInputs<Self>,
-        state: Tensor<Self, 4>,
-    ) -> (Tensor<Self, 3>, Tensor<Self, 4>) {
-        let out = B::wkv_layer_forward(&inputs, state);
-        (out.y, out.state)
     }
 }
 

@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 use super::*;
+use crate::model::RwkvBackend;
 use crate::model::config::HEAD_SIZE as N;
 
 type A = Autodiff<Flex>;

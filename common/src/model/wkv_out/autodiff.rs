@@ -8,7 +8,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 
-use super::{WkvOutBackend, WkvOutInputs, WkvOutKernel};
+use super::{WkvOutInputs, WkvOutKernel};
 use crate::model::custom_op::{finish, float_tensor};
 
 /// The backward step of the operation.
@@ -41,48 +41,50 @@ impl<B: WkvOutKernel> Backward<B, 8> for WkvOutBackward {
     }
 }
 
-impl<B: WkvOutKernel, C: CheckpointStrategy> WkvOutBackend for Autodiff<B, C> {
-    fn wkv_out(x: WkvOutInputs<Self>) -> Tensor<Self, 3> {
-        let WkvOutInputs {
-            y,
-            r,
-            k,
-            v,
-            g,
-            r_k,
-            weight,
-            bias,
-        } = x;
-        let rows = [y, r, k, v, g].map(|x| x.into_primitive().tensor());
-        let r_k = r_k.into_primitive().tensor();
-        let [weight, bias] = [weight, bias].map(|x| x.into_primitive().tensor());
-        let nodes = [
-            rows[0].node.clone(),
-            rows[1].node.clone(),
-            rows[2].node.clone(),
-            rows[3].node.clone(),
-            rows[4].node.clone(),
-            r_k.node.clone(),
-            weight.node.clone(),
-            bias.node.clone(),
-        ];
-        let [y, r, k, v, g] = rows.map(|x| float_tensor::<B, 3>(x.primitive));
-        let inner = WkvOutInputs {
-            y,
-            r,
-            k,
-            v,
-            g,
-            r_k: float_tensor::<B, 2>(r_k.primitive),
-            weight: float_tensor::<B, 1>(weight.primitive),
-            bias: float_tensor::<B, 1>(bias.primitive),
-        };
-        let out = B::wkv_out_forward(&inner);
-        let kind = WkvOutBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful();
-        let out = finish(kind, inner, out.into_primitive().tensor());
-        float_tensor::<Self, 3>(out)
-    }
+/// [`RwkvBackend::wkv_out`](crate::model::RwkvBackend::wkv_out) on `Autodiff<B, C>`: the forward on the inner
+/// backend, its backward recorded.
+pub(crate) fn tracked<B: WkvOutKernel, C: CheckpointStrategy>(
+    x: WkvOutInputs<Autodiff<B, C>>,
+) -> Tensor<Autodiff<B, C>, 3> {
+    let WkvOutInputs {
+        y,
+        r,
+        k,
+        v,
+        g,
+        r_k,
+        weight,
+        bias,
+    } = x;
+    let rows = [y, r, k, v, g].map(|x| x.into_primitive().tensor());
+    let r_k = r_k.into_primitive().tensor();
+    let [weight, bias] = [weight, bias].map(|x| x.into_primitive().tensor());
+    let nodes = [
+        rows[0].node.clone(),
+        rows[1].node.clone(),
+        rows[2].node.clone(),
+        rows[3].node.clone(),
+        rows[4].node.clone(),
+        r_k.node.clone(),
+        weight.node.clone(),
+        bias.node.clone(),
+    ];
+    let [y, r, k, v, g] = rows.map(|x| float_tensor::<B, 3>(x.primitive));
+    let inner = WkvOutInputs {
+        y,
+        r,
+        k,
+        v,
+        g,
+        r_k: float_tensor::<B, 2>(r_k.primitive),
+        weight: float_tensor::<B, 1>(weight.primitive),
+        bias: float_tensor::<B, 1>(bias.primitive),
+    };
+    let out = B::wkv_out_forward(&inner);
+    let kind = WkvOutBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful();
+    let out = finish(kind, inner, out.into_primitive().tensor());
+    float_tensor::<Autodiff<B, C>, 3>(out)
 }

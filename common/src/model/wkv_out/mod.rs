@@ -10,11 +10,12 @@
 //!
 //! Backends: [`WkvOutKernel`] is the operation on a plain backend; its provided methods are the
 //! tensor-op form ([`tensor_ops`], the GPU backends' form and the tests' reference); the CPU
-//! backend runs it on raw slices a block of rows at a time ([`cpu`]). [`WkvOutBackend::wkv_out`]
+//! backend runs it on raw slices a block of rows at a time ([`cpu`]). [`RwkvBackend::wkv_out`](super::RwkvBackend::wkv_out)
 //! is what the model calls: on a plain backend it computes the value, on `Autodiff<B>` it also
 //! records the backward ([`autodiff`]).
 
 mod autodiff;
+pub(crate) use autodiff::tracked;
 pub mod cpu;
 pub mod tensor_ops;
 #[cfg(test)]
@@ -57,19 +58,6 @@ pub trait WkvOutKernel: Backend {
     /// Every input's gradient given `dout`, the gradient of `out`.
     fn wkv_out_backward(x: &WkvOutInputs<Self>, dout: Tensor<Self, 3>) -> WkvOutInputs<Self> {
         tensor_ops::backward(x, dout)
-    }
-}
-
-/// A backend the model runs on: plain ones through their [`WkvOutKernel`], `Autodiff` ones with
-/// the backward recorded.
-pub trait WkvOutBackend: Backend {
-    /// `out`, `[B, T, C]`.
-    fn wkv_out(x: WkvOutInputs<Self>) -> Tensor<Self, 3>;
-}
-
-impl<B: WkvOutKernel> WkvOutBackend for B {
-    fn wkv_out(x: WkvOutInputs<Self>) -> Tensor<Self, 3> {
-        B::wkv_out_forward(&x)
     }
 }
 
