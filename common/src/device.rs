@@ -14,20 +14,29 @@ pub enum Device {
     Wgpu(usize),
 }
 
+/// A `--device` value that names no device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The device number is not a whole number.
+    #[error("--device {0}: the device number must be a whole number, as in cuda:0")]
+    Number(String),
+    /// Neither cpu, cuda nor wgpu.
+    #[error("--device {0}: use cpu, cuda:N or wgpu:N")]
+    Kind(String),
+}
+
 impl Device {
     /// Parses `cpu`, `cuda:N` or `wgpu:N` (`cuda` and `wgpu` mean device 0).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DeviceError> {
         let (kind, index) = text.split_once(':').unwrap_or((text, "0"));
         let Ok(index) = index.parse() else {
-            return Err(format!(
-                "--device {text}: the device number must be a whole number, as in cuda:0"
-            ));
+            return Err(DeviceError::Number(text.to_string()));
         };
         match kind {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(index)),
             "wgpu" => Ok(Device::Wgpu(index)),
-            _ => Err(format!("--device {text}: use cpu, cuda:N or wgpu:N")),
+            _ => Err(DeviceError::Kind(text.to_string())),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! the checksum of data files, their shards and checkpoints.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -21,25 +21,72 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A checksum that could not be computed, naming the file and the bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ChecksumError {
+    /// The file could not be opened or its length read.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The range asked for is not inside the file.
+    #[error("{path}: bytes [{start}, {end}) are not inside its {len} bytes")]
+    OutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// First byte asked for.
+        start: u64,
+        /// End of the range asked for.
+        end: u64,
+        /// The file's length.
+        len: u64,
+    },
+    /// Reading the range failed part-way.
+    #[error("{path}: reading bytes [{start}, {end}): {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// First byte of the range.
+        start: u64,
+        /// End of the range.
+        end: u64,
+        /// Why.
+        source: io::Error,
+    },
+}
+
 /// sha256 (hex) of bytes `[start, end)` of `path`: how a worker checks its copy of a shard.
-pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, String> {
-    let name = path.display();
-    let mut file = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("{name}: {e}"))?.len();
+pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, ChecksumError> {
+    let open = |source| ChecksumError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let read = |source| ChecksumError::Read {
+        path: path.to_path_buf(),
+        start,
+        end,
+        source,
+    };
+    let mut file = File::open(path).map_err(open)?;
+    let len = file.metadata().map_err(open)?.len();
     if start > end || end > len {
-        return Err(format!(
-            "{name}: bytes [{start}, {end}) are not inside its {len} bytes"
-        ));
+        return Err(ChecksumError::OutOfRange {
+            path: path.to_path_buf(),
+            start,
+            end,
+            len,
+        });
     }
-    file.seek(SeekFrom::Start(start))
-        .map_err(|e| format!("{name}: {e}"))?;
+    file.seek(SeekFrom::Start(start)).map_err(read)?;
     let mut hasher = Sha256::new();
     let mut left = end - start;
     let mut buffer = vec![0u8; 1 << 20];
     while left > 0 {
         let n = left.min(buffer.len() as u64) as usize;
-        file.read_exact(&mut buffer[..n])
-            .map_err(|e| format!("{name}: reading bytes [{start}, {end}): {e}"))?;
+        file.read_exact(&mut buffer[..n]).map_err(read)?;
         hasher.update(&buffer[..n]);
         left -= n as u64;
     }
@@ -47,9 +94,12 @@ pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, String>
 }
 
 /// sha256 (hex) of the whole file at `path`, read in pieces.
-pub fn sha256_file(path: &Path) -> Result<String, String> {
+pub fn sha256_file(path: &Path) -> Result<String, ChecksumError> {
     let len = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .map_err(|source| ChecksumError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
         .len();
     sha256_range(path, 0, len)
 }

@@ -121,7 +121,9 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
             "metrics.jsonl"
         ]
     );
-    let again = train::<A>(&config, &Default::default()).unwrap_err();
+    let again = train::<A>(&config, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(again.contains("already holds a run"), "{again}");
     let bad = RunConfig {
         seq_len: 20,
@@ -131,6 +133,7 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
     assert!(
         train::<A>(&bad, &Default::default())
             .unwrap_err()
+            .to_string()
             .contains("multiple of 16")
     );
 }

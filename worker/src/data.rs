@@ -82,7 +82,7 @@ fn holds_range(path: &Path, range: &DataRange) -> Result<(), String> {
             range.file_bytes
         ));
     }
-    let sum = sha256_range(path, range.start, range.end)?;
+    let sum = sha256_range(path, range.start, range.end).map_err(|e| e.to_string())?;
     if sum != range.sha256 {
         return Err(format!(
             "bytes [{}, {}) of {} have sha256 {sum}, not the run's {}",

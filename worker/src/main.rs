@@ -19,6 +19,7 @@ use clap::Parser;
 use sovereign_common::allocator::MiMalloc;
 use sovereign_common::device::Device;
 use sovereign_common::prep::PrepJob;
+use sovereign_common::train::TrainError;
 use sovereign_common::train::record::StepRecord;
 use sovereign_common::train::run::{Control, RankPlan, train_rank};
 use sovereign_common::train::settings::RunConfig;
@@ -236,7 +237,7 @@ async fn run(args: Args) -> Result<()> {
             let step = record.step;
             let answer = handle
                 .block_on(training.report(step_report(&record, &token, rank, generation)))
-                .map_err(|s| format!("reporting step {step}: {}", s.message()))?
+                .map_err(|s| TrainError::Run(format!("reporting step {step}: {}", s.message())))?
                 .into_inner();
             Ok(match answer.kind() {
                 command::Kind::Continue => Control::Continue,

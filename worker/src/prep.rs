@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use sovereign_common::hashing::hex;
-use sovereign_common::prep::{Mapper, PrepJob};
+use sovereign_common::prep::{Mapper, PrepJob, TaskError};
 use sovereign_proto::v1::coordinator_client::CoordinatorClient;
 use sovereign_proto::v1::prep_client::PrepClient;
 use sovereign_proto::v1::{ResultChunk, Task, TaskRequest, task};
@@ -152,7 +152,7 @@ async fn submit(
     token: &str,
     worker: u32,
     task: &Task,
-    result: Result<Vec<u8>, String>,
+    result: Result<Vec<u8>, TaskError>,
 ) -> Result<()> {
     let chunk = |data: &[u8], sha256: String, error: String| ResultChunk {
         token: token.to_string(),
@@ -186,7 +186,7 @@ async fn submit(
                 })
                 .collect()
         }
-        Err(why) => vec![chunk(&[], String::new(), why.clone())],
+        Err(why) => vec![chunk(&[], String::new(), why.to_string())],
     };
     prep.submit(tokio_stream::iter(chunks)).await.map_err(|s| {
         anyhow::anyhow!("the coordinator refused task {}: {}", task.id, s.message())

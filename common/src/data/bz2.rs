@@ -419,32 +419,37 @@ pub fn next_stream_start(file: &File, from: u64) -> io::Result<Option<u64>> {
 /// Decodes the whole bz2 streams that fill `bytes` (a range of a multistream dump) and returns
 /// their output in order. The error names the range's byte offset (`origin` is where `bytes`
 /// start in the file) when the data is corrupt or a stream does not end inside the range.
-pub fn decode_streams(bytes: &[u8], origin: u64) -> Result<Vec<u8>, String> {
+pub fn decode_streams(bytes: &[u8], origin: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len() * 5);
     let mut at = 0;
     while at < bytes.len() {
         let stream = origin + at as u64;
         if !is_stream_start(&bytes[at..]) {
-            return Err(format!(
+            return Err(invalid_range(format!(
                 "byte {stream} does not start a bz2 stream: the range is not made of whole streams"
-            ));
+            )));
         }
         match decode_stream(&bytes[at..], &mut out, usize::MAX) {
             Ok(Decoded::Ended(used)) => at += used,
             Ok(_) => {
-                return Err(format!(
+                return Err(invalid_range(format!(
                     "the bz2 stream starting at byte {stream} does not end before byte {}",
                     origin + bytes.len() as u64
-                ));
+                )));
             }
             Err(e) => {
-                return Err(format!(
+                return Err(invalid_range(format!(
                     "corrupt bz2 data in the stream at byte {stream}: {e}"
-                ));
+                )));
             }
         }
     }
     Ok(out)
+}
+
+/// A range of a multistream dump that is not whole, valid bz2 streams.
+fn invalid_range(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 /// Reads as many bytes as fit into `buf` from `offset`, fewer only at the end of the file.

@@ -12,7 +12,7 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::hashing::{hex, sha256_file, splitmix64};
+use crate::hashing::{ChecksumError, hex, sha256_file, splitmix64};
 use crate::progress::Progress;
 
 /// The sidecar format this build writes and reads.
@@ -45,12 +45,88 @@ pub struct Sidecar {
 
 impl Sidecar {
     /// Reads the sidecar of the data file `data`.
-    pub fn read(data: &Path) -> Result<Self, String> {
+    pub fn read(data: &Path) -> Result<Self, DataError> {
         let sidecar = sidecar_path(data);
-        let text = std::fs::read_to_string(&sidecar)
-            .map_err(|e| format!("cannot read {}: {e}", sidecar.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", sidecar.display()))
+        let text = std::fs::read_to_string(&sidecar).map_err(|source| DataError::Io {
+            action: "read",
+            path: sidecar.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| DataError::Sidecar {
+            path: sidecar,
+            source,
+        })
     }
+}
+
+/// A token file that cannot be used, naming the file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file (or its sidecar or index) could not be opened, mapped or read.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// "open", "map" or "read".
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The sidecar is not the JSON this build writes.
+    #[error("{path}: {source}")]
+    Sidecar {
+        /// The sidecar.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The file, its sidecar or its index says something this build cannot use: the file and
+    /// what.
+    #[error("{path}: {problem}")]
+    Format {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A token id not below the vocabulary size.
+    #[error(
+        "{path}: token {token} (byte {}) is id {id}, not below the vocabulary size {vocab}; the \
+         file was made with another tokenizer (re-run tokenize with the tokenizer in use)",
+        token * 2
+    )]
+    BadId {
+        /// The file.
+        path: PathBuf,
+        /// The token's position.
+        token: u64,
+        /// Its id.
+        id: u16,
+        /// The vocabulary size.
+        vocab: u32,
+    },
+    /// The file's sha256 is not its sidecar's.
+    #[error(
+        "{path}: sha256 {actual} differs from the sidecar's {expected}; the file changed after \
+         tokenize (copy it again, or re-run tokenize; --skip-checksum trains on it anyway)"
+    )]
+    ChecksumMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Its sha256.
+        actual: String,
+        /// The sidecar's.
+        expected: String,
+    },
+    /// The file and the tokenizer or model in use do not belong together.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A shard or window the file cannot give.
+    #[error("{0}")]
+    Shard(String),
+    /// A checksum could not be computed.
+    #[error(transparent)]
+    Checksum(#[from] ChecksumError),
 }
 
 /// The sidecar path of a data file: `train.bin` → `train.bin.json`.
@@ -114,16 +190,31 @@ impl TokenDataset {
         path: &Path,
         vocab_size: Option<u32>,
         validation: Validation,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DataError> {
         let name = path.display();
-        let file = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
+        let io = |action| {
+            move |source| DataError::Io {
+                action,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let format = |file: &Path, problem: String| DataError::Format {
+            path: file.to_path_buf(),
+            problem,
+        };
+        let file = File::open(path).map_err(io("open"))?;
         // SAFETY: the file is mapped read-only; Sovereign never writes a data file in place (outputs
         // are written to a temporary name and renamed), so the mapping does not change under us.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("cannot map {name}: {e}"))?;
+        let map = unsafe { Mmap::map(&file) }.map_err(io("map"))?;
         let len = map.len() as u64;
         if !len.is_multiple_of(2) {
-            return Err(format!(
-                "{name}: {len} bytes is an odd length, so it is not a stream of u16 ids (truncated copy?)"
+            return Err(format(
+                path,
+                format!(
+                    "{len} bytes is an odd length, so it is not a stream of u16 ids (truncated \
+                     copy?)"
+                ),
             ));
         }
         let tokens = len / 2;
@@ -135,21 +226,24 @@ impl TokenDataset {
                 || meta.dtype != "uint16"
                 || meta.byte_order != "little"
             {
-                return Err(format!(
-                    "{}: format_version {} / dtype {} / byte_order {} is not one this build reads \
-                     (version {FORMAT_VERSION}, uint16, little)",
-                    sidecar.display(),
-                    meta.format_version,
-                    meta.dtype,
-                    meta.byte_order
+                return Err(format(
+                    &sidecar,
+                    format!(
+                        "format_version {} / dtype {} / byte_order {} is not one this build reads \
+                         (version {FORMAT_VERSION}, uint16, little)",
+                        meta.format_version, meta.dtype, meta.byte_order
+                    ),
                 ));
             }
             if meta.tokens != tokens {
-                return Err(format!(
-                    "{name}: holds {tokens} tokens but {} says {}; the data and its sidecar do not \
-                     belong together (re-run tokenize)",
-                    sidecar.display(),
-                    meta.tokens
+                return Err(format(
+                    path,
+                    format!(
+                        "holds {tokens} tokens but {} says {}; the data and its sidecar do not \
+                         belong together (re-run tokenize)",
+                        sidecar.display(),
+                        meta.tokens
+                    ),
                 ));
             }
             let vocab = meta.vocab_size;
@@ -157,9 +251,12 @@ impl TokenDataset {
         } else if idx.exists() {
             let (documents, idx_tokens) = read_idx(&idx)?;
             if idx_tokens != tokens {
-                return Err(format!(
-                    "{name}: holds {tokens} tokens but {} lists {idx_tokens}",
-                    idx.display()
+                return Err(format(
+                    path,
+                    format!(
+                        "holds {tokens} tokens but {} lists {idx_tokens}",
+                        idx.display()
+                    ),
                 ));
             }
             (Source::BinIdx { documents }, None)
@@ -172,17 +269,17 @@ impl TokenDataset {
         };
         let vocab_size = match (file_vocab, vocab_size) {
             (Some(file), Some(used)) if file != used => {
-                return Err(format!(
+                return Err(DataError::Mismatch(format!(
                     "{name} was tokenized with a vocabulary of {file} tokens, but the tokenizer or \
                      model in use has {used}; use the tokenizer that wrote it or re-tokenize"
-                ));
+                )));
             }
             (Some(v), _) | (None, Some(v)) => v,
             (None, None) => {
-                return Err(format!(
+                return Err(DataError::Mismatch(format!(
                     "{name} has no sidecar saying its vocabulary size; pass the tokenizer or model \
                      it belongs to"
-                ));
+                )));
             }
         };
         let dataset = Self {
@@ -195,7 +292,7 @@ impl TokenDataset {
         Ok(dataset)
     }
 
-    fn check_ids(&self, validation: Validation) -> Result<(), String> {
+    fn check_ids(&self, validation: Validation) -> Result<(), DataError> {
         let checksum = match (validation, &self.source) {
             (Validation::Full, Source::Sidecar(meta)) => Some(&meta.data_sha256),
             _ => None,
@@ -230,55 +327,52 @@ impl TokenDataset {
         if let Some(expected) = checksum {
             let sum = hex(&hasher.finalize());
             if &sum != expected {
-                return Err(format!(
-                    "{}: sha256 {sum} differs from the sidecar's {expected}; the file changed \
-                     after tokenize (copy it again, or re-run tokenize; --skip-checksum trains on \
-                     it anyway)",
-                    self.path.display(),
-                ));
+                return Err(DataError::ChecksumMismatch {
+                    path: self.path.clone(),
+                    actual: sum,
+                    expected: expected.clone(),
+                });
             }
         }
         Ok(())
     }
 
     /// The error for the out-of-vocabulary id at token index `i`.
-    fn bad_id(&self, i: u64) -> String {
-        format!(
-            "{}: token {i} (byte {}) is id {}, not below the vocabulary size {}; the file was made \
-             with another tokenizer (re-run tokenize with the tokenizer in use)",
-            self.path.display(),
-            i * 2,
-            self.token(i),
-            self.vocab_size
-        )
+    fn bad_id(&self, i: u64) -> DataError {
+        DataError::BadId {
+            path: self.path.clone(),
+            token: i,
+            id: self.token(i),
+            vocab: self.vocab_size,
+        }
     }
 
     /// Checks that the sidecar names this tokenizer: its file's sha256 and its `[EOS]` id. Files
     /// without a sidecar have nothing to check.
-    pub fn check_tokenizer(&self, path: &Path, eos_id: Option<u32>) -> Result<(), String> {
+    pub fn check_tokenizer(&self, path: &Path, eos_id: Option<u32>) -> Result<(), DataError> {
         let Source::Sidecar(meta) = &self.source else {
             return Ok(());
         };
         let sum = sha256_file(path)?;
         if sum != meta.tokenizer_sha256 {
-            return Err(format!(
+            return Err(DataError::Mismatch(format!(
                 "{} was made with the tokenizer of sha256 {} (says {}), but {} has sha256 {sum}: \
                  pass the tokenizer.json that tokenize used, or re-tokenize",
                 self.path.display(),
                 meta.tokenizer_sha256,
                 sidecar_path(&self.path).display(),
                 path.display()
-            ));
+            )));
         }
         if eos_id != Some(u32::from(meta.eos_id)) {
             let tokenizer_eos = eos_id.map_or("none".to_string(), |id| id.to_string());
-            return Err(format!(
+            return Err(DataError::Mismatch(format!(
                 "{}: eos_id {} differs from the [EOS] id ({tokenizer_eos}) of {}; the data was \
                  made with another tokenizer",
                 sidecar_path(&self.path).display(),
                 meta.eos_id,
                 path.display()
-            ));
+            )));
         }
         Ok(())
     }
@@ -322,17 +416,19 @@ impl TokenDataset {
 
     /// Worker `rank`'s share of `world`: equal, token-aligned byte ranges (the remainder tokens
     /// at the end are unused, so every rank runs the same number of steps).
-    pub fn shard(&self, rank: u32, world: u32) -> Result<Shard, String> {
+    pub fn shard(&self, rank: u32, world: u32) -> Result<Shard, DataError> {
         if world == 0 || rank >= world {
-            return Err(format!("rank {rank} is not in a world of {world}"));
+            return Err(DataError::Shard(format!(
+                "rank {rank} is not in a world of {world}"
+            )));
         }
         let per = self.len_tokens() / u64::from(world);
         if per == 0 {
-            return Err(format!(
+            return Err(DataError::Shard(format!(
                 "{} has {} tokens, too few for {world} shards",
                 self.path.display(),
                 self.len_tokens()
-            ));
+            )));
         }
         let start = u64::from(rank) * per * 2;
         Ok(Shard {
@@ -348,13 +444,13 @@ impl TokenDataset {
         shard: Shard,
         seq_len: usize,
         key: SampleKey,
-    ) -> Result<Vec<u16>, String> {
+    ) -> Result<Vec<u16>, DataError> {
         let need = seq_len as u64 + 1;
         if shard.tokens() < need {
-            return Err(format!(
+            return Err(DataError::Shard(format!(
                 "a shard of {} tokens cannot hold a window of {need}",
                 shard.tokens()
-            ));
+            )));
         }
         let choices = shard.tokens() - need + 1;
         let start = shard.start_byte / 2 + key.hash() % choices;
@@ -398,39 +494,46 @@ impl SampleKey {
 }
 
 /// Reads a Megatron `.idx` (MMIDIDX, version 1, dtype uint16): (documents, tokens).
-fn read_idx(path: &Path) -> Result<(u64, u64), String> {
-    let name = path.display();
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
-    let u64_at = |at: usize| -> Result<u64, String> {
+fn read_idx(path: &Path) -> Result<(u64, u64), DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = |problem: String| DataError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let u64_at = |at: usize| -> Result<u64, DataError> {
         bytes
             .get(at..at + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .ok_or_else(|| format!("{name}: ends at byte {} inside its header", bytes.len()))
+            .ok_or_else(|| format(format!("ends at byte {} inside its header", bytes.len())))
     };
     if !bytes.starts_with(b"MMIDIDX\x00\x00") {
-        return Err(format!(
-            "{name}: no MMIDIDX magic at byte 0; not a Megatron/RWKV-LM index"
+        return Err(format(
+            "no MMIDIDX magic at byte 0; not a Megatron/RWKV-LM index".into(),
         ));
     }
     if u64_at(9)? != 1 {
-        return Err(format!(
-            "{name}: index version {} (only 1 is read)",
+        return Err(format(format!(
+            "index version {} (only 1 is read)",
             u64_at(9)?
-        ));
+        )));
     }
     let dtype = bytes.get(17).copied().unwrap_or(0);
     if dtype != 8 {
-        return Err(format!(
-            "{name}: dtype code {dtype} at byte 17; only 8 (uint16) is supported"
-        ));
+        return Err(format(format!(
+            "dtype code {dtype} at byte 17; only 8 (uint16) is supported"
+        )));
     }
     let sequences = u64_at(18)? as usize;
     let documents = u64_at(26)?;
     let sizes = bytes.get(34..34 + sequences * 4).ok_or_else(|| {
-        format!(
-            "{name}: lists {sequences} sequences but ends at byte {}",
+        format(format!(
+            "lists {sequences} sequences but ends at byte {}",
             bytes.len()
-        )
+        ))
     })?;
     let tokens = sizes
         .chunks_exact(4)
@@ -526,8 +629,8 @@ mod tests {
             micro: 0,
         };
         assert_ne!(
-            ds.sample_window(shards[0], 16, key(1)),
-            ds.sample_window(shards[0], 16, key(2))
+            ds.sample_window(shards[0], 16, key(1)).unwrap(),
+            ds.sample_window(shards[0], 16, key(2)).unwrap()
         );
     }
 
@@ -540,6 +643,7 @@ mod tests {
             TokenDataset::open(&odd, Some(10), Validation::Ids)
                 .err()
                 .unwrap()
+                .to_string()
                 .contains("odd length")
         );
 
@@ -552,7 +656,8 @@ mod tests {
         .unwrap();
         let err = TokenDataset::open(&path, None, Validation::Ids)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("holds 3 tokens but"), "{err}");
 
         std::fs::write(
@@ -562,7 +667,8 @@ mod tests {
         .unwrap();
         let err = TokenDataset::open(&path, Some(300), Validation::Ids)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("vocabulary of 500 tokens, but the tokenizer or model in use has 300"),
             "{err}"
@@ -571,12 +677,14 @@ mod tests {
         let bare = write_ids(dir.path(), "bare.bin", &[1, 2, 400]);
         let err = TokenDataset::open(&bare, Some(300), Validation::Ids)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("token 2 (byte 4) is id 400"), "{err}");
         assert!(
             TokenDataset::open(&bare, None, Validation::Ids)
                 .err()
                 .unwrap()
+                .to_string()
                 .contains("no sidecar")
         );
         let ok = TokenDataset::open(&bare, Some(401), Validation::Full).unwrap();

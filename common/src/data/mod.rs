@@ -49,9 +49,12 @@ pub enum PrepError {
         /// The corpus file.
         path: PathBuf,
     },
-    /// A setting or a supporting file (such as a tokenizer.json) cannot be used.
+    /// A setting or a supporting file cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// The tokenizer.json cannot be used.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     /// The output could not be written.
     #[error("cannot write {path}: {error}")]
     Output {

@@ -134,7 +134,7 @@ impl LoadedTokenizer {
             path: path.to_path_buf(),
             error,
         })?;
-        let tokenizer = Tokenizer::from_file(path).map_err(PrepError::Invalid)?;
+        let tokenizer = Tokenizer::from_file(path)?;
         let eos = tokenizer.eos_id().ok_or_else(|| {
             PrepError::Invalid(format!(
                 "{}: the tokenizer has no [EOS] token",

@@ -138,8 +138,7 @@ pub fn write_tokenizer(
     stats: &mut TrainTokenizerStats,
 ) -> Result<(), PrepError> {
     let start = Instant::now();
-    let tokenizer = Tokenizer::train(counts, options.vocab_size, options.min_frequency)
-        .map_err(PrepError::Invalid)?;
+    let tokenizer = Tokenizer::train(counts, options.vocab_size, options.min_frequency)?;
     stats.merge_seconds = start.elapsed().as_secs_f64();
     stats.vocab_size = tokenizer.vocab_size();
     stats.distinct_words = counts.len();

@@ -1,6 +1,7 @@
 //! RWKV-7 (x070) model shapes: the named sizes, the LoRA dimensions and the parameter count of
 //! docs/model.md.
 
+use super::ModelError;
 use serde::{Deserialize, Serialize};
 
 /// The head size N of RWKV-7: every head is N × N.
@@ -32,29 +33,31 @@ pub struct LoraDims {
 
 impl ModelConfig {
     /// A named size for `vocab` tokens: `micro` (L8 C128), `mini` (L16 C192), `85m` (L12 C576).
-    pub fn named(name: &str, vocab: usize) -> Result<Self, String> {
+    pub fn named(name: &str, vocab: usize) -> Result<Self, ModelError> {
         let (layers, embd) = match name {
             "micro" => (8, 128),
             "mini" => (16, 192),
             "85m" => (12, 576),
             other => {
-                return Err(format!(
+                return Err(ModelError::Shape(format!(
                     "unknown model size {other:?}: use micro, mini or 85m"
-                ));
+                )));
             }
         };
         Self::new(vocab, layers, embd)
     }
 
     /// A custom shape; `embd` must be a positive multiple of the head size (64).
-    pub fn new(vocab: usize, layers: usize, embd: usize) -> Result<Self, String> {
+    pub fn new(vocab: usize, layers: usize, embd: usize) -> Result<Self, ModelError> {
         if embd == 0 || !embd.is_multiple_of(HEAD_SIZE) {
-            return Err(format!(
+            return Err(ModelError::Shape(format!(
                 "--embd {embd} must be a positive multiple of the head size {HEAD_SIZE}"
-            ));
+            )));
         }
         if layers == 0 || vocab == 0 {
-            return Err("a model needs at least one layer and one token".into());
+            return Err(ModelError::Shape(
+                "a model needs at least one layer and one token".into(),
+            ));
         }
         Ok(Self {
             vocab,
@@ -132,6 +135,7 @@ mod tests {
         assert!(
             ModelConfig::new(300, 2, 100)
                 .unwrap_err()
+                .to_string()
                 .contains("multiple of the head size")
         );
         assert!(ModelConfig::named("huge", 300).is_err());

@@ -3,11 +3,11 @@
 
 use burn::prelude::*;
 
-use super::RwkvBackend;
 use super::config::ModelConfig;
 use super::dropout::Dropout;
 use super::loss::window_tensors;
 use super::rwkv::{Rwkv, State, zero_state};
+use super::{ModelError, RwkvBackend};
 use crate::data::dataset::TokenDataset;
 use crate::hashing::splitmix64;
 
@@ -31,14 +31,14 @@ pub fn evaluate<B: RwkvBackend>(
     seq_len: usize,
     batch: usize,
     device: &B::Device,
-) -> Result<Evaluation, String> {
+) -> Result<Evaluation, ModelError> {
     let window = seq_len as u64 + 1;
     let windows = data.len_tokens() / window;
     if windows == 0 {
-        return Err(format!(
+        return Err(ModelError::Input(format!(
             "{} tokens are fewer than one window of {window}",
             data.len_tokens()
-        ));
+        )));
     }
     let mut total = 0.0;
     let mut start = 0;
@@ -64,14 +64,14 @@ pub fn windows_loss<B: RwkvBackend>(
     config: &ModelConfig,
     windows: &[Vec<u16>],
     device: &B::Device,
-) -> Result<f64, String> {
+) -> Result<f64, ModelError> {
     let (input, target) = window_tensors(windows, device);
     let mut state = zero_state(config, windows.len(), device);
     let loss = model.loss(input, target, &mut state, Dropout::NONE, 0.0);
     Ok(f64::from(
         loss.into_data()
             .to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))?[0],
+            .map_err(|e| ModelError::Readback(format!("{e:?}")))?[0],
     ))
 }
 
@@ -155,7 +155,7 @@ pub fn generate<B: RwkvBackend>(
     options: GenerateOptions,
     device: &B::Device,
     mut emit: impl FnMut(u32),
-) -> Result<usize, String> {
+) -> Result<usize, ModelError> {
     let GenerateOptions {
         max_tokens,
         sampling,
@@ -163,7 +163,7 @@ pub fn generate<B: RwkvBackend>(
         stop,
     } = options;
     if prompt.is_empty() {
-        return Err("the prompt encodes to no tokens".into());
+        return Err(ModelError::Input("the prompt encodes to no tokens".into()));
     }
     let mut state: State<B> = zero_state(config, 1, device);
     let ids: Vec<i64> = prompt.iter().map(|&x| i64::from(x)).collect();
@@ -177,7 +177,7 @@ pub fn generate<B: RwkvBackend>(
         .slice([0..1, n - 1..n, 0..vocab])
         .into_data()
         .to_vec()
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
     let mut rng = splitmix64(seed);
     for produced in 0..max_tokens {
         rng = splitmix64(rng);
@@ -192,7 +192,7 @@ pub fn generate<B: RwkvBackend>(
             .forward(input, &mut state)
             .into_data()
             .to_vec()
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| ModelError::Readback(format!("{e:?}")))?;
     }
     Ok(max_tokens)
 }

@@ -21,6 +21,8 @@ pub mod wide;
 pub mod wkv;
 pub mod wkv_out;
 
+use std::path::PathBuf;
+
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::prelude::{Int, Tensor};
@@ -29,6 +31,36 @@ use activation::Activation;
 use token_shift::TokenShiftInputs;
 use wkv::WkvLayerInputs;
 use wkv_out::WkvOutInputs;
+
+/// A model that cannot be made, read or run, naming the file, tensor or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A model shape that is not one (`--model`, `--layers`, `--embd`).
+    #[error("{0}")]
+    Shape(String),
+    /// A weights file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A weights file whose content is not the model's: the file and what is wrong.
+    #[error("{path}: {problem}")]
+    Weights {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Too little data or an empty prompt for what was asked.
+    #[error("{0}")]
+    Input(String),
+    /// Reading a tensor's values back from the device failed.
+    #[error("reading a tensor back: {0}")]
+    Readback(String),
+}
 
 /// The model's six own operations, as one extension of Burn's `Backend` (the pattern of Burn's
 /// custom-kernel example). On a plain backend each runs its kernel's forward; on `Autodiff<B>`

@@ -1,6 +1,7 @@
 //! Reading RWKV-LM x070 weights (`model.safetensors`: `emb.weight`, `blocks.{i}.att.*`,
 //! `blocks.{i}.ffn.*`, `ln_out.*`, `head.weight`) into [`Rwkv`].
 
+use super::ModelError;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -25,11 +26,16 @@ pub struct TensorFile {
 
 impl TensorFile {
     /// Reads every float tensor of `path` (f32, f64, bf16 or f16) as f32.
-    pub fn read(path: &Path) -> Result<Self, String> {
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| format!("{name}: not a safetensors file: {e}"))?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Weights {
+            path: name.clone(),
+            problem: format!("not a safetensors file: {e}"),
+        })?;
         let mut tensors = HashMap::new();
         let mut other_dtypes = HashMap::new();
         for (key, view) in file.tensors() {
@@ -66,22 +72,24 @@ impl TensorFile {
     }
 
     /// The tensor `key` with `numel` elements.
-    pub fn get(&self, key: &str, numel: usize) -> Result<&[f32], String> {
+    pub fn get(&self, key: &str, numel: usize) -> Result<&[f32], ModelError> {
+        let problem = |problem: String| ModelError::Weights {
+            path: self.path.clone(),
+            problem,
+        };
         if let Some(dtype) = self.other_dtypes.get(key) {
-            return Err(format!(
-                "{}: {key} has dtype {dtype:?}; f32, f64 or bf16 expected",
-                self.path
-            ));
+            return Err(problem(format!(
+                "{key} has dtype {dtype:?}; f32, f64 or bf16 expected"
+            )));
         }
         let (shape, values) = self
             .tensors
             .get(key)
-            .ok_or_else(|| format!("{}: no tensor {key}", self.path))?;
+            .ok_or_else(|| problem(format!("no tensor {key}")))?;
         if values.len() != numel {
-            return Err(format!(
-                "{}: {key} has shape {shape:?}; {numel} values expected",
-                self.path
-            ));
+            return Err(problem(format!(
+                "{key} has shape {shape:?}; {numel} values expected"
+            )));
         }
         Ok(values)
     }
@@ -105,36 +113,40 @@ impl TensorFile {
 }
 
 /// The model shape a weights file holds.
-pub fn config_of(file: &TensorFile) -> Result<ModelConfig, String> {
+pub fn config_of(file: &TensorFile) -> Result<ModelConfig, ModelError> {
+    let problem = |problem: String| ModelError::Weights {
+        path: file.path.clone(),
+        problem,
+    };
     let emb = file
         .shape("emb.weight")
-        .ok_or_else(|| format!("{}: no emb.weight", file.path))?;
+        .ok_or_else(|| problem("no emb.weight".into()))?;
     let (vocab, embd) = (emb[0], emb[1]);
     let layers = (0..)
         .take_while(|i| file.contains(&format!("blocks.{i}.ln1.weight")))
         .count();
-    ModelConfig::new(vocab, layers, embd).map_err(|e| format!("{}: {e}", file.path))
+    ModelConfig::new(vocab, layers, embd).map_err(|e| problem(e.to_string()))
 }
 
 /// Builds the model from RWKV-LM weights.
 pub fn load_rwkv<B: Backend>(
     file: &TensorFile,
     device: &B::Device,
-) -> Result<(Rwkv<B>, ModelConfig), String> {
+) -> Result<(Rwkv<B>, ModelConfig), ModelError> {
     let config = config_of(file)?;
     let (v, c, h) = (config.vocab, config.embd, config.heads());
     let lora = config.lora();
-    let vector = |key: &str| -> Result<Param<Tensor<B, 1>>, String> {
+    let vector = |key: &str| -> Result<Param<Tensor<B, 1>>, ModelError> {
         Ok(Param::from_tensor(Tensor::from_data(
             TensorData::new(file.get(key, c)?.to_vec(), [c]),
             device,
         )))
     };
-    let matrix = |key: &str, rows: usize, cols: usize| -> Result<Param<Tensor<B, 2>>, String> {
+    let matrix = |key: &str, rows: usize, cols: usize| -> Result<Param<Tensor<B, 2>>, ModelError> {
         let data = TensorData::new(file.get(key, rows * cols)?.to_vec(), [rows, cols]);
         Ok(Param::from_tensor(Tensor::from_data(data, device)))
     };
-    let norm = |prefix: &str| -> Result<Norm<B>, String> {
+    let norm = |prefix: &str| -> Result<Norm<B>, ModelError> {
         Ok(Norm {
             weight: vector(&format!("{prefix}.weight"))?,
             bias: vector(&format!("{prefix}.bias"))?,

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::PrepError;
 use crate::data::wiki::PageRules;
 use crate::tokenizer::Tokenizer;
+use crate::tokenizer::TokenizerError;
 use wire::Reader;
+use wire::ResultError;
 
 /// A data-prep job as the coordinator describes it to its workers (sent as JSON at join).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +72,25 @@ pub enum MapJob {
     },
 }
 
+/// What stops a map task on a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The task's input cannot be read as the stage reads it (invalid UTF-8 without --lossy, a
+    /// damaged stream, a range that does not hold whole pages): the same input fails anywhere,
+    /// so the job stops with this message, which names the file and byte.
+    #[error("{0}")]
+    Input(String),
+    /// The job's tokenizer cannot be used.
+    #[error("the job's tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    /// The job's tokenizer has no `[EOS]` that fits u16.
+    #[error("the job's tokenizer has no [EOS] token that fits u16")]
+    NoEos,
+    /// An encoding job without its tokenizer.
+    #[error("the job's tokenizer is missing")]
+    NoTokenizer,
+}
+
 /// A map job ready to run tasks (its tokenizer, if any, parsed once).
 pub struct Mapper {
     job: MapJob,
@@ -79,15 +100,14 @@ pub struct Mapper {
 
 impl Mapper {
     /// Prepares `job`; a tokenizer that does not parse or has no `[EOS]` is refused.
-    pub fn new(job: &MapJob) -> Result<Self, String> {
+    pub fn new(job: &MapJob) -> Result<Self, TaskError> {
         let tokenizer = match job {
             MapJob::Encode { tokenizer_json, .. } => {
-                let tokenizer = Tokenizer::from_json(tokenizer_json)
-                    .map_err(|e| format!("the job's tokenizer: {e}"))?;
+                let tokenizer = Tokenizer::from_json(tokenizer_json)?;
                 let eos = tokenizer
                     .eos_id()
                     .and_then(|id| u16::try_from(id).ok())
-                    .ok_or("the job's tokenizer has no [EOS] token that fits u16")?;
+                    .ok_or(TaskError::NoEos)?;
                 Some((tokenizer, eos))
             }
             _ => None,
@@ -100,7 +120,7 @@ impl Mapper {
 
     /// Runs one task on `input`, the bytes `[start, start + input.len())` of the file at
     /// `path` (named in errors), and returns the encoded result.
-    pub fn run(&self, input: &[u8], path: &Path, start: u64) -> Result<Vec<u8>, String> {
+    pub fn run(&self, input: &[u8], path: &Path, start: u64) -> Result<Vec<u8>, TaskError> {
         match (&self.job, &self.tokenizer) {
             (&MapJob::CountWords { line_docs, lossy }, _) => {
                 words::map(input, path, start, line_docs, lossy)
@@ -111,7 +131,7 @@ impl Mapper {
                 },
                 Some((tokenizer, eos)),
             ) => tokens::map(input, path, start, line_docs, lossy, tokenizer, *eos),
-            (MapJob::Encode { .. }, None) => Err("the job's tokenizer is missing".into()),
+            (MapJob::Encode { .. }, None) => Err(TaskError::NoTokenizer),
             (MapJob::Pages { rules, namespaces }, _) => {
                 pages::map(input, path, start, *rules, namespaces)
             }
@@ -126,22 +146,22 @@ pub trait Reducer: Send {
     /// A decoded, checked result.
     type Part: Send;
     /// Decodes the result of the task over `range`; the error says what is wrong with it.
-    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<Self::Part, String>;
+    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<Self::Part, ResultError>;
     /// Folds in the next task's result.
     fn accept(&mut self, part: Self::Part) -> Result<(), PrepError>;
 }
 
 /// Reads a result's first field, the input length it covers, and fails unless that is the
 /// length of its task's range.
-fn read_input_length(reader: &mut Reader<'_>, range: (u64, u64)) -> Result<u64, String> {
+fn read_input_length(reader: &mut Reader<'_>, range: (u64, u64)) -> Result<u64, ResultError> {
     let bytes = reader.varint("the byte count")?;
     let (start, end) = range;
     if bytes == end - start {
         Ok(bytes)
     } else {
-        Err(format!(
+        Err(ResultError::Content(format!(
             "it covers {bytes} input bytes, but the task is bytes [{start}, {end}) ({} bytes)",
             end - start
-        ))
+        )))
     }
 }

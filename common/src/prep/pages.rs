@@ -8,6 +8,8 @@ use std::path::Path;
 use memchr::memmem;
 use rayon::prelude::*;
 
+use super::TaskError;
+use super::wire::ResultError;
 use super::wire::{Reader, put_bytes, put_varint};
 use super::{Reducer, read_input_length};
 use crate::data::PrepError;
@@ -23,12 +25,12 @@ pub fn map(
     start: u64,
     rules: PageRules,
     namespaces: &[String],
-) -> Result<Vec<u8>, String> {
-    let place = |what: String| format!("{}: {what}", path.display());
+) -> Result<Vec<u8>, TaskError> {
+    let place = |what: String| TaskError::Input(format!("{}: {what}", path.display()));
     let end = start + input.len() as u64;
     let decoded;
     let mut xml: &[u8] = if input.starts_with(b"BZh") {
-        decoded = decode_streams(input, start).map_err(place)?;
+        decoded = decode_streams(input, start).map_err(|e| place(e.to_string()))?;
         &decoded
     } else {
         input
@@ -120,7 +122,7 @@ pub struct CorpusReducer {
 impl Reducer for CorpusReducer {
     type Part = PagesPart;
 
-    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<PagesPart, String> {
+    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<PagesPart, ResultError> {
         let mut reader = Reader::new(payload);
         let bytes = read_input_length(&mut reader, range)?;
         let n = reader.varint("the page count")?;
@@ -147,7 +149,11 @@ impl Reducer for CorpusReducer {
                         },
                     }
                 }
-                other => return Err(format!("page {i} has an unknown outcome {other}")),
+                other => {
+                    return Err(ResultError::Content(format!(
+                        "page {i} has an unknown outcome {other}"
+                    )));
+                }
             };
             pages.push((outcome, invalid_utf8));
         }

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use super::TaskError;
+use super::wire::ResultError;
 use super::wire::{Reader, put_varint};
 use super::{Reducer, read_input_length};
 use crate::data::PrepError;
@@ -21,14 +23,14 @@ pub fn map(
     lossy: bool,
     tokenizer: &Tokenizer,
     eos: u16,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, TaskError> {
     let mut reader =
         DocumentReader::new(input, path, line_docs, Utf8Policy::new(lossy)).starting_at(start);
     let mut documents: Vec<Vec<u16>> = Vec::new();
     loop {
         let batch = reader
             .next_batch(8192, 8 << 20)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TaskError::Input(e.to_string()))?;
         if batch.is_empty() {
             break;
         }
@@ -84,7 +86,7 @@ impl TokenReducer {
 impl Reducer for TokenReducer {
     type Part = TokenPart;
 
-    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<TokenPart, String> {
+    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<TokenPart, ResultError> {
         let mut reader = Reader::new(payload);
         let bytes = read_input_length(&mut reader, range)?;
         let invalid_utf8 = reader.varint("the replaced-sequence count")?;
@@ -98,13 +100,15 @@ impl Reducer for TokenReducer {
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
                 .collect();
             if ids.last() != Some(&self.eos) {
-                return Err(format!("document {i} does not end with [EOS]"));
+                return Err(ResultError::Content(format!(
+                    "document {i} does not end with [EOS]"
+                )));
             }
             if let Some(bad) = ids.iter().find(|&&id| u32::from(id) >= self.vocab_size) {
-                return Err(format!(
+                return Err(ResultError::Content(format!(
                     "document {i} holds id {bad}, outside the vocabulary of {}",
                     self.vocab_size
-                ));
+                )));
             }
             documents.push(ids);
         }

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use super::TaskError;
+use super::wire::ResultError;
 use super::wire::{Reader, put_bytes, put_varint};
 use super::{Reducer, read_input_length};
 use crate::data::PrepError;
@@ -20,7 +22,7 @@ pub fn map(
     start: u64,
     line_docs: bool,
     lossy: bool,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, TaskError> {
     let mut reader =
         DocumentReader::new(input, path, line_docs, Utf8Policy::new(lossy)).starting_at(start);
     let mut counts = WordCounts::new();
@@ -28,7 +30,7 @@ pub fn map(
     loop {
         let batch = reader
             .next_batch(16_384, 16 << 20)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TaskError::Input(e.to_string()))?;
         if batch.is_empty() {
             break;
         }
@@ -103,7 +105,7 @@ pub struct WordCountReducer {
 impl Reducer for WordCountReducer {
     type Part = WordPart;
 
-    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<WordPart, String> {
+    fn decode(&self, range: (u64, u64), payload: &[u8]) -> Result<WordPart, ResultError> {
         let mut reader = Reader::new(payload);
         let bytes = read_input_length(&mut reader, range)?;
         let documents = reader.varint("the document count")?;
@@ -114,21 +116,21 @@ impl Reducer for WordCountReducer {
         for i in 0..n {
             let shared = reader.varint("a word's shared length")? as usize;
             if shared > previous.len() {
-                return Err(format!(
+                return Err(ResultError::Content(format!(
                     "word {i} shares more bytes than the word before it has"
-                ));
+                )));
             }
             let mut word = previous[..shared].to_vec();
             word.extend_from_slice(reader.bytes("a word")?);
             if i > 0 && word <= previous {
-                return Err(format!("word {i} is out of order"));
+                return Err(ResultError::Content(format!("word {i} is out of order")));
             }
             let count = reader.varint("a word's count")?;
             if count == 0 {
-                return Err(format!("word {i} has a count of 0"));
+                return Err(ResultError::Content(format!("word {i} has a count of 0")));
             }
-            let text =
-                String::from_utf8(word.clone()).map_err(|_| format!("word {i} is not UTF-8"))?;
+            let text = String::from_utf8(word.clone())
+                .map_err(|_| ResultError::Content(format!("word {i} is not UTF-8")))?;
             words.push((text, count));
             previous = word;
         }
@@ -141,12 +143,16 @@ impl Reducer for WordCountReducer {
                 .ok()
                 .and_then(|step| pair.checked_add(step))
                 .filter(|&p| p < sent.len() && (i == 0 || step > 0))
-                .ok_or_else(|| format!("pair entry {i} is out of order or out of range"))?;
+                .ok_or_else(|| {
+                    ResultError::Content(format!("pair entry {i} is out of order or out of range"))
+                })?;
             sent[pair] = reader.varint("a pair's count")?;
         }
         reader.finish()?;
         if sent != implied {
-            return Err("its byte-pair counts differ from the ones its word counts imply".into());
+            return Err(ResultError::Content(
+                "its byte-pair counts differ from the ones its word counts imply".into(),
+            ));
         }
         Ok(WordPart {
             bytes,
@@ -207,18 +213,19 @@ mod tests {
         let text = b"casa da casa";
         let payload = map(text, Path::new("c.txt"), 0, true, false).unwrap();
         let reducer = WordCountReducer::default();
-        let err = reducer.decode((0, 5), &payload).err().unwrap();
+        let err = reducer.decode((0, 5), &payload).err().unwrap().to_string();
         assert!(err.contains("the task is bytes [0, 5)"), "{err}");
         let err = reducer
             .decode((0, 12), &payload[..payload.len() - 1])
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.starts_with("the result ends inside"), "{err}");
         // One count changed: the pair counts no longer match the words.
         let mut changed = payload.clone();
         let at = 1 + 1 + 1 + 1 + 1 + 1 + " casa".len();
         changed[at] += 1;
-        let err = reducer.decode((0, 12), &changed).err().unwrap();
+        let err = reducer.decode((0, 12), &changed).err().unwrap().to_string();
         assert!(err.contains("byte-pair counts differ"), "{err}");
     }
 }

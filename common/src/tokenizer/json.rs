@@ -2,6 +2,7 @@
 //! from HuggingFace's own byte-level BPE files. What cannot be reproduced exactly is refused with
 //! the field that says so.
 
+use super::TokenizerError;
 use serde_json::{Value, json};
 
 use super::pretokenize::SPLIT_PATTERN;
@@ -86,7 +87,12 @@ pub fn default_split_pattern() -> Option<String> {
 }
 
 /// Reads a tokenizer.json; an unsupported setting is an error naming its field.
-pub fn from_json(text: &str) -> Result<TokenizerSpec, String> {
+pub fn from_json(text: &str) -> Result<TokenizerSpec, TokenizerError> {
+    parse(text).map_err(TokenizerError::Unsupported)
+}
+
+/// [`from_json`], its error the field at fault and why.
+fn parse(text: &str) -> Result<TokenizerSpec, String> {
     let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let field = |path: &str| -> &Value { root.pointer(path).unwrap_or(&Value::Null) };
     let is_off = |path: &str| matches!(field(path), Value::Null | Value::Bool(false));

@@ -14,7 +14,7 @@ pub mod utf8_stream;
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lru::LruCache;
@@ -69,18 +69,45 @@ impl std::hash::Hasher for Fnv {
 
 type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
+/// A tokenizer that cannot be made or read, naming the file or the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// The tokenizer.json could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The tokenizer.json at `path` holds something this tokenizer cannot use.
+    #[error("{path}: {source}")]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        source: Box<TokenizerError>,
+    },
+    /// A setting or field this tokenizer does not support: the field and why.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A vocabulary size outside what the ids can hold.
+    #[error(
+        "vocab size {0} is out of range: it must be between {MIN_VOCAB} (5 special tokens + 256 \
+         bytes) and {MAX_VOCAB} (ids are stored as u16)"
+    )]
+    VocabSize(usize),
+}
+
 impl Tokenizer {
     /// Trains a tokenizer of `vocab_size` tokens (specials and bytes included) from word counts.
     pub fn train(
         counts: &train::WordCounts,
         vocab_size: usize,
         min_frequency: u64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TokenizerError> {
         if !(MIN_VOCAB..=MAX_VOCAB).contains(&vocab_size) {
-            return Err(format!(
-                "vocab size {vocab_size} is out of range: it must be between {MIN_VOCAB} (5 special \
-                 tokens + 256 bytes) and {MAX_VOCAB} (ids are stored as u16)"
-            ));
+            return Err(TokenizerError::VocabSize(vocab_size));
         }
         let learned = train::learn_merges(counts, vocab_size - MIN_VOCAB, min_frequency);
         let mut symbols: Vec<String> = byte_to_char().iter().map(|c| c.to_string()).collect();
@@ -106,20 +133,30 @@ impl Tokenizer {
     }
 
     /// Loads a tokenizer.json; an unsupported file is refused with the field at fault.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text).map_err(|source| TokenizerError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
     }
 
     /// Parses the text of a tokenizer.json; an unsupported one is refused with the field at
     /// fault.
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    pub fn from_json(text: &str) -> Result<Self, TokenizerError> {
         Self::from_spec(json::from_json(text)?)
     }
 
     /// Builds a tokenizer from its parts, checking that they fit together.
-    pub fn from_spec(spec: TokenizerSpec) -> Result<Self, String> {
+    pub fn from_spec(spec: TokenizerSpec) -> Result<Self, TokenizerError> {
+        Self::checked_spec(spec).map_err(TokenizerError::Unsupported)
+    }
+
+    /// [`Self::from_spec`], its error the field at fault and why.
+    fn checked_spec(spec: TokenizerSpec) -> Result<Self, String> {
         if spec.vocab.len() > MAX_VOCAB + 1 {
             return Err(format!(
                 "model.vocab has {} tokens; ids must fit in u16",
@@ -340,7 +377,7 @@ mod tests {
         let Err(error) = Tokenizer::train(&train::WordCounts::new(), 260, 1) else {
             panic!("260 accepted")
         };
-        assert!(error.contains("between 261"));
+        assert!(error.to_string().contains("between 261"));
     }
 
     #[test]
@@ -381,12 +418,14 @@ mod tests {
         assert!(
             json::from_json(&value.to_string())
                 .unwrap_err()
+                .to_string()
                 .contains("ByteLevel.use_regex")
         );
         value["model"]["type"] = "WordPiece".into();
         assert!(
             json::from_json(&value.to_string())
                 .unwrap_err()
+                .to_string()
                 .contains("model.type")
         );
     }
@@ -405,9 +444,11 @@ mod tests {
         let sequence = serde_json::json!({"type": "Sequence", "processors": [byte_level]});
         assert!(with("post_processor", sequence).is_ok());
         let template = serde_json::json!({"type": "TemplateProcessing", "single": []});
-        let err = with("post_processor", template).unwrap_err();
+        let err = with("post_processor", template).unwrap_err().to_string();
         assert!(err.starts_with("post_processor is set"), "{err}");
-        let err = with("truncation", serde_json::json!({"max_length": 8})).unwrap_err();
+        let err = with("truncation", serde_json::json!({"max_length": 8}))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("truncation is set"), "{err}");
     }
 }

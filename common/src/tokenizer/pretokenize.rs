@@ -23,9 +23,9 @@ pub struct PreTokenizer {
 
 impl PreTokenizer {
     /// A pre-tokenizer for `pattern`.
-    pub fn new(pattern: &str) -> Result<Self, String> {
+    pub fn new(pattern: &str) -> Result<Self, Box<regex_automata::meta::BuildError>> {
         Ok(Self {
-            regex: Regex::new(pattern).map_err(|e| e.to_string())?,
+            regex: Regex::new(pattern).map_err(Box::new)?,
         })
     }
 

@@ -3,6 +3,7 @@
 //! `<name>.exp_avg_sq`) and `meta.json`. It is written under a temporary name, fsynced and
 //! renamed; `latest` then names it. A killed run leaves every earlier checkpoint whole.
 
+use super::TrainError;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -113,7 +114,7 @@ fn prune(run_dir: &Path, keep: usize) -> std::io::Result<()> {
 }
 
 /// The checkpoint `latest` names in `run_dir`.
-pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
+pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, TrainError> {
     let latest = run_dir.join(LATEST);
     match fs::read_to_string(&latest) {
         Ok(name) => Ok(run_dir.join(name.trim())),
@@ -133,18 +134,18 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf, String> {
             if e.kind() == std::io::ErrorKind::NotFound
                 && run_dir.join("metrics.jsonl").exists() =>
         {
-            Err(format!(
+            Err(TrainError::Checkpoint(format!(
                 "{} has no checkpoint yet: the run stopped before its first one, so there is \
                  nothing to resume; start it again with the same `sovereign train … --out {}`",
                 run_dir.display(),
                 run_dir.display()
-            ))
+            )))
         }
-        Err(e) => Err(format!(
+        Err(e) => Err(TrainError::Checkpoint(format!(
             "{}: {e}; is {} a run directory with a checkpoint?",
             latest.display(),
             run_dir.display()
-        )),
+        ))),
     }
 }
 
@@ -166,39 +167,48 @@ pub type Restored<A> = (
 );
 
 /// Reads `dir/meta.json`; a missing one is named as such.
-pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, String> {
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, TrainError> {
     let meta_path = dir.join("meta.json");
     let text = match fs::read_to_string(&meta_path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
+            return Err(TrainError::Checkpoint(format!(
                 "{} is missing: {} is not a whole checkpoint (a checkpoint directory holds \
                  model.safetensors, optimizer.safetensors and meta.json)",
                 meta_path.display(),
                 dir.display()
-            ));
+            )));
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", meta_path.display())),
+        Err(e) => {
+            return Err(TrainError::Checkpoint(format!(
+                "cannot read {}: {e}",
+                meta_path.display()
+            )));
+        }
     };
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a checkpoint's meta.json: {e}", meta_path.display()))
+    serde_json::from_str(&text).map_err(|e| {
+        TrainError::Checkpoint(format!(
+            "{}: not a checkpoint's meta.json: {e}",
+            meta_path.display()
+        ))
+    })
 }
 
 /// Checks `dir/name` against the sha256 `sum` that meta.json records for it.
-fn check_file(dir: &Path, name: &str, sum: &str) -> Result<(), String> {
+fn check_file(dir: &Path, name: &str, sum: &str) -> Result<(), TrainError> {
     let path = dir.join(name);
     let actual = sha256_file(&path)?;
     if actual != sum {
-        return Err(format!(
+        return Err(TrainError::Checkpoint(format!(
             "{}: sha256 {actual} differs from meta.json's {sum}; the checkpoint is damaged",
             path.display()
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Reads a checkpoint's meta.json and checks every file it lists against its sha256.
-pub fn verify_checkpoint(dir: &Path) -> Result<CheckpointMeta, String> {
+pub fn verify_checkpoint(dir: &Path) -> Result<CheckpointMeta, TrainError> {
     let meta = read_meta(dir)?;
     let mut files: Vec<(&String, &String)> = meta.files.iter().collect();
     files.sort();
@@ -211,7 +221,7 @@ pub fn verify_checkpoint(dir: &Path) -> Result<CheckpointMeta, String> {
 /// Checks a weights file against the meta.json beside it when that is a checkpoint's meta.json
 /// that lists the file (a safetensors file on its own, or beside some other meta.json, has no
 /// checksum to check).
-pub fn verify_weights_file(path: &Path) -> Result<(), String> {
+pub fn verify_weights_file(path: &Path) -> Result<(), TrainError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -255,17 +265,17 @@ pub fn load_checkpoint<A: AutodiffBackend>(
     dir: &Path,
     adam: AdamWConfig,
     device: &A::Device,
-) -> Result<Restored<A>, String> {
+) -> Result<Restored<A>, TrainError> {
     let meta = verify_checkpoint(dir).map_err(|e| {
         let run_dir = dir.parent().unwrap_or(Path::new("."));
-        match newest_whole_checkpoint(run_dir) {
+        TrainError::Checkpoint(match newest_whole_checkpoint(run_dir) {
             Some(whole) => format!(
                 "{e}\nthe newest whole checkpoint is {}: resume with --from {}",
                 whole.display(),
                 whole.display()
             ),
             None => format!("{e}\n{} holds no whole checkpoint", run_dir.display()),
-        }
+        })
     })?;
     let (model, _) = load_rwkv::<A>(&TensorFile::read(&dir.join("model.safetensors"))?, device)?;
     let optimizer = load_optimizer(&dir.join("optimizer.safetensors"), adam, meta.step, device)?;
@@ -311,7 +321,7 @@ fn load_optimizer<B: Backend>(
     config: AdamWConfig,
     step: u64,
     device: &B::Device,
-) -> Result<AdamW<B>, String> {
+) -> Result<AdamW<B>, TrainError> {
     let file = TensorFile::read(path)?;
     let mut optimizer = AdamW::new(config);
     optimizer.step = step;

@@ -2,6 +2,7 @@
 //! shape, schedule and optimizer they give, and the token files they name, opened and checked
 //! once ([`RunConfig::open_data`]).
 
+use super::TrainError;
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::CheckpointMeta;
@@ -29,7 +30,7 @@ impl RunData {
         train: &Path,
         val: Option<&Path>,
         rank: u32,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TrainError> {
         let train = TokenDataset::open(train, config.vocab_hint()?, Validation::Ids)?;
         let val = match (val, rank) {
             (Some(path), 0) => Some(TokenDataset::open(
@@ -45,16 +46,18 @@ impl RunData {
 
 impl RunConfig {
     /// The model shape for a vocabulary of `vocab`.
-    pub fn model_config(&self, vocab: usize) -> Result<ModelConfig, String> {
+    pub fn model_config(&self, vocab: usize) -> Result<ModelConfig, TrainError> {
         match (self.layers, self.embd) {
-            (Some(layers), Some(embd)) => ModelConfig::new(vocab, layers, embd),
-            (None, None) => ModelConfig::named(&self.model, vocab),
-            _ => Err("--layers and --embd go together".into()),
+            (Some(layers), Some(embd)) => Ok(ModelConfig::new(vocab, layers, embd)?),
+            (None, None) => Ok(ModelConfig::named(&self.model, vocab)?),
+            _ => Err(TrainError::Setting(
+                "--layers and --embd go together".into(),
+            )),
         }
     }
 
     /// The vocabulary size given by `vocab` or `tokenizer`, if either is set.
-    pub fn vocab_hint(&self) -> Result<Option<u32>, String> {
+    pub fn vocab_hint(&self) -> Result<Option<u32>, TrainError> {
         match (&self.tokenizer, self.vocab) {
             (_, Some(v)) => Ok(Some(v)),
             (Some(path), None) => Ok(Some(
@@ -67,18 +70,22 @@ impl RunConfig {
     /// Checks the settings before any work: T a multiple of 16, non-zero sizes, a positive finite
     /// learning rate with 0 ≤ min_lr ≤ lr, warmup within the steps, weight decay ≥ 0, dropout in
     /// [0, 1).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), TrainError> {
         if self.seq_len == 0 || !self.seq_len.is_multiple_of(16) {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--seq-len {} must be a positive multiple of 16 (time is processed in chunks of 16)",
                 self.seq_len
-            ));
+            )));
         }
         if self.micro_bsz == 0 || self.accum == 0 || self.steps == 0 {
-            return Err("--micro-bsz, --accum and --steps must be at least 1".into());
+            return Err(TrainError::Setting(
+                "--micro-bsz, --accum and --steps must be at least 1".into(),
+            ));
         }
         if self.emulate_world == 0 {
-            return Err("--emulate-world must be at least 1".into());
+            return Err(TrainError::Setting(
+                "--emulate-world must be at least 1".into(),
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             let why = if self.lr < 0.0 {
@@ -86,48 +93,51 @@ impl RunConfig {
             } else {
                 ""
             };
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--lr {} must be a positive finite number{why}",
                 self.lr
-            ));
+            )));
         }
         if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--min-lr {} must be between 0 and --lr {}",
                 self.min_lr, self.lr
-            ));
+            )));
         }
         if let Some(warmup) = self.warmup
             && warmup > self.steps
         {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--warmup {warmup} is longer than the run's --steps {}",
                 self.steps
-            ));
+            )));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--weight-decay {} must be a finite number of at least 0",
                 self.weight_decay
-            ));
+            )));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--dropout {} must be at least 0 and below 1",
                 self.dropout
-            ));
+            )));
         }
         if self.eval_batches == 0 && self.eval_every > 0 && self.val_data.is_some() {
-            return Err("eval_batches must be at least 1 when there is --val-data".into());
+            return Err(TrainError::Setting(
+                "eval_batches must be at least 1 when there is --val-data".into(),
+            ));
         }
         Ok(())
     }
 
     /// Every path made absolute, so that resume, generate and workers started elsewhere find
     /// the same files from any directory.
-    pub fn absolute_paths(mut self) -> Result<Self, String> {
-        let absolute =
-            |p: &PathBuf| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    pub fn absolute_paths(mut self) -> Result<Self, TrainError> {
+        let absolute = |p: &PathBuf| {
+            std::path::absolute(p).map_err(|e| TrainError::Setting(format!("{}: {e}", p.display())))
+        };
         self.data = absolute(&self.data)?;
         self.out = absolute(&self.out)?;
         self.val_data = self.val_data.as_ref().map(absolute).transpose()?;
@@ -140,7 +150,7 @@ impl RunConfig {
     /// the vocabulary, the sha256 against the sidecar (unless `skip_checksum`), the sidecar's
     /// tokenizer and `[EOS]` against `tokenizer`, and a shard long enough for one window. The
     /// validation data gets the same checks.
-    pub fn open_data(&self, world: u32) -> Result<RunData, String> {
+    pub fn open_data(&self, world: u32) -> Result<RunData, TrainError> {
         let tokenizer = self
             .tokenizer
             .as_ref()
@@ -167,7 +177,7 @@ impl RunConfig {
             let shard = file.shard(0, *world)?;
             let windows = shard.tokens().saturating_sub(self.seq_len as u64);
             if windows > 0 && windows < self.micro_bsz as u64 {
-                return Err(format!(
+                return Err(TrainError::Setting(format!(
                     "--micro-bsz {} needs as many different windows of {} tokens, but {} holds \
                      only {windows} per rank in a world of {}: lower --micro-bsz or --seq-len, or \
                      use more data",
@@ -175,10 +185,10 @@ impl RunConfig {
                     self.seq_len + 1,
                     path.display(),
                     world
-                ));
+                )));
             }
             if shard.tokens() <= self.seq_len as u64 {
-                return Err(format!(
+                return Err(TrainError::Setting(format!(
                     "--seq-len {} needs windows of {} tokens, but {} holds {} tokens per rank in \
                      a world of {}: lower --seq-len or use more data",
                     self.seq_len,
@@ -186,11 +196,13 @@ impl RunConfig {
                     path.display(),
                     shard.tokens(),
                     world
-                ));
+                )));
             }
         }
         let mut opened = files.into_iter().map(|(_, _, file)| file);
-        let train = opened.next().ok_or("no training data")?;
+        let train = opened
+            .next()
+            .ok_or_else(|| TrainError::Setting("no training data".into()))?;
         Ok(RunData {
             train,
             val: opened.next(),
@@ -222,13 +234,14 @@ impl RunConfig {
         tokens_seen: u64,
         lr: f64,
         world_size: u32,
-    ) -> Result<CheckpointMeta, String> {
+    ) -> Result<CheckpointMeta, TrainError> {
         let train = data.train.sidecar();
         Ok(CheckpointMeta {
             step,
             tokens_seen,
             lr,
-            config: serde_json::to_value(self).map_err(|e| e.to_string())?,
+            config: serde_json::to_value(self)
+                .map_err(|e| TrainError::Checkpoint(format!("the run settings as JSON: {e}")))?,
             seed: self.seed,
             world_size,
             tokenizer_sha256: train.map(|meta| meta.tokenizer_sha256.clone()),

@@ -2,6 +2,7 @@
 //! ([`MetricsLog`]), written by the process that sees the whole world's step (a single process,
 //! or the coordinator from its ranks' records).
 
+use super::TrainError;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -87,13 +88,13 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Opens `RUN_DIR/metrics.jsonl` for appending, for a run of `steps` steps. Open it again
     /// after a rollback, which replaces the file.
-    pub fn open(run_dir: &Path, steps: u64) -> Result<Self, String> {
+    pub fn open(run_dir: &Path, steps: u64) -> Result<Self, TrainError> {
         let path = run_dir.join(METRICS_FILE);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| TrainError::Metrics(format!("{}: {e}", path.display())))?;
         Ok(Self {
             path,
             file,
@@ -103,7 +104,7 @@ impl MetricsLog {
     }
 
     /// Opens the file again, keeping the clock: after a rollback, which replaces the file.
-    pub fn reopen(&mut self) -> Result<(), String> {
+    pub fn reopen(&mut self) -> Result<(), TrainError> {
         let started = self.started;
         *self = Self::open(self.path.parent().unwrap_or(Path::new(".")), self.steps)?;
         self.started = started;
@@ -111,10 +112,12 @@ impl MetricsLog {
     }
 
     /// Appends `record` (its `elapsed` set to the time since this log was opened) and logs it.
-    pub fn write(&mut self, mut record: StepRecord) -> Result<(), String> {
+    pub fn write(&mut self, mut record: StepRecord) -> Result<(), TrainError> {
         record.elapsed = self.started.elapsed().as_secs_f64();
-        let text = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        writeln!(self.file, "{text}").map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let text = serde_json::to_string(&record)
+            .map_err(|e| TrainError::Metrics(format!("a step record as JSON: {e}")))?;
+        writeln!(self.file, "{text}")
+            .map_err(|e| TrainError::Metrics(format!("{}: {e}", self.path.display())))?;
         let share = record.allreduce_share();
         tracing::info!(
             "step {}/{}: loss {:.4}{} lr {:.2e} grad norm {:.3} {:.0} tok/s{}",
@@ -138,21 +141,27 @@ impl MetricsLog {
 }
 
 /// Every step of a metrics file; a line that is not one is an error naming it.
-pub fn read_metrics(path: &Path) -> Result<Vec<StepRecord>, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_metrics(path: &Path) -> Result<Vec<StepRecord>, TrainError> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| TrainError::Metrics(format!("{}: {e}", path.display())))?;
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            serde_json::from_str(line)
-                .map_err(|e| format!("{}:{}: not a metrics line ({e})", path.display(), i + 1))
+            serde_json::from_str(line).map_err(|e| {
+                TrainError::Metrics(format!(
+                    "{}:{}: not a metrics line ({e})",
+                    path.display(),
+                    i + 1
+                ))
+            })
         })
         .collect()
 }
 
 /// Keeps the metrics lines of steps up to `step` (a resume rewrites what came after); the file
 /// is replaced whole, never cut in place.
-pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
+pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(());
     };
@@ -164,7 +173,7 @@ pub fn truncate_metrics(path: &Path, step: u64) -> Result<(), String> {
     if kept.len() == text.len() {
         return Ok(());
     }
-    let error = |e: std::io::Error| format!("{}: {e}", path.display());
+    let error = |e: std::io::Error| TrainError::Metrics(format!("{}: {e}", path.display()));
     let mut file = AtomicFile::create(path).map_err(error)?;
     file.write_all(kept.as_bytes()).map_err(error)?;
     file.commit().map_err(error)

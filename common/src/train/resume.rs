@@ -1,6 +1,7 @@
 //! Where a resumed run continues: its checkpoint, the settings stored in it, and data that moved
 //! since the run started ([`MovedData`]).
 
+use super::TrainError;
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{CheckpointMeta, latest_checkpoint, read_meta};
@@ -23,7 +24,7 @@ impl MovedData {
     /// Points `config` at the moved files after checking each: its sidecar's sha256 must be the
     /// one the checkpoint recorded (or, for checkpoints without it, the original's sidecar's,
     /// while that is still there).
-    fn apply(&self, config: &mut RunConfig, meta: &CheckpointMeta) -> Result<(), String> {
+    fn apply(&self, config: &mut RunConfig, meta: &CheckpointMeta) -> Result<(), TrainError> {
         config.skip_checksum |= self.skip_checksum;
         if let Some(new) = &self.data {
             config.data = moved(new, &config.data, meta.data_sha256.as_deref())?;
@@ -32,10 +33,10 @@ impl MovedData {
             config.val_data = Some(match &config.val_data {
                 Some(old) => moved(new, old, meta.val_data_sha256.as_deref())?,
                 None => {
-                    return Err(format!(
+                    return Err(TrainError::Checkpoint(format!(
                         "--val-data {}: the run had no validation data to move",
                         new.display()
-                    ));
+                    )));
                 }
             });
         }
@@ -45,8 +46,9 @@ impl MovedData {
 
 /// The absolute path of `new`, a moved copy of `old` whose sidecar's sha256 must be `recorded`
 /// (or `old`'s sidecar's when nothing was recorded).
-fn moved(new: &Path, old: &Path, recorded: Option<&str>) -> Result<PathBuf, String> {
-    let new = std::path::absolute(new).map_err(|e| format!("{}: {e}", new.display()))?;
+fn moved(new: &Path, old: &Path, recorded: Option<&str>) -> Result<PathBuf, TrainError> {
+    let new = std::path::absolute(new)
+        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", new.display())))?;
     let new_sum = Sidecar::read(&new)?.data_sha256;
     let expected = match recorded {
         Some(sum) => Some(sum.to_string()),
@@ -55,12 +57,12 @@ fn moved(new: &Path, old: &Path, recorded: Option<&str>) -> Result<PathBuf, Stri
     if let Some(expected) = expected
         && expected != new_sum
     {
-        return Err(format!(
+        return Err(TrainError::Checkpoint(format!(
             "{} is not the data this run trained on: its sidecar's sha256 {new_sum} differs \
              from the run's {expected} ({})",
             new.display(),
             old.display()
-        ));
+        )));
     }
     tracing::info!("data moved: {} → {}", old.display(), new.display());
     Ok(new)
@@ -72,24 +74,25 @@ pub fn resume_point(
     run_dir: &Path,
     from: Option<&Path>,
     moved: &MovedData,
-) -> Result<(RunConfig, PathBuf), String> {
+) -> Result<(RunConfig, PathBuf), TrainError> {
     let checkpoint = match from {
         Some(dir) => dir.to_path_buf(),
         None => latest_checkpoint(run_dir)?,
     };
     let meta = read_meta(&checkpoint)?;
     let mut config = stored_config(&checkpoint, &meta)?;
-    config.out = std::path::absolute(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    config.out = std::path::absolute(run_dir)
+        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", run_dir.display())))?;
     moved.apply(&mut config, &meta)?;
     Ok((config, checkpoint))
 }
 
 /// The run settings that `checkpoint`'s meta.json (`meta`) stored.
-pub fn stored_config(checkpoint: &Path, meta: &CheckpointMeta) -> Result<RunConfig, String> {
+pub fn stored_config(checkpoint: &Path, meta: &CheckpointMeta) -> Result<RunConfig, TrainError> {
     serde_json::from_value(meta.config.clone()).map_err(|e| {
-        format!(
+        TrainError::Checkpoint(format!(
             "{}: the run settings (\"config\") are not a run's: {e}",
             checkpoint.join("meta.json").display()
-        )
+        ))
     })
 }

@@ -7,6 +7,7 @@
 //! checkpoint continues exactly as if it had never stopped: same batches, same weights, same
 //! metrics.
 
+use super::TrainError;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -34,7 +35,10 @@ use crate::model::weights::{TensorFile, load_rwkv};
 
 /// Trains from scratch (or from `init_from`) in this process as `config` says, `emulate_world`
 /// ranks of it; returns the final checkpoint.
-pub fn train<A: TrainBackend>(config: &RunConfig, device: &A::Device) -> Result<PathBuf, String> {
+pub fn train<A: TrainBackend>(
+    config: &RunConfig,
+    device: &A::Device,
+) -> Result<PathBuf, TrainError> {
     config.check()?;
     let _lock = RunLock::acquire(&config.out)?;
     start_fresh(&config.out)?;
@@ -55,7 +59,7 @@ pub fn resume<A: TrainBackend>(
     from: Option<&Path>,
     moved: &MovedData,
     device: &A::Device,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, TrainError> {
     let _lock = RunLock::acquire(run_dir)?;
     let (config, checkpoint) = resume_point(run_dir, from, moved)?;
     let data = config.open_data(config.emulate_world)?;
@@ -73,7 +77,7 @@ fn in_this_process<A: TrainBackend>(
     model_config: &ModelConfig,
     start: Start<A>,
     device: &A::Device,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, TrainError> {
     let mut reducer = if config.emulate_world == 1 {
         Reducer::Alone
     } else {
@@ -91,7 +95,7 @@ fn in_this_process<A: TrainBackend>(
         &mut metrics,
         device,
     )?
-    .ok_or_else(|| "the run had no steps left to take".to_string())
+    .ok_or_else(|| TrainError::Run("the run had no steps left to take".into()))
 }
 
 /// One rank of a cluster run: where it reads its data and which rank it is.
@@ -119,7 +123,7 @@ pub fn train_rank<A: TrainBackend>(
     all_reduce: &mut dyn AllReduce,
     sink: &mut dyn StepSink,
     device: &A::Device,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, TrainError> {
     let data = RunData::for_rank(config, &plan.data, plan.val_data.as_deref(), plan.rank)?;
     let model_config = config.model_config(data.train.vocab_size() as usize)?;
     let start = Start::<A>::new(config, &model_config, start, device)?;
@@ -188,12 +192,15 @@ impl Reducer<'_> {
         step: u64,
         config: &RunConfig,
         device: &B::Device,
-    ) -> Result<(Gradients<B>, f64, f64), String> {
+    ) -> Result<(Gradients<B>, f64, f64), TrainError> {
         let ranks = per_rank.len() as f64;
         let loss = per_rank.iter().map(|(_, loss)| loss).sum::<f64>() / ranks;
         let started = Instant::now();
         if let Reducer::Alone = self {
-            let (grads, _) = per_rank.into_iter().next().ok_or("a step needs a rank")?;
+            let (grads, _) = per_rank
+                .into_iter()
+                .next()
+                .ok_or_else(|| TrainError::Run("a step needs a rank".into()))?;
             return Ok((grads, loss, 0.0));
         }
         let mut layout = None;
@@ -203,13 +210,18 @@ impl Reducer<'_> {
             flats.push(flat);
             layout = Some(rank_layout);
         }
-        let layout = layout.ok_or("a step needs a rank")?;
+        let layout = layout.ok_or_else(|| TrainError::Run("a step needs a rank".into()))?;
         let mean = match self {
             Reducer::Collective { all_reduce, .. } => {
-                let mut flat = flats.pop().ok_or("a step needs a rank")?;
+                let mut flat = flats
+                    .pop()
+                    .ok_or_else(|| TrainError::Run("a step needs a rank".into()))?;
                 all_reduce
                     .all_reduce_mean(&mut flat)
-                    .map_err(|e| format!("step {}: all-reduce: {e}", step + 1))?;
+                    .map_err(|source| TrainError::AllReduce {
+                        step: step + 1,
+                        source,
+                    })?;
                 flat
             }
             _ => emulate_mean(&flats, config.wire_dtype),
@@ -222,18 +234,18 @@ impl Reducer<'_> {
 /// Where each step's record goes.
 pub trait StepSink {
     /// Takes the record of a finished step; the answer may ask the run to stop early.
-    fn record(&mut self, record: StepRecord) -> Result<Control, String>;
+    fn record(&mut self, record: StepRecord) -> Result<Control, TrainError>;
 }
 
 impl StepSink for MetricsLog {
-    fn record(&mut self, record: StepRecord) -> Result<Control, String> {
+    fn record(&mut self, record: StepRecord) -> Result<Control, TrainError> {
         self.write(record)?;
         Ok(Control::Continue)
     }
 }
 
-impl<F: FnMut(StepRecord) -> Result<Control, String>> StepSink for F {
-    fn record(&mut self, record: StepRecord) -> Result<Control, String> {
+impl<F: FnMut(StepRecord) -> Result<Control, TrainError>> StepSink for F {
+    fn record(&mut self, record: StepRecord) -> Result<Control, TrainError> {
         self(record)
     }
 }
@@ -269,7 +281,7 @@ impl<A: TrainBackend> Start<A> {
         model_config: &ModelConfig,
         checkpoint: Option<&Path>,
         device: &A::Device,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TrainError> {
         if let Some(dir) = checkpoint {
             let (model, optimizer, meta) = load_checkpoint::<A>(dir, config.adam_config(), device)?;
             return Ok(Start {
@@ -284,10 +296,10 @@ impl<A: TrainBackend> Start<A> {
                 verify_weights_file(path)?;
                 let (model, loaded) = load_rwkv::<A>(&TensorFile::read(path)?, device)?;
                 if &loaded != model_config {
-                    return Err(format!(
+                    return Err(TrainError::Run(format!(
                         "{}: holds a model of {loaded:?}, but the run asks for {model_config:?}",
                         path.display()
-                    ));
+                    )));
                 }
                 model
             }
@@ -315,7 +327,7 @@ pub fn run_loop<A: TrainBackend>(
     reducer: &mut Reducer,
     sink: &mut dyn StepSink,
     device: &A::Device,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, TrainError> {
     let Start {
         mut model,
         mut optimizer,
@@ -368,8 +380,14 @@ pub fn run_loop<A: TrainBackend>(
             due(config.checkpoint_every, done, config.steps) || stop_after == Some(done);
         if holds_rank_zero && checkpoint_due {
             let meta = config.checkpoint_meta(data, done, tokens_seen, lr, world)?;
-            let dir = save_checkpoint(&config.out, &model, &optimizer, meta, config.keep)
-                .map_err(|e| format!("writing a checkpoint in {}: {e}", config.out.display()))?;
+            let dir = save_checkpoint(&config.out, &model, &optimizer, meta, config.keep).map_err(
+                |e| {
+                    TrainError::Run(format!(
+                        "writing a checkpoint in {}: {e}",
+                        config.out.display()
+                    ))
+                },
+            )?;
             last_checkpoint = Some(dir);
         }
         let control = sink.record(StepRecord {
@@ -408,7 +426,7 @@ pub fn rank_windows(
     rank: u32,
     world: u32,
     step: u64,
-) -> Result<Vec<Vec<Vec<u16>>>, String> {
+) -> Result<Vec<Vec<Vec<u16>>>, TrainError> {
     let shard = data.shard(rank, world)?;
     (0..config.accum)
         .map(|micro| {
@@ -421,7 +439,7 @@ pub fn rank_windows(
                         step,
                         micro: (micro * config.micro_bsz + row) as u32,
                     };
-                    data.sample_window(shard, config.seq_len, key)
+                    Ok(data.sample_window(shard, config.seq_len, key)?)
                 })
                 .collect()
         })
@@ -436,7 +454,7 @@ fn evaluate<B: RwkvBackend>(
     config: &RunConfig,
     val: Option<&TokenDataset>,
     device: &B::Device,
-) -> Result<Option<f64>, String> {
+) -> Result<Option<f64>, TrainError> {
     let Some(val) = val else {
         return Ok(None);
     };

@@ -3,6 +3,7 @@
 //! ([`start_fresh`]), and a rollback to an earlier checkpoint that a kill at any
 //! moment cannot half-undo ([`roll_back`]).
 
+use super::TrainError;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -43,11 +44,11 @@ pub fn host_name() -> String {
 impl RunLock {
     /// Creates `run_dir` if needed, takes its lock, and removes the temporaries that a writer
     /// which is gone left behind. A second writer is refused, naming the holder.
-    pub fn acquire(run_dir: &Path) -> Result<Self, String> {
+    pub fn acquire(run_dir: &Path) -> Result<Self, TrainError> {
         fs::create_dir_all(run_dir)
-            .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
+            .map_err(|e| TrainError::RunDir(format!("cannot create {}: {e}", run_dir.display())))?;
         let path = run_dir.join(LOCK_FILE);
-        let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        let io = |e: std::io::Error| TrainError::RunDir(format!("{}: {e}", path.display()));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -60,14 +61,14 @@ impl RunLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let _ = file.read_to_string(&mut holder);
-                return Err(format!(
+                return Err(TrainError::RunDir(format!(
                     "{} is in use: another `sovereign` ({}) is writing it and holds {}; wait for \
                      it to finish or stop it (two writers would interleave checkpoints and \
                      metrics)",
                     run_dir.display(),
                     holder.trim(),
                     path.display()
-                ));
+                )));
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -93,10 +94,10 @@ impl RunLock {
     }
 
     /// Removes checkpoint, `latest` and metrics temporaries of writers that are gone.
-    fn remove_stale_temps(&self, run_dir: &Path) -> Result<(), String> {
+    fn remove_stale_temps(&self, run_dir: &Path) -> Result<(), TrainError> {
         for prefix in [".ckpt-", &format!(".{LATEST}"), ".metrics.jsonl"] {
             remove_stale_temps(run_dir, prefix, ".tmp-")
-                .map_err(|e| format!("cleaning {}: {e}", run_dir.display()))?;
+                .map_err(|e| TrainError::RunDir(format!("cleaning {}: {e}", run_dir.display())))?;
         }
         Ok(())
     }
@@ -105,15 +106,15 @@ impl RunLock {
 /// Prepares `run_dir` (locked by the caller) for a new run: one that already has a checkpoint
 /// is refused (resume it instead); the metrics of an attempt that stopped before its first
 /// checkpoint are cleared, so a failed start is never a dead end.
-pub fn start_fresh(run_dir: &Path) -> Result<(), String> {
+pub fn start_fresh(run_dir: &Path) -> Result<(), TrainError> {
     let has_checkpoint =
         run_dir.join(LATEST).exists() || newest_whole_checkpoint(run_dir).is_some();
     if has_checkpoint {
-        return Err(format!(
+        return Err(TrainError::RunDir(format!(
             "{} already holds a run; use `sovereign resume --run {}` or another --out",
             run_dir.display(),
             run_dir.display()
-        ));
+        )));
     }
     let metrics = run_dir.join(METRICS_FILE);
     if metrics.exists() {
@@ -130,14 +131,14 @@ pub fn start_fresh(run_dir: &Path) -> Result<(), String> {
 /// first `latest` names it, then metrics.jsonl loses the lines after `step`. Killed between the
 /// two, a plain `resume` continues from `latest` and cuts the metrics itself, so the rollback is
 /// never undone.
-pub fn roll_back(run_dir: &Path, checkpoint: &Path, step: u64) -> Result<(), String> {
+pub fn roll_back(run_dir: &Path, checkpoint: &Path, step: u64) -> Result<(), TrainError> {
     let inside = match (checkpoint.parent(), fs::canonicalize(run_dir)) {
         (Some(parent), Ok(run)) => fs::canonicalize(parent).is_ok_and(|p| p == run),
         _ => false,
     };
     if inside {
         set_latest(run_dir, checkpoint)
-            .map_err(|e| format!("{}: {e}", run_dir.join(LATEST).display()))?;
+            .map_err(|e| TrainError::RunDir(format!("{}: {e}", run_dir.join(LATEST).display())))?;
     }
     truncate_metrics(&run_dir.join(METRICS_FILE), step)
 }
@@ -150,7 +151,7 @@ mod tests {
     fn a_second_writer_is_refused_naming_the_holder_and_a_released_lock_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let first = RunLock::acquire(dir.path()).unwrap();
-        let err = RunLock::acquire(dir.path()).unwrap_err();
+        let err = RunLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is in use"), "{err}");
         assert!(
             err.contains(&format!("pid {}", std::process::id())),

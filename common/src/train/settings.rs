@@ -3,6 +3,7 @@
 //! has its flag, its run.toml key (the flag's name with underscores), its default and one help
 //! text. Flags override run.toml, which overrides the defaults ([`RunFlags::apply`]).
 
+use super::TrainError;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -172,9 +173,10 @@ run_settings! {
 impl RunConfig {
     /// Reads a run.toml (`source` names it in errors): unknown keys and values of the wrong type
     /// are refused, naming the line.
-    pub fn from_toml(text: &str, source: &Path) -> Result<Self, String> {
-        toml::from_str(text)
-            .map_err(|e| format!("{}: not a valid run config: {e}", source.display()))
+    pub fn from_toml(text: &str, source: &Path) -> Result<Self, TrainError> {
+        toml::from_str(text).map_err(|e| {
+            TrainError::Setting(format!("{}: not a valid run config: {e}", source.display()))
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! One optimizer step, top to bottom: micro-batches forward and backward, gradients summed and
 //! averaged, the divergence guard, clipping at global norm 1.0, and AdamW.
 
+use super::TrainError;
 use std::sync::OnceLock;
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -45,20 +46,21 @@ pub fn step_gradients<A: TrainBackend>(
     micro_batches: &[Vec<Vec<u16>>],
     dropout: Dropout,
     device: &A::Device,
-) -> Result<(Gradients<A::InnerBackend>, f64), String> {
+) -> Result<(Gradients<A::InnerBackend>, f64), TrainError> {
     let mut all = Vec::with_capacity(micro_batches.len());
     let mut loss_sum = 0.0;
     for (micro, windows) in micro_batches.iter().enumerate() {
         let (grads, loss) =
             micro_batch_gradients(model, config, windows, dropout.for_micro(micro), device);
         if !loss.is_finite() {
-            return Err(not_finite(step, "loss", loss));
+            return Err(TrainError::Diverged(not_finite(step, "loss", loss)));
         }
         loss_sum += loss;
         all.push(grads);
     }
     let n = micro_batches.len() as f64;
-    let grads = Gradients::sum(all).ok_or("a step needs at least one micro-batch")?;
+    let grads = Gradients::sum(all)
+        .ok_or_else(|| TrainError::Run("a step needs at least one micro-batch".into()))?;
     // One micro-batch needs no averaging (a pass over every gradient saved).
     let grads = if n > 1.0 { grads.scale(1.0 / n) } else { grads };
     Ok((grads, loss_sum / n))
@@ -185,17 +187,21 @@ pub fn apply_step<A: TrainBackend>(
     optimizer: &mut AdamW<A::InnerBackend>,
     grads: Gradients<A::InnerBackend>,
     lr: f64,
-) -> Result<(Rwkv<A>, f64), String> {
+) -> Result<(Rwkv<A>, f64), TrainError> {
     let step = optimizer.step + 1;
     if !(lr.is_finite() && lr > 0.0) {
-        return Err(format!(
+        return Err(TrainError::Diverged(format!(
             "step {step}: the learning rate is {lr}; it must be a positive finite number (check \
              --lr and --min-lr)"
-        ));
+        )));
     }
     let (clip_factor, grad_norm) = grads.clip_factor(CLIP_NORM);
     if !grad_norm.is_finite() {
-        return Err(not_finite(step, "gradient norm", grad_norm));
+        return Err(TrainError::Diverged(not_finite(
+            step,
+            "gradient norm",
+            grad_norm,
+        )));
     }
     Ok((optimizer.step(model, &grads, lr, clip_factor), grad_norm))
 }
@@ -218,7 +224,7 @@ mod tests {
         micro: &[Vec<Vec<u16>>],
         lr: f64,
         device: &T::Device,
-    ) -> Result<(Rwkv<T>, f64, f64), String> {
+    ) -> Result<(Rwkv<T>, f64, f64), TrainError> {
         let step = optimizer.step + 1;
         let (grads, loss) = step_gradients(&model, config, step, micro, Dropout::NONE, device)?;
         let (model, grad_norm) = apply_step(model, optimizer, grads, lr)?;
@@ -266,7 +272,8 @@ mod tests {
         let micro = vec![vec![(0..17).map(|i| (i % 16) as u16).collect::<Vec<u16>>()]];
         let err = train_step(poisoned, &config, &mut adam, &micro, 1e-3, &device)
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.starts_with("step 43: the loss is NaN"), "{err}");
     }
 

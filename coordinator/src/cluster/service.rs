@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sovereign_common::sync::lock;
+use sovereign_common::train::TrainError;
 use sovereign_common::train::record::{MetricsLog, StepRecord};
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::training_server::Training;
@@ -141,7 +142,7 @@ impl CoordinatorService {
         generation: u32,
         checkpoint: Option<&Path>,
         step: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), TrainError> {
         *lock(&self.group) = Group {
             generation,
             start_checkpoint: checkpoint.map_or(String::new(), |p| p.display().to_string()),

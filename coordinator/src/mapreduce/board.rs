@@ -283,6 +283,7 @@ impl<R: Reducer> TaskBoard<R> {
 mod tests {
     use super::*;
     use sovereign_common::data::PrepError;
+    use sovereign_common::prep::wire::ResultError;
 
     /// Collects task payloads (one byte each) in the order they are accepted.
     #[derive(Default)]
@@ -290,10 +291,10 @@ mod tests {
 
     impl Reducer for Collect {
         type Part = u8;
-        fn decode(&self, _: (u64, u64), payload: &[u8]) -> Result<u8, String> {
+        fn decode(&self, _: (u64, u64), payload: &[u8]) -> Result<u8, ResultError> {
             match payload {
                 [b] if *b != 0 => Ok(*b),
-                _ => Err("not one nonzero byte".into()),
+                _ => Err(ResultError::Content("not one nonzero byte".into())),
             }
         }
         fn accept(&mut self, part: u8) -> Result<(), PrepError> {

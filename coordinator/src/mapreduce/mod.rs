@@ -113,7 +113,7 @@ pub fn run_job<R: Reducer + 'static>(
                 sha256,
             })
         })
-        .collect::<Result<Vec<_>, String>>()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let job = PrepJob {
         map,
