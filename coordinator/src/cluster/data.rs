@@ -11,7 +11,9 @@ use sovereign_common::train::settings::RunConfig;
 use sovereign_proto::v1::{DataChunk, DataRange, FetchRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Request, Response, Status};
+
+use super::serve::{check_token, remote};
 
 /// Per rank, the data ranges it reads (its shard of train.bin; all of val.bin for rank 0, which
 /// evaluates), with the checksums a worker checks its copy against.
@@ -52,9 +54,22 @@ pub fn data_ranges(config: &RunConfig, shards: &[(u64, u64)]) -> Result<Vec<Vec<
         .collect()
 }
 
-/// The answer to a FetchData request for one of `files` (by name): the range streamed from a
-/// blocking thread, or a refusal (logged) for an unknown file or a range outside it.
-pub fn fetch_stream(
+/// The answer to a FetchData request for one of `files` (by name), from a client holding the
+/// run's `token`: the range streamed from a blocking thread, or a refusal (logged) for a wrong
+/// token, an unknown file or a range outside it.
+pub fn answer_fetch(
+    files: &[(String, PathBuf)],
+    token: &str,
+    request: Request<FetchRequest>,
+) -> Result<Response<ReceiverStream<Result<DataChunk, Status>>>, Status> {
+    let from = remote(&request);
+    let fetch = request.into_inner();
+    check_token(token, &fetch.token, "a data fetch", &from)?;
+    fetch_stream(files, fetch, &from).map(Response::new)
+}
+
+/// [`answer_fetch`] once the token is checked.
+fn fetch_stream(
     files: &[(String, PathBuf)],
     fetch: FetchRequest,
     from: &str,

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::collective::{Member, choose_collective};
-use super::data::fetch_stream;
+use super::data::answer_fetch;
 use super::serve::{check_token, check_version, remote};
 use crate::cli::Collective;
 
@@ -324,10 +324,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchDataStream>, Status> {
-        let from = remote(&request);
-        let fetch = request.into_inner();
-        self.check_token(&fetch.token, "a data fetch", &from)?;
-        fetch_stream(&self.plan.files, fetch, &from).map(Response::new)
+        answer_fetch(&self.plan.files, &self.token, request)
     }
 
     async fn heartbeat(

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::board::{Next, Refusal, TaskBoard};
-use crate::cluster::data::fetch_stream;
+use crate::cluster::data::answer_fetch;
 use crate::cluster::serve::{check_token, check_version, remote};
 
 /// The largest result a task may send (a task's input is a few MiB; its result is of that
@@ -89,10 +89,7 @@ impl<R: Reducer + 'static> Coordinator for PrepService<R> {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchDataStream>, Status> {
-        let from = remote(&request);
-        let fetch = request.into_inner();
-        check_token(&self.token, &fetch.token, "a data fetch", &from)?;
-        fetch_stream(&self.files, fetch, &from).map(Response::new)
+        answer_fetch(&self.files, &self.token, request)
     }
 
     async fn heartbeat(
