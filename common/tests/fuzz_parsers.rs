@@ -25,6 +25,7 @@ use sovereign_common::model::init::init_rwkv;
 use sovereign_common::model::weights::{TensorFile, config_of, save_rwkv};
 use sovereign_common::tokenizer::Tokenizer;
 use sovereign_common::train::checkpoint::read_meta;
+use sovereign_common::train::resume::stored_config;
 use sovereign_common::train::settings::RunConfig;
 
 /// Cases per parser: `SOVEREIGN_FUZZ_CASES`, or a few hundred inside `cargo test`.
@@ -274,7 +275,7 @@ fn checkpoint_meta_json() {
         |bytes| {
             std::fs::write(dir.path().join("meta.json"), &bytes).unwrap();
             if let Ok(meta) = read_meta(dir.path())
-                && let Ok(config) = serde_json::from_value::<RunConfig>(meta.config)
+                && let Ok(config) = stored_config(dir.path(), &meta)
             {
                 let _ = config.check();
             }
