@@ -316,9 +316,9 @@ impl<A: TrainBackend> Start<A> {
 
 /// Trains from `start` to `config.steps` (or to the step a [`Control::StopAfter`] names). Each
 /// step: the learning rate; forward and backward on this process's ranks' windows; the gradients
-/// averaged over the world; clipping and AdamW; then, where this process holds rank 0, the
-/// evaluation and the checkpoint when due; and the step's record to `sink`. Returns the last
-/// checkpoint this process wrote.
+/// averaged over the world; clipping and AdamW; the evaluation when due (rank 0); the step's
+/// record to `sink`; the checkpoint when due or stopping (rank 0). Returns the last checkpoint
+/// this process wrote.
 pub fn run_loop<A: TrainBackend>(
     config: &RunConfig,
     data: &RunData,
@@ -376,20 +376,9 @@ pub fn run_loop<A: TrainBackend>(
             None
         };
         let compute_s = step_started.elapsed().as_secs_f64() - allreduce_s;
-        let checkpoint_due =
-            due(config.checkpoint_every, done, config.steps) || stop_after == Some(done);
-        if holds_rank_zero && checkpoint_due {
-            let meta = config.checkpoint_meta(data, done, tokens_seen, lr, world)?;
-            let dir = save_checkpoint(&config.out, &model, &optimizer, meta, config.keep).map_err(
-                |e| {
-                    TrainError::Run(format!(
-                        "writing a checkpoint in {}: {e}",
-                        config.out.display()
-                    ))
-                },
-            )?;
-            last_checkpoint = Some(dir);
-        }
+        // The record goes out before the checkpoint is written: a run killed in between resumes
+        // from the checkpoint before, which cuts metrics.jsonl back to it, so no step's line is
+        // ever missing. The answer may ask to stop here, with a checkpoint.
         let control = sink.record(StepRecord {
             step: done,
             loss,
@@ -405,7 +394,20 @@ pub fn run_loop<A: TrainBackend>(
         if let Control::StopAfter(last) = control {
             stop_after = Some(last);
         }
-        if stop_after.is_some_and(|last| done >= last) {
+        let stopping = stop_after.is_some_and(|last| done >= last);
+        if holds_rank_zero && (due(config.checkpoint_every, done, config.steps) || stopping) {
+            let meta = config.checkpoint_meta(data, done, tokens_seen, lr, world)?;
+            let dir = save_checkpoint(&config.out, &model, &optimizer, meta, config.keep).map_err(
+                |e| {
+                    TrainError::Checkpoint(format!(
+                        "writing a checkpoint in {}: {e}",
+                        config.out.display()
+                    ))
+                },
+            )?;
+            last_checkpoint = Some(dir);
+        }
+        if stopping {
             break;
         }
     }
