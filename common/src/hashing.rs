@@ -60,18 +60,23 @@ pub enum ChecksumError {
 
 /// sha256 (hex) of bytes `[start, end)` of `path`: how a worker checks its copy of a shard.
 pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, ChecksumError> {
+    sha256_of(path, Some((start, end)))
+}
+
+/// sha256 (hex) of the whole file at `path`, read in pieces.
+pub fn sha256_file(path: &Path) -> Result<String, ChecksumError> {
+    sha256_of(path, None)
+}
+
+/// sha256 (hex) of `range` of the file at `path` (all of it for `None`), the file opened once.
+fn sha256_of(path: &Path, range: Option<(u64, u64)>) -> Result<String, ChecksumError> {
     let open = |source| ChecksumError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let read = |source| ChecksumError::Read {
-        path: path.to_path_buf(),
-        start,
-        end,
-        source,
-    };
     let mut file = File::open(path).map_err(open)?;
     let len = file.metadata().map_err(open)?.len();
+    let (start, end) = range.unwrap_or((0, len));
     if start > end || end > len {
         return Err(ChecksumError::OutOfRange {
             path: path.to_path_buf(),
@@ -80,6 +85,12 @@ pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, Checksu
             len,
         });
     }
+    let read = |source| ChecksumError::Read {
+        path: path.to_path_buf(),
+        start,
+        end,
+        source,
+    };
     file.seek(SeekFrom::Start(start)).map_err(read)?;
     let mut hasher = Sha256::new();
     let mut left = end - start;
@@ -91,15 +102,4 @@ pub fn sha256_range(path: &Path, start: u64, end: u64) -> Result<String, Checksu
         left -= n as u64;
     }
     Ok(hex(&hasher.finalize()))
-}
-
-/// sha256 (hex) of the whole file at `path`, read in pieces.
-pub fn sha256_file(path: &Path) -> Result<String, ChecksumError> {
-    let len = std::fs::metadata(path)
-        .map_err(|source| ChecksumError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .len();
-    sha256_range(path, 0, len)
 }

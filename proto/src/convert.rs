@@ -258,7 +258,7 @@ pub fn step_report(record: &StepRecord, token: &str, rank: u32, generation: u32)
 }
 
 impl From<&v1::StepReport> for StepRecord {
-    /// The rank's record of its step; `elapsed` is the receiver's to set.
+    /// The rank's record of its step.
     fn from(report: &v1::StepReport) -> Self {
         StepRecord {
             step: report.step,
@@ -266,7 +266,7 @@ impl From<&v1::StepReport> for StepRecord {
             val_loss: report.val_loss,
             lr: report.lr,
             grad_norm: report.grad_norm,
-            tokens_per_s: report.tokens as f64 / (report.compute_s + report.allreduce_s).max(1e-9),
+            tokens_per_s: StepRecord::rate(report.tokens, report.compute_s + report.allreduce_s),
             elapsed: 0.0,
             tokens: report.tokens,
             compute_s: report.compute_s,

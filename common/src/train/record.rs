@@ -32,7 +32,8 @@ pub struct StepRecord {
     pub grad_norm: f64,
     /// Training tokens per second over the step.
     pub tokens_per_s: f64,
-    /// Seconds since the run (or the resume) started.
+    /// Seconds since the run (or the resume) started: set by the [`MetricsLog`] that writes the
+    /// line (0 until then).
     pub elapsed: f64,
     /// Training tokens of the step (on this process's ranks).
     #[serde(skip)]
@@ -46,6 +47,11 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// Tokens per second of `tokens` trained in `seconds`.
+    pub fn rate(tokens: u64, seconds: f64) -> f64 {
+        tokens as f64 / seconds.max(1e-9)
+    }
+
     /// The world's step from every rank's record of it (in rank order): the mean loss, the
     /// validation loss rank 0 measured, the tokens of all ranks over the slowest rank's time.
     /// `None` for no records.
@@ -55,7 +61,7 @@ impl StepRecord {
         let slowest = ranks
             .iter()
             .map(|r| r.compute_s + r.allreduce_s)
-            .fold(1e-9, f64::max);
+            .fold(0.0, f64::max);
         let tokens: u64 = ranks.iter().map(|r| r.tokens).sum();
         Some(StepRecord {
             step: first.step,
@@ -63,8 +69,8 @@ impl StepRecord {
             val_loss: ranks.iter().find_map(|r| r.val_loss),
             lr: first.lr,
             grad_norm: first.grad_norm,
-            tokens_per_s: tokens as f64 / slowest,
-            elapsed: ranks.iter().map(|r| r.elapsed).fold(0.0, f64::max),
+            tokens_per_s: Self::rate(tokens, slowest),
+            elapsed: 0.0,
             tokens,
             compute_s: ranks.iter().map(|r| r.compute_s).sum::<f64>() / n,
             allreduce_s: ranks.iter().map(|r| r.allreduce_s).sum::<f64>() / n,
@@ -85,16 +91,21 @@ pub struct MetricsLog {
     started: Instant,
 }
 
+/// `path` opened for appending, created when missing.
+fn append_to(path: &Path) -> Result<File, TrainError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::Metrics(format!("{}: {e}", path.display())))
+}
+
 impl MetricsLog {
     /// Opens `RUN_DIR/metrics.jsonl` for appending, for a run of `steps` steps. Open it again
     /// after a rollback, which replaces the file.
     pub fn open(run_dir: &Path, steps: u64) -> Result<Self, TrainError> {
         let path = run_dir.join(METRICS_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| TrainError::Metrics(format!("{}: {e}", path.display())))?;
+        let file = append_to(&path)?;
         Ok(Self {
             path,
             file,
@@ -105,9 +116,7 @@ impl MetricsLog {
 
     /// Opens the file again, keeping the clock: after a rollback, which replaces the file.
     pub fn reopen(&mut self) -> Result<(), TrainError> {
-        let started = self.started;
-        *self = Self::open(self.path.parent().unwrap_or(Path::new(".")), self.steps)?;
-        self.started = started;
+        self.file = append_to(&self.path)?;
         Ok(())
     }
 

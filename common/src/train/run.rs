@@ -196,26 +196,21 @@ impl Reducer<'_> {
         let ranks = per_rank.len() as f64;
         let loss = per_rank.iter().map(|(_, loss)| loss).sum::<f64>() / ranks;
         let started = Instant::now();
+        let mut per_rank = per_rank.into_iter();
+        let Some((first, _)) = per_rank.next() else {
+            return Err(TrainError::Run("a step needs a rank".into()));
+        };
         if let Reducer::Alone = self {
-            let (grads, _) = per_rank
-                .into_iter()
-                .next()
-                .ok_or_else(|| TrainError::Run("a step needs a rank".into()))?;
-            return Ok((grads, loss, 0.0));
+            return Ok((first, loss, 0.0));
         }
-        let mut layout = None;
-        let mut flats = Vec::with_capacity(per_rank.len());
-        for (grads, _) in per_rank {
-            let (flat, rank_layout) = grads.flatten();
-            flats.push(flat);
-            layout = Some(rank_layout);
-        }
-        let layout = layout.ok_or_else(|| TrainError::Run("a step needs a rank".into()))?;
+        let (flat, layout) = first.flatten();
+        drop(first);
+        let mut flats = vec![flat];
+        flats.extend(per_rank.map(|(grads, _)| grads.flatten().0));
         let mean = match self {
             Reducer::Collective { all_reduce, .. } => {
-                let mut flat = flats
-                    .pop()
-                    .ok_or_else(|| TrainError::Run("a step needs a rank".into()))?;
+                // A collective rank computes one rank: `flats` holds its gradients alone.
+                let mut flat = flats.swap_remove(0);
                 all_reduce
                     .all_reduce_mean(&mut flat)
                     .map_err(|source| TrainError::AllReduce {
@@ -339,7 +334,6 @@ pub fn run_loop<A: TrainBackend>(
     let holds_rank_zero = reducer.ranks().start == 0;
     let tokens_per_rank = (config.seq_len * config.micro_bsz * config.accum) as u64;
     let tokens = tokens_per_rank * reducer.ranks().len() as u64;
-    let started = Instant::now();
     let mut last_checkpoint = None;
     let mut stop_after = None;
     for step in first_step..config.steps {
@@ -385,8 +379,8 @@ pub fn run_loop<A: TrainBackend>(
             val_loss,
             lr,
             grad_norm,
-            tokens_per_s: tokens as f64 / (compute_s + allreduce_s).max(1e-9),
-            elapsed: started.elapsed().as_secs_f64(),
+            tokens_per_s: StepRecord::rate(tokens, compute_s + allreduce_s),
+            elapsed: 0.0,
             tokens,
             compute_s,
             allreduce_s,

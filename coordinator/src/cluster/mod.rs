@@ -116,10 +116,9 @@ pub fn train_cluster(
         world,
         plan,
         MetricsLog::open(&config.out, config.steps).map_err(anyhow::Error::msg)?,
+        start,
+        start_step,
     ));
-    service
-        .restart(0, start, start_step)
-        .map_err(anyhow::Error::msg)?;
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
     let job = Arc::new(TrainingJob {
         service,
@@ -214,7 +213,7 @@ impl Job for TrainingJob {
         if let Some(why) = self.service.fatal() {
             bail!("{why}");
         }
-        Ok(*self.service.progress().borrow() >= self.target())
+        Ok(self.service.finished_step() >= self.target())
     }
 
     fn stalled(&self, timeout: Duration) -> Vec<Lost> {

@@ -57,6 +57,17 @@ struct Group {
     last_seen: Vec<Instant>,
 }
 
+impl Group {
+    /// Generation `generation`, continuing from `checkpoint` or from scratch, before any join.
+    fn starting(generation: u32, checkpoint: Option<&Path>) -> Self {
+        Group {
+            generation,
+            start_checkpoint: checkpoint.map_or(String::new(), |p| p.display().to_string()),
+            ..Group::default()
+        }
+    }
+}
+
 /// Records of steps not every rank has reported yet (with their ranks), and the metrics file.
 struct Reports {
     pending: BTreeMap<u64, Vec<(u32, StepRecord)>>,
@@ -83,19 +94,27 @@ pub struct CoordinatorService {
 }
 
 impl CoordinatorService {
-    /// A service for `world` workers; metrics lines are appended to `metrics`.
-    pub fn new(token: String, world: u32, plan: RunPlan, metrics: MetricsLog) -> Self {
+    /// A service for `world` workers starting from `checkpoint` (at `step`) or from scratch;
+    /// metrics lines are appended to `metrics`.
+    pub fn new(
+        token: String,
+        world: u32,
+        plan: RunPlan,
+        metrics: MetricsLog,
+        checkpoint: Option<&Path>,
+        step: u64,
+    ) -> Self {
         Self {
             token,
             world,
             plan,
-            group: Mutex::default(),
+            group: Mutex::new(Group::starting(0, checkpoint)),
             reports: Mutex::new(Reports {
                 pending: BTreeMap::new(),
                 metrics,
             }),
-            progress: watch::channel(0).0,
-            highest: AtomicU64::new(0),
+            progress: watch::channel(step).0,
+            highest: AtomicU64::new(step),
             stop_after: Mutex::new(None),
             nccl_id: watch::channel(None).0,
             fatal: Mutex::new(None),
@@ -135,6 +154,11 @@ impl CoordinatorService {
         self.progress.subscribe()
     }
 
+    /// The last step every rank has finished.
+    pub fn finished_step(&self) -> u64 {
+        *self.progress.borrow()
+    }
+
     /// Starts generation `generation`, continuing from `checkpoint` (at `step`) or from scratch;
     /// metrics.jsonl is opened again, since a rollback replaces the file.
     pub fn restart(
@@ -143,11 +167,7 @@ impl CoordinatorService {
         checkpoint: Option<&Path>,
         step: u64,
     ) -> Result<(), TrainError> {
-        *lock(&self.group) = Group {
-            generation,
-            start_checkpoint: checkpoint.map_or(String::new(), |p| p.display().to_string()),
-            ..Group::default()
-        };
+        *lock(&self.group) = Group::starting(generation, checkpoint);
         let mut reports = lock(&self.reports);
         reports.pending.clear();
         reports.metrics.reopen()?;
@@ -405,7 +425,7 @@ mod tests {
             steps: 1,
             collective: Collective::Auto,
         };
-        CoordinatorService::new("secret".into(), 1, plan, metrics)
+        CoordinatorService::new("secret".into(), 1, plan, metrics, None, 0)
     }
 
     fn fetch(file: &str, token: &str, start: u64, end: u64) -> Request<FetchRequest> {
