@@ -4,6 +4,7 @@
 #   - training wall time and peak RSS, ours and HF's;
 #   - compression: tokens per byte on held-out text (the last 10% of lines), ours and HF's;
 #   - encode throughput in MB/s with 1 and 2 threads, ours and HF's encode_batch, and tiktoken;
+#   - the World vocabulary's encode throughput, ours and the official Python TRIE_TOKENIZER's;
 #   - the tokenize command's end-to-end MB/s.
 # Usage: bench/tokenizer.sh [CORPUS (one document per line; default the shared ptbr fixture)] [VOCAB]
 set -euo pipefail
@@ -46,6 +47,14 @@ for t in 1 2; do
 done
 read -r tt_line tt_batch < <(python3 bench/tokenizer_hf.py tiktoken "$WORK/ours.json" "$CORPUS")
 echo "  tiktoken (our vocabulary) per-line encode: $tt_line MB/s; encode_ordinary_batch, 2 threads: $tt_batch MB/s"
+
+# The RWKV World vocabulary: ours against the official Python TRIE_TOKENIZER (rwkv package).
+python3 -c 'import rwkv.rwkv_tokenizer' 2>/dev/null || python3 -m pip install -q rwkv
+WORLD=$(python3 tests/interop/check_world.py vocab)
+cargo bench -q -p sovereign-common --bench encode -- "$WORLD" "$CORPUS" 2>/dev/null | sed 's/^/  /'
+"$SOV" tokenize --input "$CORPUS" --line-docs --tokenizer "$WORLD" --output "$WORK/world.bin" 2>/dev/null
+official=$(python3 tests/interop/check_world.py corpus "$CORPUS" "$WORK/world.bin" | sed -n 's/.*TRIE_TOKENIZER \([0-9.]*\) MB\/s/\1/p')
+echo "  official TRIE_TOKENIZER (python, 1 thread, same ids checked): $official MB/s"
 
 mb=$(python3 -c "import os; print(os.path.getsize('$CORPUS')/1e6)")
 for t in 1 2; do

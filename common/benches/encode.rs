@@ -1,5 +1,6 @@
 //! Encode throughput of [`Tokenizer::encode_batch`] (not a test): bench/tokenizer.sh runs it as
-//! `cargo bench -p sovereign-common --bench encode -- TOKENIZER_JSON CORPUS` and compares it with
+//! `cargo bench -p sovereign-common --bench encode -- TOKENIZER CORPUS` (a tokenizer.json or the
+//! World vocabulary) and compares it with
 //! HuggingFace `tokenizers` and tiktoken in the same run. Prints one line per thread count.
 
 use std::time::Instant;
@@ -20,7 +21,8 @@ fn main() {
         eprintln!("usage: cargo bench -p sovereign-common --bench encode -- TOKENIZER_JSON CORPUS");
         return;
     };
-    let tokenizer = Tokenizer::from_file(tokenizer.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+    let path = std::path::Path::new(tokenizer);
+    let tokenizer = Tokenizer::from_file(path).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(corpus).unwrap_or_else(|e| panic!("{corpus}: {e}"));
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let bytes: usize = lines.iter().map(|l| l.len()).sum();
@@ -33,19 +35,16 @@ fn main() {
         let mut tokens = 0;
         for _ in 0..3 {
             // A fresh tokenizer each round, so the word cache starts cold as in a real run.
-            let fresh = Tokenizer::from_spec(json_spec(&tokenizer)).expect("reload");
+            let fresh = Tokenizer::from_file(path).expect("reload");
             let start = Instant::now();
             let ids = pool.install(|| fresh.encode_batch(&lines, false));
             best = best.min(start.elapsed().as_secs_f64());
             tokens = ids.iter().map(Vec::len).sum::<usize>();
         }
         println!(
-            "sovereign encode_batch, {threads} thread(s): {:.1} MB/s ({tokens} tokens)",
+            "sovereign {} encode_batch, {threads} thread(s): {:.1} MB/s ({tokens} tokens)",
+            tokenizer.kind().name(),
             bytes as f64 / best / 1e6
         );
     }
-}
-
-fn json_spec(tokenizer: &Tokenizer) -> sovereign_common::tokenizer::json::TokenizerSpec {
-    sovereign_common::tokenizer::json::from_json(&tokenizer.to_json()).expect("own json parses")
 }

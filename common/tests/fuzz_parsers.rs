@@ -208,17 +208,34 @@ fn tokenizer_json() {
         .into_iter()
         .map(|(w, n)| (w.to_string(), n))
         .collect();
-    let seed = Tokenizer::train(&counts, 300, 1)
+    let seed = sovereign_common::tokenizer::Bpe::train(&counts, 300, 1)
         .unwrap()
         .to_json()
         .into_bytes();
     fuzz("tokenizer.json", mutated(seed), |bytes| {
-        if let Ok(tokenizer) = Tokenizer::from_json(&String::from_utf8_lossy(&bytes)) {
-            let ids = tokenizer.encode("olá mundo, 1998 \u{1F600}", false);
-            assert!(ids.iter().all(|&id| (id as usize) < tokenizer.vocab_size()));
-            let _ = tokenizer.decode(&ids, false);
-        }
+        encodes_within_vocab(&bytes);
     });
+}
+
+#[test]
+fn world_vocabulary() {
+    let mut seed = String::new();
+    for b in 0..=255u32 {
+        seed.push_str(&format!("{} b'\\x{b:02x}' 1\n", b + 1));
+    }
+    seed.push_str("257 'ol\\xe1' 4\n258 \"mundo\" 5\n259 ' casa' 5\n");
+    fuzz("rwkv_vocab.txt", mutated(seed.into_bytes()), |bytes| {
+        encodes_within_vocab(&bytes);
+    });
+}
+
+/// Any tokenizer file text that loads encodes to ids inside its vocabulary and decodes.
+fn encodes_within_vocab(bytes: &[u8]) {
+    if let Ok(tokenizer) = Tokenizer::from_text(&String::from_utf8_lossy(bytes)) {
+        let ids = tokenizer.encode("olá mundo, 1998 \u{1F600}", false);
+        assert!(ids.iter().all(|&id| (id as usize) < tokenizer.vocab_size()));
+        let _ = tokenizer.decode(&ids, false);
+    }
 }
 
 #[test]

@@ -171,11 +171,11 @@ impl From<&PrepJob> for v1::PrepJob {
             MapJob::Encode {
                 line_docs,
                 lossy,
-                tokenizer_json,
+                tokenizer_text,
             } => v1::prep_job::Map::Encode(v1::Encode {
                 line_docs: *line_docs,
                 lossy: *lossy,
-                tokenizer_json: tokenizer_json.clone(),
+                tokenizer_text: tokenizer_text.clone(),
             }),
             MapJob::Pages { rules, namespaces } => v1::prep_job::Map::Pages(v1::Pages {
                 min_chars: rules.min_chars as u64,
@@ -213,7 +213,7 @@ impl TryFrom<v1::PrepJob> for PrepJob {
             v1::prep_job::Map::Encode(m) => MapJob::Encode {
                 line_docs: m.line_docs,
                 lossy: m.lossy,
-                tokenizer_json: m.tokenizer_json,
+                tokenizer_text: m.tokenizer_text,
             },
             v1::prep_job::Map::Pages(m) => MapJob::Pages {
                 rules: PageRules {
@@ -345,7 +345,7 @@ mod tests {
             MapJob::Encode {
                 line_docs: false,
                 lossy: true,
-                tokenizer_json: "{}".into(),
+                tokenizer_text: "{}".into(),
             },
             MapJob::Pages {
                 rules: PageRules {

@@ -102,6 +102,7 @@ impl Stream {
             documents: self.documents,
             vocab_size: loaded.tokenizer.vocab_size() as u32,
             eos_id: loaded.eos,
+            tokenizer: loaded.tokenizer.kind().name().into(),
             tokenizer_sha256: loaded.sha256.clone(),
             data_sha256: hex(&self.sha.finalize()),
         };
@@ -117,13 +118,13 @@ impl Stream {
     }
 }
 
-/// A tokenizer.json loaded for encoding, with what the sidecars record about it.
+/// A tokenizer file loaded for encoding, with what the sidecars record about it.
 pub struct LoadedTokenizer {
     /// The tokenizer.
     pub tokenizer: Tokenizer,
-    /// sha256 of the tokenizer.json file.
+    /// sha256 of the tokenizer file.
     pub sha256: String,
-    /// The `[EOS]` id that ends every document.
+    /// The id that ends every document (`[EOS]`; 0 for the World vocabulary).
     pub eos: u16,
 }
 
@@ -137,7 +138,7 @@ impl LoadedTokenizer {
         let tokenizer = Tokenizer::from_file(path)?;
         let eos = tokenizer.eos_id().ok_or_else(|| {
             PrepError::Invalid(format!(
-                "{}: the tokenizer has no [EOS] token",
+                "{}: the tokenizer has no [EOS] token to end documents with",
                 path.display()
             ))
         })?;

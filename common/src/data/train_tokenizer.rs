@@ -14,7 +14,7 @@ use super::corpus::{DocumentReader, Utf8Policy};
 use crate::output::AtomicFile;
 use crate::progress::Progress;
 use crate::tokenizer::train::{WordCounts, count_words, merge_counts};
-use crate::tokenizer::{MAX_VOCAB, MIN_VOCAB, Tokenizer};
+use crate::tokenizer::{Bpe, MAX_VOCAB, MIN_VOCAB};
 
 /// Options of `train-tokenizer`.
 #[derive(Clone, Debug)]
@@ -138,7 +138,7 @@ pub fn write_tokenizer(
     stats: &mut TrainTokenizerStats,
 ) -> Result<(), PrepError> {
     let start = Instant::now();
-    let tokenizer = Tokenizer::train(counts, options.vocab_size, options.min_frequency)?;
+    let tokenizer = Bpe::train(counts, options.vocab_size, options.min_frequency)?;
     stats.merge_seconds = start.elapsed().as_secs_f64();
     stats.vocab_size = tokenizer.vocab_size();
     stats.distinct_words = counts.len();

@@ -60,8 +60,8 @@ pub enum MapJob {
         line_docs: bool,
         /// Replace invalid UTF-8 instead of failing.
         lossy: bool,
-        /// The tokenizer.json text.
-        tokenizer_json: String,
+        /// The tokenizer file's text (a tokenizer.json or a World vocabulary).
+        tokenizer_text: String,
     },
     /// process-wiki: parse, filter and clean each page.
     Pages {
@@ -102,8 +102,8 @@ impl Mapper {
     /// Prepares `job`; a tokenizer that does not parse or has no `[EOS]` is refused.
     pub fn new(job: &MapJob) -> Result<Self, TaskError> {
         let tokenizer = match job {
-            MapJob::Encode { tokenizer_json, .. } => {
-                let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+            MapJob::Encode { tokenizer_text, .. } => {
+                let tokenizer = Tokenizer::from_text(tokenizer_text)?;
                 let eos = tokenizer
                     .eos_id()
                     .and_then(|id| u16::try_from(id).ok())

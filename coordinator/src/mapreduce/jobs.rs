@@ -96,7 +96,7 @@ pub fn tokenize(
 ) -> Result<TokenizeStats> {
     refuse_empty_corpus(input)?;
     let loaded = LoadedTokenizer::load(tokenizer)?;
-    let tokenizer_json = std::fs::read_to_string(tokenizer)
+    let tokenizer_text = std::fs::read_to_string(tokenizer)
         .with_context(|| format!("cannot read {}", tokenizer.display()))?;
     let input = absolute(input)?;
     let ranges: Vec<(u32, u64, u64)> = document_ranges(
@@ -111,7 +111,7 @@ pub fn tokenize(
     let map = MapJob::Encode {
         line_docs: options.line_docs,
         lossy: options.lossy,
-        tokenizer_json,
+        tokenizer_text,
     };
     let reducer = TokenReducer::new(TokenSink::create(output, options)?, &loaded);
     let (reduced, job) = run_job("tokenize", cluster, hosts, map, &[input], &ranges, reducer)?;

@@ -39,12 +39,20 @@ pub struct Sidecar {
     pub documents: u64,
     /// Vocabulary size of the tokenizer that wrote it.
     pub vocab_size: u32,
-    /// The `[EOS]` id.
+    /// The id that ends each document (`[EOS]`; 0 for the World vocabulary).
     pub eos_id: u16,
-    /// sha256 of the tokenizer.json used.
+    /// Which tokenizer wrote it: "bpe" or "rwkv-world" (files older than the field: "bpe").
+    #[serde(default = "bpe_name")]
+    pub tokenizer: String,
+    /// sha256 of the tokenizer file used.
     pub tokenizer_sha256: String,
     /// sha256 of the data file.
     pub data_sha256: String,
+}
+
+/// The tokenizer kind of sidecars written before the field existed.
+fn bpe_name() -> String {
+    crate::tokenizer::TokenizerKind::Bpe.name().into()
 }
 
 impl Sidecar {

@@ -23,6 +23,7 @@ fn sidecar(tokens: u64, vocab: u32, data: &[u8]) -> Sidecar {
         documents: 1,
         vocab_size: vocab,
         eos_id: 3,
+        tokenizer: "bpe".into(),
         tokenizer_sha256: String::new(),
         data_sha256: hex(&Sha256::digest(data)),
     }
