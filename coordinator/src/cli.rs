@@ -48,7 +48,9 @@ pub enum Command {
     TrainTokenizer(TrainTokenizerArgs),
     /// Encode a corpus into train.bin / val.bin (u16 little-endian ids) with .json sidecars.
     ///
-    /// Each document's ids are followed by [EOS]. Documents are encoded in parallel and written
+    /// Each document's ids are followed by [EOS] (id 0 with the RWKV World vocabulary,
+    /// rwkv_vocab_v20230424.txt, which encodes by greedy longest match as the official
+    /// TRIE_TOKENIZER). Documents are encoded in parallel and written
     /// in corpus order: the output is byte-identical whatever --threads is. numpy reads it with
     /// np.memmap(path, dtype=np.uint16).
     Tokenize(TokenizeArgs),
@@ -210,7 +212,8 @@ pub struct TokenizeArgs {
     /// The corpus to encode.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
-    /// The tokenizer.json to encode with.
+    /// The tokenizer to encode with: a tokenizer.json or the World vocabulary
+    /// rwkv_vocab_v20230424.txt (recognised by its content).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: PathBuf,
     /// Where to write the training ids (train.bin; its sidecar is train.bin.json).
@@ -389,7 +392,8 @@ pub struct WeightsArgs {
     /// A checkpoint directory (ckpt-<step>/).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: Option<PathBuf>,
-    /// An RWKV-LM model.safetensors (a released RWKV-7 converted to safetensors works too).
+    /// RWKV-7 weights: an RWKV-LM model.safetensors or an official PyTorch .pth (a released
+    /// RWKV-7 checkpoint, bf16, fp16 or fp32).
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
 }
@@ -418,7 +422,8 @@ pub struct TestModelArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub source: WeightsArgs,
-    /// The tokenizer.json (default: the one the checkpoint's run names).
+    /// The tokenizer: a tokenizer.json or the World vocabulary rwkv_vocab_v20230424.txt
+    /// (default: the one the checkpoint's run names).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// The text to continue.

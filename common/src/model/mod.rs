@@ -13,6 +13,7 @@ pub mod generate;
 pub mod init;
 pub mod linear;
 pub mod loss;
+pub mod pth;
 pub mod rwkv;
 pub mod token_shift;
 pub mod vector_math;

@@ -1,5 +1,5 @@
-//! Reading RWKV-LM x070 weights (`model.safetensors`: `emb.weight`, `blocks.{i}.att.*`,
-//! `blocks.{i}.ffn.*`, `ln_out.*`, `head.weight`) into [`Rwkv`].
+//! Reading RWKV-LM x070 weights (`emb.weight`, `blocks.{i}.att.*`, `blocks.{i}.ffn.*`,
+//! `ln_out.*`, `head.weight`) into [`Rwkv`], from safetensors or an official `.pth`.
 
 use super::ModelError;
 use std::collections::HashMap;
@@ -13,10 +13,11 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::ModelConfig;
+use super::pth;
 use super::rwkv::{Block, ChannelMix, Norm, ParamRef, Rwkv, TimeMix};
 use crate::output::AtomicFile;
 
-/// The tensors of a safetensors file as f32, with their shapes.
+/// The tensors of a weights file (safetensors or a PyTorch `.pth`) as f32, with their shapes.
 pub struct TensorFile {
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     /// Tensors of other dtypes (integers), named in errors if asked for.
@@ -25,16 +26,40 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Reads every float tensor of `path` (f32, f64, bf16 or f16) as f32.
+    /// Reads every float tensor of `path` (f32, f64, bf16 or f16) as f32: a safetensors file or
+    /// a PyTorch zip checkpoint (`.pth`), told apart by content.
     pub fn read(path: &Path) -> Result<Self, ModelError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Weights {
+        let problem = |problem: String| ModelError::Weights {
             path: name.clone(),
-            problem: format!("not a safetensors file: {e}"),
+            problem,
+        };
+        if pth::is_zip(&bytes) {
+            let tensors = pth::read_pth(&bytes).map_err(problem)?;
+            return Ok(Self {
+                tensors: tensors
+                    .into_iter()
+                    .map(|t| (t.name, (t.shape, t.values)))
+                    .collect(),
+                other_dtypes: HashMap::new(),
+                path: name,
+            });
+        }
+        if pth::is_legacy_torch(&bytes) {
+            return Err(problem(
+                "this is torch.save's format from before PyTorch 1.6, which is not read; re-save \
+                 it with a newer torch: torch.save(torch.load(PATH), NEW_PATH)"
+                    .into(),
+            ));
+        }
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+            problem(format!(
+                "neither a safetensors file nor a PyTorch zip checkpoint: {e}"
+            ))
         })?;
         let mut tensors = HashMap::new();
         let mut other_dtypes = HashMap::new();
@@ -337,7 +362,7 @@ pub fn save_rwkv_as<B: Backend>(
 }
 
 /// f32 from IEEE binary16.
-fn f16_to_f32(h: u16) -> f32 {
+pub(super) fn f16_to_f32(h: u16) -> f32 {
     let sign = u32::from(h & 0x8000) << 16;
     let exp = u32::from((h >> 10) & 0x1F);
     let mant = u32::from(h & 0x3FF);

@@ -12,6 +12,7 @@ use super::settings::{DEFAULT_WARMUP, RunConfig};
 use crate::data::dataset::{TokenDataset, Validation};
 use crate::model::config::ModelConfig;
 use crate::model::dropout::Dropout;
+use crate::model::weights::{TensorFile, config_of};
 
 /// A run's token files, opened and checked once ([`RunConfig::open_data`]).
 pub struct RunData {
@@ -54,6 +55,18 @@ impl RunConfig {
                 "--layers and --embd go together".into(),
             )),
         }
+    }
+
+    /// With `init_from` and neither `layers` nor `embd`, takes the layers and width from the
+    /// weights file (so a released checkpoint needs no shape flags); the vocabulary always comes
+    /// from the data, and must be the weights' own.
+    pub fn shape_from_weights(mut self) -> Result<Self, TrainError> {
+        if let (Some(path), None, None) = (&self.init_from, self.layers, self.embd) {
+            let shape = config_of(&TensorFile::read(path)?)?;
+            self.layers = Some(shape.layers);
+            self.embd = Some(shape.embd);
+        }
+        Ok(self)
     }
 
     /// The vocabulary size given by `vocab` or `tokenizer`, if either is set.

@@ -89,11 +89,13 @@ run_settings! {
     /// The vocabulary size of a bare .bin without sidecar or tokenizer.
     #[arg(long, value_name = "N")]
     vocab: Option<u32> = None, Option<u32>;
-    /// The tokenizer.json of the data (gives the vocabulary of a bare .bin; checked against the
+    /// The tokenizer of the data, a tokenizer.json or the World vocabulary
+    /// rwkv_vocab_v20230424.txt (gives the vocabulary of a bare .bin; checked against the
     /// sidecar).
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf> = None, Option<PathBuf>;
-    /// Model size: micro (L8 C128), mini (L16 C192) or 85m (L12 C576) [default: micro].
+    /// Model size: micro (L8 C128), mini (L16 C192) or 85m (L12 C576) [default: micro; with
+    /// --init-from, the weights' own shape].
     #[arg(long)]
     model: String = "micro".into(), Option<String>;
     /// Layers (with --embd, instead of --model).
@@ -144,7 +146,8 @@ run_settings! {
     /// The run directory [default: run].
     #[arg(long, value_name = "RUN_DIR")]
     out: PathBuf = PathBuf::from("run"), Option<PathBuf>;
-    /// Start from these weights (RWKV-LM safetensors) instead of a fresh init.
+    /// Start from these weights instead of a fresh init: RWKV-LM safetensors or an official
+    /// PyTorch .pth (bf16, fp16 or fp32), such as a released RWKV-7 checkpoint.
     #[arg(long, value_name = "FILE")]
     init_from: Option<PathBuf> = None, Option<PathBuf>;
     /// Reproduce a run of N data-parallel workers in this one process: every step takes each

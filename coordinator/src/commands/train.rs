@@ -12,7 +12,7 @@ use crate::cli::{ResumeArgs, TrainArgs};
 use crate::cluster::{cluster_hosts, train_cluster};
 
 /// The effective settings: defaults, then the TOML file, then the flags; checked, with absolute
-/// paths.
+/// paths, and the model's shape from `--init-from`'s weights unless given.
 fn run_config(args: &TrainArgs) -> Result<RunConfig> {
     let mut config = match &args.config {
         Some(path) => {
@@ -24,7 +24,10 @@ fn run_config(args: &TrainArgs) -> Result<RunConfig> {
     };
     args.settings.apply(&mut config);
     config.check().map_err(anyhow::Error::msg)?;
-    config.absolute_paths().map_err(anyhow::Error::msg)
+    config
+        .absolute_paths()
+        .and_then(RunConfig::shape_from_weights)
+        .map_err(anyhow::Error::msg)
 }
 
 /// With workers, `--device` has no say: each worker's device comes from the hosts file's
