@@ -18,6 +18,7 @@ pub mod allocator;
 pub mod collective;
 pub mod data;
 pub mod device;
+pub mod export;
 pub mod hashing;
 pub mod host;
 pub mod logging;

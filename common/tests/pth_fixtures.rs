@@ -48,7 +48,8 @@ fn every_dtype_reads_as_the_reference_weights() {
                 .collect();
             let got = pth.get(name, numel).unwrap();
             for (i, (&a, &b)) in got.iter().zip(&expected).enumerate() {
-                let bound = tolerance * b.abs() + if tolerance > 0.0 { 2f32.powi(-25) } else { 0.0 };
+                let bound =
+                    tolerance * b.abs() + if tolerance > 0.0 { 2f32.powi(-25) } else { 0.0 };
                 assert!((a - b).abs() <= bound, "{file} {name}[{i}]: {a} vs {b}");
             }
         }
@@ -90,7 +91,10 @@ fn the_old_format_and_other_files_are_refused_with_what_to_do() {
     let err = TensorFile::read(&legacy).err().unwrap().to_string();
     assert!(err.contains("tiny-f32-legacy.pth"), "{err}");
     assert!(err.contains("before PyTorch 1.6"), "{err}");
-    assert!(err.contains("torch.save(torch.load(PATH), NEW_PATH)"), "{err}");
+    assert!(
+        err.contains("torch.save(torch.load(PATH), NEW_PATH)"),
+        "{err}"
+    );
     let text = fixtures.join("README.md");
     let err = TensorFile::read(&text).err().unwrap().to_string();
     assert!(

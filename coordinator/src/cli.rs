@@ -75,10 +75,9 @@ pub enum Command {
     ///
     /// Streams the text as it is produced, stops at [EOS], and reports tokens/s.
     Generate(GenerateArgs),
-    /// Export a model's weights for inference tools (RWKV-LM names and shapes, one file).
-    ///
-    /// The `rwkv` pip package and RWKV-LM's converters read the result after a two-line torch
-    /// conversion (safetensors to .pth).
+    /// Export a model for the tools people run RWKV-7 with: safetensors (RWKV-LM layout), pth
+    /// (the rwkv package), gguf (llama.cpp), st (web-rwkv/ai00) or hf (flash-linear-attention),
+    /// with a model card (README.md) beside it.
     Export(ExportArgs),
     /// Plot a run's loss curves to a PNG.
     ///
@@ -415,6 +414,10 @@ pub struct TestModelArgs {
     /// Print one JSON object {"loss", "perplexity", "tokens"}.
     #[arg(long)]
     pub json: bool,
+    /// Also write the logits of the first window (its first --seq-len tokens, from a zero
+    /// state) to this .npy file, float32 [T, V]: for comparing with other runtimes.
+    #[arg(long, value_name = "FILE")]
+    pub logits: Option<PathBuf>,
 }
 
 /// Flags of generate.
@@ -454,16 +457,38 @@ pub enum ExportDtype {
     F16,
 }
 
+/// The format of an export.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormat {
+    /// RWKV-LM names and shapes in one safetensors file (Sovereign's own layout).
+    Safetensors,
+    /// A PyTorch checkpoint as released RWKV-7 files are, for the `rwkv` package.
+    Pth,
+    /// llama.cpp's GGUF (architecture rwkv7, the World vocabulary embedded).
+    Gguf,
+    /// web-rwkv/ai00's fp16 safetensors.
+    St,
+    /// A HuggingFace directory for flash-linear-attention's RWKV7ForCausalLM.
+    Hf,
+}
+
 /// Flags of export.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     #[command(flatten)]
     pub source: WeightsArgs,
-    /// Element type of the exported weights.
+    /// The format: each runtime reads its own.
+    #[arg(long, value_enum, default_value = "safetensors")]
+    pub format: ExportFormat,
+    /// Element type of the exported weights (st is always f16; gguf keeps vectors in f32).
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: ExportDtype,
-    /// Where to write the weights file.
+    /// The tokenizer, which gguf and hf carry (default: the one the checkpoint's run names).
     #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Where to write: the weights file (a directory for hf). README.md, the model card, goes
+    /// beside it.
+    #[arg(long, value_name = "PATH")]
     pub output: PathBuf,
 }
 

@@ -58,6 +58,24 @@ pub fn evaluate<B: RwkvBackend>(
     })
 }
 
+/// The logits `[T, V]` (row-major) of the model on `tokens` (T of them), from a zero state.
+pub fn logits<B: RwkvBackend>(
+    model: &Rwkv<B>,
+    config: &ModelConfig,
+    tokens: &[u16],
+    device: &B::Device,
+) -> Result<Vec<f32>, ModelError> {
+    let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+    let input = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens.len()]), device)
+        .reshape([1, tokens.len()]);
+    let mut state = zero_state(config, 1, device);
+    model
+        .forward(input, &mut state)
+        .into_data()
+        .to_vec::<f32>()
+        .map_err(|e| ModelError::Readback(format!("{e:?}")))
+}
+
 /// Mean cross-entropy (no L2Wrap) of the windows of T + 1 tokens, from a zero state.
 pub fn windows_loss<B: RwkvBackend>(
     model: &Rwkv<B>,

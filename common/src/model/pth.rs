@@ -179,7 +179,11 @@ impl TensorView {
         } = self;
         let dtype = storage.dtype;
         if shape.len() != strides.len() {
-            return Err(format!("{name}: {} sizes but {} strides", shape.len(), strides.len()));
+            return Err(format!(
+                "{name}: {} sizes but {} strides",
+                shape.len(),
+                strides.len()
+            ));
         }
         let stored = storage.numel.min(bytes.len() / dtype.size());
         let numel: usize = shape.iter().product();
@@ -200,7 +204,12 @@ impl TensorView {
         let mut values = Vec::with_capacity(numel);
         let mut index = vec![0usize; shape.len()];
         for _ in 0..numel {
-            let at = offset + index.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
+            let at = offset
+                + index
+                    .iter()
+                    .zip(&strides)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
             values.push(dtype.value(bytes, at));
             for d in (0..shape.len()).rev() {
                 index[d] += 1;
@@ -319,7 +328,10 @@ impl<'a> Unpickler<'a> {
             .pop()
             .ok_or_else(|| format!("data.pkl: no MARK before byte {}", self.at))?;
         if mark > self.stack.len() {
-            return Err(format!("data.pkl: a MARK past the stack at byte {}", self.at));
+            return Err(format!(
+                "data.pkl: a MARK past the stack at byte {}",
+                self.at
+            ));
         }
         Ok(self.stack.split_off(mark))
     }
@@ -368,7 +380,11 @@ impl<'a> Unpickler<'a> {
                     if n > 8 {
                         return Err(format!("data.pkl: a {n}-byte integer at byte {at}"));
                     }
-                    let mut wide = [if b.last().is_some_and(|x| x & 0x80 != 0) { 0xff } else { 0 }; 8];
+                    let mut wide = [if b.last().is_some_and(|x| x & 0x80 != 0) {
+                        0xff
+                    } else {
+                        0
+                    }; 8];
                     wide[..n].copy_from_slice(b);
                     self.stack.push(Value::Int(i64::from_le_bytes(wide)));
                 }
@@ -378,8 +394,9 @@ impl<'a> Unpickler<'a> {
                     } else {
                         self.take(1)?[0] as usize
                     };
-                    let text = std::str::from_utf8(self.take(n)?)
-                        .map_err(|_| format!("data.pkl: a string that is not UTF-8 at byte {at}"))?;
+                    let text = std::str::from_utf8(self.take(n)?).map_err(|_| {
+                        format!("data.pkl: a string that is not UTF-8 at byte {at}")
+                    })?;
                     self.stack.push(Value::Str(text.to_string()));
                 }
                 b'c' => {
@@ -486,9 +503,13 @@ fn persistent_storage(id: Value) -> Result<Value, String> {
         return Err(format!("a persistent id is {}, not a tuple", id.kind()));
     };
     match items.as_slice() {
-        [Value::Str(tag), Value::Global(module, class), Value::Str(key), _, numel]
-            if tag == "storage" && module == "torch" =>
-        {
+        [
+            Value::Str(tag),
+            Value::Global(module, class),
+            Value::Str(key),
+            _,
+            numel,
+        ] if tag == "storage" && module == "torch" => {
             let dtype = PthDtype::from_storage(class).ok_or_else(|| {
                 format!("storage {key} is torch.{class}; only float32, float16, bfloat16 and float64 tensors are read")
             })?;
@@ -579,7 +600,8 @@ pub fn write_pth(archive: &str, tensors: &[PthEntry<'_>]) -> std::io::Result<Vec
         .compression_method(zip::CompressionMethod::Stored)
         .with_alignment(64);
     let mut add = |name: String, bytes: &[u8]| -> std::io::Result<()> {
-        zip.start_file(name, options).map_err(std::io::Error::other)?;
+        zip.start_file(name, options)
+            .map_err(std::io::Error::other)?;
         zip.write_all(bytes)
     };
     add(format!("{archive}/data.pkl"), &pickle)?;
@@ -588,10 +610,7 @@ pub fn write_pth(archive: &str, tensors: &[PthEntry<'_>]) -> std::io::Result<Vec
         add(format!("{archive}/data/{key}"), tensor.bytes)?;
     }
     add(format!("{archive}/version"), b"3\n")?;
-    Ok(zip
-        .finish()
-        .map_err(std::io::Error::other)?
-        .into_inner())
+    Ok(zip.finish().map_err(std::io::Error::other)?.into_inner())
 }
 
 fn push_str(out: &mut Vec<u8>, text: &str) {
@@ -625,7 +644,10 @@ mod tests {
             .iter()
             .flat_map(|x| x.to_le_bytes())
             .collect();
-        let b: Vec<u8> = [0x3f80u16, 0xc000].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = [0x3f80u16, 0xc000]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let bytes = write_pth(
             "model",
             &[

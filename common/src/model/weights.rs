@@ -304,61 +304,106 @@ fn f32_to_f16(x: f32) -> u16 {
     sign | ((e as u16) << 10) | (rounded >> 13) as u16
 }
 
+/// One of the model's tensors under its RWKV-LM name and shape, as f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    /// The RWKV-LM name (`blocks.0.att.key.weight`, ...).
+    pub name: String,
+    /// The RWKV-LM shape (Linear weights `[out, in]`, mix vectors `[1, 1, C]`).
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// Every parameter of `model` in RWKV-LM names and shapes, in a fixed order.
+pub fn rwkv_tensors<B: Backend>(model: &Rwkv<B>) -> Result<Vec<NamedTensor>, ModelError> {
+    let values = |data: burn::tensor::TensorData, name: &str| {
+        data.to_vec::<f32>().map_err(|e| ModelError::Weights {
+            path: "the model".into(),
+            problem: format!("{name}: {e:?}"),
+        })
+    };
+    model
+        .named_params()
+        .into_iter()
+        .map(|(name, param)| {
+            let (shape, data) = match param {
+                ParamRef::Vector(p) => {
+                    let c = p.val().dims()[0];
+                    let shape = if stored_3d(&name) {
+                        vec![1, 1, c]
+                    } else {
+                        vec![c]
+                    };
+                    (shape, values(p.val().into_data(), &name)?)
+                }
+                ParamRef::Matrix(p) => {
+                    (p.val().dims().to_vec(), values(p.val().into_data(), &name)?)
+                }
+            };
+            Ok(NamedTensor {
+                name,
+                shape,
+                values: data,
+            })
+        })
+        .collect()
+}
+
+/// The little-endian bytes of `values` as `dtype`.
+pub fn encode_values(values: &[f32], dtype: ExportDtype) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(values.len() * 4);
+    values.iter().for_each(|&x| encode(x, dtype, &mut bytes));
+    bytes
+}
+
+/// Writes tensors as a safetensors file (`dtype`), atomically.
+pub fn save_safetensors(
+    tensors: &[NamedTensor],
+    path: &Path,
+    dtype: ExportDtype,
+) -> std::io::Result<()> {
+    save_safetensors_with(tensors, path, dtype, None)
+}
+
+/// [`save_safetensors`] with the header's `__metadata__`.
+pub fn save_safetensors_with(
+    tensors: &[NamedTensor],
+    path: &Path,
+    dtype: ExportDtype,
+    metadata: Option<HashMap<String, String>>,
+) -> std::io::Result<()> {
+    let st_dtype = match dtype {
+        ExportDtype::F32 => Dtype::F32,
+        ExportDtype::Bf16 => Dtype::BF16,
+        ExportDtype::F16 => Dtype::F16,
+    };
+    let encoded: Vec<(&NamedTensor, Vec<u8>)> = tensors
+        .iter()
+        .map(|t| (t, encode_values(&t.values, dtype)))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = encoded
+        .iter()
+        .map(|(t, bytes)| {
+            let view =
+                TensorView::new(st_dtype, t.shape.clone(), bytes).map_err(std::io::Error::other)?;
+            Ok((t.name.clone(), view))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let bytes = safetensors::serialize(views, metadata).map_err(std::io::Error::other)?;
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(&bytes)?;
+    file.commit()
+}
+
 /// Writes the model's weights in RWKV-LM names and shapes as `dtype`, atomically.
 pub fn save_rwkv_as<B: Backend>(
     model: &Rwkv<B>,
     path: &Path,
     dtype: ExportDtype,
 ) -> std::io::Result<()> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, param) in model.named_params() {
-        let (shape, values): (Vec<usize>, Vec<f32>) = match param {
-            ParamRef::Vector(p) => {
-                let t = p.val();
-                let c = t.dims()[0];
-                let shape = if stored_3d(&name) {
-                    vec![1, 1, c]
-                } else {
-                    vec![c]
-                };
-                (
-                    shape,
-                    t.into_data()
-                        .to_vec()
-                        .map_err(|e| std::io::Error::other(format!("{e:?}")))?,
-                )
-            }
-            ParamRef::Matrix(p) => {
-                let t = p.val();
-                (
-                    t.dims().to_vec(),
-                    t.into_data()
-                        .to_vec()
-                        .map_err(|e| std::io::Error::other(format!("{e:?}")))?,
-                )
-            }
-        };
-        let mut bytes = Vec::with_capacity(values.len() * 4);
-        values.iter().for_each(|&x| encode(x, dtype, &mut bytes));
-        tensors.push((name, shape, bytes));
-    }
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let st_dtype = match dtype {
-                ExportDtype::F32 => Dtype::F32,
-                ExportDtype::Bf16 => Dtype::BF16,
-                ExportDtype::F16 => Dtype::F16,
-            };
-            let view =
-                TensorView::new(st_dtype, shape.clone(), bytes).map_err(std::io::Error::other)?;
-            Ok((name.clone(), view))
-        })
-        .collect::<std::io::Result<_>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(std::io::Error::other)?;
-    let mut file = AtomicFile::create(path)?;
-    file.write_all(&bytes)?;
-    file.commit()
+    let tensors = rwkv_tensors(model).map_err(std::io::Error::other)?;
+    save_safetensors(&tensors, path, dtype)
 }
 
 /// f32 from IEEE binary16.

@@ -1,4 +1,5 @@
-//! `sovereign test-model` and `sovereign generate`: a trained model, on the CPU backend.
+//! `sovereign test-model` and `sovereign generate`: a trained model, on the CPU backend; and
+//! the loading of weights they share with `export`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,24 +10,24 @@ use burn::backend::Flex;
 use sovereign_common::data::dataset::{TokenDataset, Validation};
 use sovereign_common::model::config::ModelConfig;
 use sovereign_common::model::generate::{
-    GenerateOptions, Sampling, evaluate, generate as sample_tokens,
+    GenerateOptions, Sampling, evaluate, generate as sample_tokens, logits,
 };
 use sovereign_common::model::rwkv::Rwkv;
-use sovereign_common::model::weights::{ExportDtype, TensorFile, load_rwkv, save_rwkv_as};
-use sovereign_common::output::refuse_inputs;
+use sovereign_common::model::weights::{TensorFile, load_rwkv};
+use sovereign_common::output::{AtomicFile, refuse_inputs};
 use sovereign_common::tokenizer::Tokenizer;
 use sovereign_common::tokenizer::utf8_stream::Utf8Stream;
 use sovereign_common::train::checkpoint::{read_meta, verify_checkpoint, verify_weights_file};
 use sovereign_common::train::resume::stored_config;
 
-use crate::cli::{self, ExportArgs, GenerateArgs, TestModelArgs, WeightsArgs};
+use crate::cli::{GenerateArgs, TestModelArgs, WeightsArgs};
 
 /// Inference runs without autodiff.
 type Cpu = Flex;
 
 /// The weights file a `--checkpoint`/`--weights` pair points at, its checksum checked against
 /// the checkpoint's meta.json (required for `--checkpoint`, used when beside `--weights`).
-fn weights_path(source: &WeightsArgs) -> Result<PathBuf> {
+pub(super) fn weights_path(source: &WeightsArgs) -> Result<PathBuf> {
     let path = match (&source.checkpoint, &source.weights) {
         (Some(dir), _) => {
             verify_checkpoint(dir).map_err(anyhow::Error::msg)?;
@@ -39,7 +40,7 @@ fn weights_path(source: &WeightsArgs) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn load(source: &WeightsArgs) -> Result<(Rwkv<Cpu>, ModelConfig)> {
+pub(super) fn load(source: &WeightsArgs) -> Result<(Rwkv<Cpu>, ModelConfig)> {
     let path = weights_path(source)?;
     let file = TensorFile::read(&path).map_err(anyhow::Error::msg)?;
     let (model, config) =
@@ -75,6 +76,14 @@ pub fn test_model(args: &TestModelArgs) -> Result<()> {
         &Default::default(),
     )
     .map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.logits {
+        refuse_inputs(&[path], &[&args.data, &weights_path(&args.source)?])?;
+        let tokens = data.tokens(0, args.seq_len as u64);
+        let values =
+            logits(&model, &config, &tokens, &Default::default()).map_err(anyhow::Error::msg)?;
+        write_npy(path, &values, [args.seq_len, config.vocab])
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
@@ -97,7 +106,7 @@ fn tokenizer_for(args: &GenerateArgs) -> Result<Tokenizer> {
 }
 
 /// The tokenizer that `checkpoint`'s run names.
-fn run_tokenizer(checkpoint: &Path) -> Result<PathBuf> {
+pub(super) fn run_tokenizer(checkpoint: &Path) -> Result<PathBuf> {
     let meta = read_meta(checkpoint).map_err(anyhow::Error::msg)?;
     stored_config(checkpoint, &meta)
         .map_err(anyhow::Error::msg)?
@@ -162,17 +171,21 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// `sovereign export`.
-pub fn export(args: &ExportArgs) -> Result<()> {
-    refuse_inputs(&[&args.output], &[&weights_path(&args.source)?])?;
-    let (model, _) = load(&args.source)?;
-    let dtype = match args.dtype {
-        cli::ExportDtype::F32 => ExportDtype::F32,
-        cli::ExportDtype::Bf16 => ExportDtype::Bf16,
-        cli::ExportDtype::F16 => ExportDtype::F16,
-    };
-    save_rwkv_as(&model, &args.output, dtype)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!("export: wrote {} ({:?})", args.output.display(), args.dtype);
-    Ok(())
+/// Writes `values` as a little-endian float32 `.npy` array of `shape`, atomically.
+fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> std::io::Result<()> {
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        shape[0], shape[1]
+    );
+    // The magic, version, length and header together are a multiple of 64 bytes, ending in \n.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(b"\x93NUMPY\x01\x00")?;
+    file.write_all(&(header.len() as u16).to_le_bytes())?;
+    file.write_all(header.as_bytes())?;
+    let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    file.write_all(&bytes)?;
+    file.commit()
 }

@@ -1,6 +1,7 @@
 //! One module per group of subcommands; [`run`] dispatches.
 
 mod demo;
+mod export;
 mod infer;
 mod plot;
 mod prep;
@@ -22,7 +23,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Resume(args) => train::resume(&args),
         Command::TestModel(args) => infer::test_model(&args),
         Command::Generate(args) => infer::generate(&args),
-        Command::Export(args) => infer::export(&args),
+        Command::Export(args) => export::export(&args),
         Command::Plot(args) => plot::plot(&args),
     }
 }
