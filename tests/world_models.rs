@@ -5,7 +5,8 @@
 //!   `torch.save`), continued on Portuguese tokenized with the World vocabulary, then exported:
 //!   `pth` run by the official `rwkv` package, `gguf` by llama.cpp (llama-cpp-python built from
 //!   source), `hf` loaded by flash-linear-attention and run through the `rwkv` package from its
-//!   HF-named tensors, `st` compared with web-rwkv's layout. Every export has its model card.
+//!   HF-named tensors, `st` run by web-rwkv on wgpu (lavapipe here) and compared with its
+//!   converter's layout. Every export has its model card.
 //!
 //! The Python tools are installed by .ci/run; without them a test says NOT RUN.
 
@@ -319,9 +320,55 @@ fn a_world_model_continued_on_portuguese_runs_in_the_rwkv_package_llama_cpp_and_
     walk.export("st", "st/model.st");
     python(
         "check_web_rwkv.py",
-        &[&p("st/model.st"), &p("pth/model.pth")],
+        &["layout", &p("st/model.st"), &p("pth/model.pth")],
         "web-rwkv layout ok",
     );
+    let Some(web_rwkv) = web_rwkv_check() else {
+        return;
+    };
+    let ids = fs::read(walk.path("val.bin")).unwrap();
+    let first: Vec<String> = ids[..128]
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]).to_string())
+        .collect();
+    let out = Command::new(&web_rwkv)
+        .args([&p("st/model.st"), &first.join(","), &p("st/logits.bin")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    python(
+        "check_web_rwkv.py",
+        &["logits", &p("st/logits.bin"), &p("ours.npy")],
+        "web-rwkv logits ok",
+    );
+}
+
+/// The web-rwkv checker (tests/interop/web-rwkv-check, built by .ci/run), from
+/// `$SOVEREIGN_WEB_RWKV_CHECK` or its build under `$HOME/.cache/sovereign`; `None` (NOT RUN) if it
+/// is not built, a failure where CI requires it.
+fn web_rwkv_check() -> Option<PathBuf> {
+    let path = std::env::var_os("SOVEREIGN_WEB_RWKV_CHECK")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| {
+                Path::new(&home).join(".cache/sovereign/web-rwkv-target/release/web-rwkv-check")
+            })
+        })?;
+    if path.is_file() {
+        return Some(path);
+    }
+    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+    assert!(!required, "web-rwkv check: {} is not built", path.display());
+    eprintln!(
+        "NOT RUN: web-rwkv on the st export needs {} (cargo build --release --manifest-path \
+         tests/interop/web-rwkv-check/Cargo.toml, as .ci/run does)",
+        path.display()
+    );
+    None
 }
 
 #[test]
