@@ -22,7 +22,7 @@ else
 fi
 [ -x /usr/bin/time ] || { echo "bench needs GNU time (apt-get install time)"; exit 1; }
 cargo build --release -q -p sovereign-coordinator -p sovereign-worker
-SOV=$(pwd)/target/release/sovereign
+SOV=$(realpath "${CARGO_TARGET_DIR:-target}")/release/sovereign
 [ -n "${CARGO_TARGET_DIR:-}" ] && SOV=$CARGO_TARGET_DIR/release/sovereign
 python3 bench/make_dump.py "$WORK/d.xml" "$DUMP_MB" --multistream "$WORK/dump.xml.bz2" \
   --pages-per-stream 100 >/dev/null

@@ -17,7 +17,7 @@ trap 'rm -rf "$WORK"' EXIT
 CORPUS=$(realpath "$CORPUS")  # cargo bench runs from the crate directory
 python3 -c 'import tokenizers, tiktoken' 2>/dev/null || python3 -m pip install -q tokenizers tiktoken
 cargo build --release -q -p sovereign-coordinator
-SOV=target/release/sovereign
+SOV="${CARGO_TARGET_DIR:-target}/release/sovereign"
 
 lines=$(wc -l < "$CORPUS")
 head -n $((lines * 9 / 10)) "$CORPUS" > "$WORK/train.txt"

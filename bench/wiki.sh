@@ -17,7 +17,7 @@ command -v bzip2 >/dev/null || { echo "bench needs bzip2 (apt-get install bzip2)
 [ -x /usr/bin/time ] || { echo "bench needs GNU time (apt-get install time)"; exit 1; }
 python3 -c 'import wikiextractor' 2>/dev/null || python3 -m pip install -q wikiextractor==3.1.0
 cargo build --release -q -p sovereign-coordinator
-SOV=target/release/sovereign
+SOV="${CARGO_TARGET_DIR:-target}/release/sovereign"
 
 echo "making a ${XML_MB} MB synthetic dump in $WORK ..."
 python3 bench/make_dump.py "$WORK/d.xml" "$XML_MB" --multistream "$WORK/multi.xml.bz2" --pages-per-stream 100
