@@ -94,8 +94,8 @@ run_settings! {
     /// sidecar).
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf> = None, Option<PathBuf>;
-    /// Model size: micro (L8 C128), mini (L16 C192) or 85m (L12 C576) [default: micro; with
-    /// --init-from, the weights' own shape].
+    /// Model size: micro (L8 C128), mini (L16 C192) or 85m (L12 C576); with --init-from and no
+    /// --layers/--embd, the weights' own shape [default: micro].
     #[arg(long)]
     model: String = "micro".into(), Option<String>;
     /// Layers (with --embd, instead of --model).
