@@ -238,6 +238,71 @@ fn encodes_within_vocab(bytes: &[u8]) {
     }
 }
 
+/// A zip checkpoint holding `pickle` as its data.pkl and two storages.
+fn checkpoint_with(pickle: &[u8], storages: &[Vec<u8>]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("m/data.pkl", options).unwrap();
+    zip.write_all(pickle).unwrap();
+    for (key, bytes) in storages.iter().enumerate() {
+        zip.start_file(format!("m/data/{key}"), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn pytorch_checkpoint() {
+    use sovereign_common::model::pth::{PthDtype, PthEntry, read_pth, write_pth};
+    let storages: Vec<Vec<u8>> = vec![
+        (0..12u32).flat_map(|x| (x as f32).to_le_bytes()).collect(),
+        (0..4u16).flat_map(|x| (0x3f80 + x).to_le_bytes()).collect(),
+    ];
+    let file = write_pth(
+        "m",
+        &[
+            PthEntry {
+                name: "blocks.0.att.key.weight",
+                shape: &[3, 4],
+                dtype: PthDtype::F32,
+                bytes: &storages[0],
+            },
+            PthEntry {
+                name: "blocks.0.att.x_r",
+                shape: &[1, 1, 4],
+                dtype: PthDtype::Bf16,
+                bytes: &storages[1],
+            },
+        ],
+    )
+    .unwrap();
+    let mut archive = zip::ZipArchive::new(Cursor::new(file.clone())).unwrap();
+    let mut pickle = Vec::new();
+    archive
+        .by_name("m/data.pkl")
+        .unwrap()
+        .read_to_end(&mut pickle)
+        .unwrap();
+    assert_eq!(
+        read_pth(&checkpoint_with(&pickle, &storages))
+            .unwrap()
+            .len(),
+        2
+    );
+    fuzz("data.pkl", mutated(pickle), |bytes| {
+        if let Ok(tensors) = read_pth(&checkpoint_with(&bytes, &storages)) {
+            for t in tensors {
+                assert_eq!(t.values.len(), t.shape.iter().product::<usize>());
+            }
+        }
+    });
+    fuzz("checkpoint.pth", mutated(file), |bytes| {
+        let _ = read_pth(&bytes);
+    });
+}
+
 #[test]
 fn data_sidecar() {
     let dir = tempfile::tempdir().unwrap();
