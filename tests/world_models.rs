@@ -4,7 +4,8 @@
 //! - the README's walk-through: a World-vocabulary checkpoint in the released layout (bf16,
 //!   `torch.save`), continued on Portuguese tokenized with the World vocabulary, then exported:
 //!   `pth` run by the official `rwkv` package, `gguf` by llama.cpp (llama-cpp-python built from
-//!   source), `hf` loaded by flash-linear-attention and run through the `rwkv` package from its
+//!   source) and compared with what llama.cpp's own converter makes of the `hf` export, `hf`
+//!   loaded by flash-linear-attention and run through the `rwkv` package from its
 //!   HF-named tensors, `st` run by web-rwkv on wgpu (lavapipe here) and compared with its
 //!   converter's layout. Every export has its model card.
 //!
@@ -310,6 +311,30 @@ fn a_world_model_continued_on_portuguese_runs_in_the_rwkv_package_llama_cpp_and_
 
     walk.export("hf", "hf");
     python("check_fla.py", &[&p("hf")], "fla ok");
+    // llama.cpp's own converter, run on our hf export, writes our GGUF.
+    if let Some(converter) = llama_cpp_converter() {
+        let out = Command::new("python3")
+            .arg(&converter)
+            .args([
+                &p("hf"),
+                "--outfile",
+                &p("gguf/converted.gguf"),
+                "--outtype",
+                "f32",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        python(
+            "check_gguf_converter.py",
+            &[&p("gguf/model.gguf"), &p("gguf/converted.gguf")],
+            "converter ok",
+        );
+    }
     python(
         "check_rwkv.py",
         &["hf", &p("hf"), &p("val.bin"), "64", &p("ours.npy")],
@@ -347,6 +372,33 @@ fn a_world_model_continued_on_portuguese_runs_in_the_rwkv_package_llama_cpp_and_
     );
 }
 
+/// llama.cpp's `convert_hf_to_gguf.py` (from the llama.cpp sources in llama-cpp-python's sdist,
+/// which .ci/run unpacks), from `$SOVEREIGN_LLAMA_CPP_SRC` or under `$HOME/.cache/sovereign`;
+/// `None` (NOT RUN) if absent, a failure where CI requires it.
+fn llama_cpp_converter() -> Option<PathBuf> {
+    let dir = std::env::var_os("SOVEREIGN_LLAMA_CPP_SRC")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| Path::new(&home).join(".cache/sovereign/llama.cpp-src"))
+        })?;
+    required_tool(&dir.join("convert_hf_to_gguf.py"), "llama.cpp's converter")
+}
+
+/// `path` if it exists; otherwise NOT RUN, or a failure where CI requires the tool.
+fn required_tool(path: &Path, what: &str) -> Option<PathBuf> {
+    if path.is_file() {
+        return Some(path.to_path_buf());
+    }
+    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+    assert!(!required, "{what}: {} is missing", path.display());
+    eprintln!(
+        "NOT RUN: {what} needs {} (.ci/run provides it)",
+        path.display()
+    );
+    None
+}
+
 /// The web-rwkv checker (tests/interop/web-rwkv-check, built by .ci/run), from
 /// `$SOVEREIGN_WEB_RWKV_CHECK` or its build under `$HOME/.cache/sovereign`; `None` (NOT RUN) if it
 /// is not built, a failure where CI requires it.
@@ -358,17 +410,7 @@ fn web_rwkv_check() -> Option<PathBuf> {
                 Path::new(&home).join(".cache/sovereign/web-rwkv-target/release/web-rwkv-check")
             })
         })?;
-    if path.is_file() {
-        return Some(path);
-    }
-    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
-    assert!(!required, "web-rwkv check: {} is not built", path.display());
-    eprintln!(
-        "NOT RUN: web-rwkv on the st export needs {} (cargo build --release --manifest-path \
-         tests/interop/web-rwkv-check/Cargo.toml, as .ci/run does)",
-        path.display()
-    );
-    None
+    required_tool(&path, "web-rwkv on the st export")
 }
 
 #[test]

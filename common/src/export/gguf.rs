@@ -51,9 +51,16 @@ pub fn gguf_bytes(
     };
     let arch = |key: &str| format!("rwkv7.{key}");
     let u32_of = |n: usize| Meta::U32(n as u32);
+    let parameters = tensors.iter().map(|t| t.values.len()).sum();
     let mut meta: Vec<(String, Meta)> = vec![
         ("general.architecture".into(), Meta::Str("rwkv7".into())),
+        ("general.type".into(), Meta::Str("model".into())),
         ("general.name".into(), Meta::Str(name.into())),
+        (
+            "general.size_label".into(),
+            Meta::Str(size_label(parameters)),
+        ),
+        ("general.quantization_version".into(), Meta::U32(2)),
         ("general.file_type".into(), Meta::U32(file_type)),
         (arch("context_length"), Meta::U32(1 << 20)),
         (arch("embedding_length"), u32_of(config.embd)),
@@ -294,6 +301,24 @@ pub fn python_bytes_repr(bytes: &[u8]) -> String {
     out
 }
 
+/// The size label GGUF files carry: the parameter count in K, M, B or T with at least two
+/// significant digits before the point ("17M", "190M", "1.5B").
+fn size_label(parameters: usize) -> String {
+    let n = parameters as f64;
+    let (scaled, suffix) = match n {
+        _ if n > 1e12 => (n * 1e-12, "T"),
+        _ if n > 1e9 => (n * 1e-9, "B"),
+        _ if n > 1e6 => (n * 1e-6, "M"),
+        _ => (n * 1e-3, "K"),
+    };
+    let integer_digits = match scaled.round() as u64 {
+        0 => 0,
+        whole => whole.to_string().len(),
+    };
+    let decimals = 2usize.saturating_sub(integer_digits);
+    format!("{scaled:.decimals$}{suffix}")
+}
+
 fn pad(out: &mut Vec<u8>) {
     out.resize(out.len().next_multiple_of(ALIGNMENT), 0);
 }
@@ -336,7 +361,16 @@ fn push_meta(out: &mut Vec<u8>, value: &Meta) {
 
 #[cfg(test)]
 mod tests {
-    use super::python_bytes_repr;
+    use super::{python_bytes_repr, size_label};
+
+    #[test]
+    fn size_labels_as_gguf_writes_them() {
+        assert_eq!(size_label(17_301_632), "17M");
+        assert_eq!(size_label(191_000_000), "191M");
+        assert_eq!(size_label(1_527_000_000), "1.5B");
+        assert_eq!(size_label(557_312), "557K");
+        assert_eq!(size_label(9_400), "9.4K");
+    }
 
     #[test]
     fn token_text_is_pythons_repr() {
