@@ -36,6 +36,16 @@ fn python(script: &str, args: &[&str], expect: &str) -> String {
     text
 }
 
+/// Runs `program` with `args`; it must succeed.
+fn run_ok(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `test-model --json`'s loss.
 fn test_model_loss(args: &[&str]) -> f64 {
     let mut all = vec!["test-model", "--json"];
@@ -313,21 +323,16 @@ fn a_world_model_continued_on_portuguese_runs_in_the_rwkv_package_llama_cpp_and_
     python("check_fla.py", &[&p("hf")], "fla ok");
     // llama.cpp's own converter, run on our hf export, writes our GGUF.
     if let Some(converter) = llama_cpp_converter() {
-        let out = Command::new("python3")
-            .arg(&converter)
-            .args([
+        run_ok(
+            "python3",
+            &[
+                path_str(&converter),
                 &p("hf"),
                 "--outfile",
                 &p("gguf/converted.gguf"),
                 "--outtype",
                 "f32",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
         python(
             "check_gguf_converter.py",
@@ -356,14 +361,9 @@ fn a_world_model_continued_on_portuguese_runs_in_the_rwkv_package_llama_cpp_and_
         .chunks_exact(2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]).to_string())
         .collect();
-    let out = Command::new(&web_rwkv)
-        .args([&p("st/model.st"), &first.join(","), &p("st/logits.bin")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        path_str(&web_rwkv),
+        &[&p("st/model.st"), &first.join(","), &p("st/logits.bin")],
     );
     python(
         "check_web_rwkv.py",
