@@ -1,5 +1,6 @@
 //! Progress for long stages: a self-rewriting status line on a terminal (items, items/s, MB/s,
-//! percent and ETA), a plain log line every half minute otherwise.
+//! percent and ETA), a plain log line every half minute otherwise; and a training run's bar on a
+//! terminal ([`StepBar`]).
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -85,6 +86,51 @@ impl Progress {
         }
         let _ = err.flush();
         self.printed = true;
+    }
+}
+
+/// A training run's progress bar on a terminal (indicatif): step of steps, the step's loss and
+/// tokens/s, ETA. Lines printed through it appear above the bar.
+pub struct StepBar {
+    bar: indicatif::ProgressBar,
+}
+
+impl StepBar {
+    /// A bar for a run of `steps` steps when standard error is a terminal; `None` otherwise
+    /// (the steps are then logged as lines).
+    pub fn on_terminal(steps: u64) -> Option<Self> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(steps);
+        let style =
+            indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Some(Self { bar })
+    }
+
+    /// Step `step` done, described by `message`. The first update after a (re)start sets the
+    /// position without counting the steps before it towards the rate.
+    pub fn update(&self, step: u64, message: &str) {
+        if self.bar.position() == 0 && step > 1 {
+            self.bar.set_position(step - 1);
+            self.bar.reset_eta();
+        }
+        self.bar.set_message(message.to_string());
+        self.bar.set_position(step);
+    }
+
+    /// Prints `line` above the bar.
+    pub fn println(&self, line: &str) {
+        self.bar.println(line);
+    }
+}
+
+impl Drop for StepBar {
+    /// Leaves the bar where it stopped.
+    fn drop(&mut self) {
+        self.bar.abandon();
     }
 }
 

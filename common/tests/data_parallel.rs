@@ -38,7 +38,7 @@ fn ring_replicas_match_the_emulated_world() {
         emulate_world: world,
         ..RunConfig::default()
     };
-    let last = train::<A>(&config, &Default::default()).unwrap();
+    let last = train::<A>(&config, &Default::default(), &Default::default()).unwrap();
     let emulated = last.join("model.safetensors");
 
     let handles: Vec<_> = local_ring(world as usize)

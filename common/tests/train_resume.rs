@@ -48,7 +48,7 @@ fn resuming_reproduces_the_uninterrupted_run_exactly() {
         ..RunConfig::default()
     };
     let device = Default::default();
-    let last = train::<A>(&config, &device).unwrap();
+    let last = train::<A>(&config, &Default::default(), &device).unwrap();
     assert_eq!(last, whole.join("ckpt-000006"));
     assert_eq!(
         fs::read_to_string(whole.join("latest")).unwrap().trim(),
@@ -67,7 +67,14 @@ fn resuming_reproduces_the_uninterrupted_run_exactly() {
     }
     fs::write(half.join("latest"), "ckpt-000003\n").unwrap();
     fs::copy(whole.join("metrics.jsonl"), half.join("metrics.jsonl")).unwrap();
-    let resumed = resume::<A>(&half, None, &Default::default(), &device).unwrap();
+    let resumed = resume::<A>(
+        &half,
+        None,
+        &Default::default(),
+        &Default::default(),
+        &device,
+    )
+    .unwrap();
     assert_eq!(resumed, half.join("ckpt-000006"));
 
     assert_eq!(metrics(&whole), metrics(&half));
@@ -105,7 +112,7 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
         out: out.clone(),
         ..RunConfig::default()
     };
-    train::<A>(&config, &Default::default()).unwrap();
+    train::<A>(&config, &Default::default(), &Default::default()).unwrap();
     let mut names: Vec<String> = fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -116,12 +123,13 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
         [
             "ckpt-000003",
             "ckpt-000004",
+            "events.jsonl",
             "latest",
             "lock",
             "metrics.jsonl"
         ]
     );
-    let again = train::<A>(&config, &Default::default())
+    let again = train::<A>(&config, &Default::default(), &Default::default())
         .unwrap_err()
         .to_string();
     assert!(again.contains("already holds a run"), "{again}");
@@ -131,7 +139,7 @@ fn keep_prunes_old_checkpoints_and_bad_settings_are_refused() {
         ..config
     };
     assert!(
-        train::<A>(&bad, &Default::default())
+        train::<A>(&bad, &Default::default(), &Default::default())
             .unwrap_err()
             .to_string()
             .contains("multiple of 16")

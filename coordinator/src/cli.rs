@@ -84,6 +84,12 @@ pub enum Command {
     /// Reads RUN_DIR/metrics.jsonl and draws the training loss of every step and the validation
     /// loss of every evaluation against the step.
     Plot(PlotArgs),
+    /// Serve the dashboard of a run (finished or running) from its files.
+    ///
+    /// Reads RUN_DIR/metrics.jsonl and RUN_DIR/events.jsonl, again whenever they change, and
+    /// serves the page `train --dashboard` serves, with /api/status and /metrics, until
+    /// interrupted.
+    Dashboard(DashboardCommandArgs),
     /// Run the whole pipeline on a small bundled Portuguese corpus.
     ///
     /// process-wiki → clean-corpus → train-tokenizer → tokenize → train (the micro model) →
@@ -245,6 +251,19 @@ pub struct TrainArgs {
     /// Distributed training.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
+}
+
+/// The live dashboard of a run.
+#[derive(Args, Debug, Default, Clone)]
+pub struct DashboardArgs {
+    /// Serve a live dashboard of the run (curves, workers, events; /metrics for Prometheus) on
+    /// ADDR, loopback on a free port unless given; the address is printed at the start. An
+    /// address that is not loopback needs the run's token (RUN_DIR/token) on every request.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub dashboard: Option<String>,
 }
 
 /// Distributed training: where the workers are and how the coordinator runs them.
@@ -311,6 +330,9 @@ pub struct PrepClusterArgs {
     /// How the workers start and reach the coordinator.
     #[command(flatten)]
     pub launch: LaunchArgs,
+    /// The live dashboard of the job (with --hosts).
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
 }
 
 impl Default for LaunchArgs {
@@ -382,6 +404,9 @@ pub struct ResumeArgs {
     /// Skip the sha256 check of the data against its sidecar.
     #[arg(long)]
     pub skip_checksum: bool,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
 }
 
 /// Where a model's weights come from.
@@ -501,6 +526,18 @@ pub struct DemoArgs {
     /// Training steps of the micro model.
     #[arg(long, default_value_t = 300)]
     pub steps: u64,
+}
+
+/// Arguments of `dashboard`.
+#[derive(Args, Debug)]
+pub struct DashboardCommandArgs {
+    /// The run directory (it holds metrics.jsonl and events.jsonl).
+    #[arg(value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Where to serve the page: loopback on TensorBoard's port unless given. An address that
+    /// is not loopback needs the run's token (RUN_DIR/token, written when missing).
+    #[arg(long, default_value = "127.0.0.1:6006", value_name = "ADDR")]
+    pub bind: String,
 }
 
 /// Arguments of `plot`.

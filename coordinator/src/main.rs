@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod commands;
+mod dashboard;
 mod mapreduce;
 
 use std::process::ExitCode;

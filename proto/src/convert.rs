@@ -254,6 +254,7 @@ pub fn step_report(record: &StepRecord, token: &str, rank: u32, generation: u32)
         tokens: record.tokens,
         lr: record.lr,
         generation,
+        sample: record.sample.clone(),
     }
 }
 
@@ -271,6 +272,7 @@ impl From<&v1::StepReport> for StepRecord {
             tokens: report.tokens,
             compute_s: report.compute_s,
             allreduce_s: report.allreduce_s,
+            sample: report.sample.clone(),
         }
     }
 }
@@ -385,6 +387,7 @@ mod tests {
             tokens: 300,
             compute_s: 2.0,
             allreduce_s: 1.0,
+            sample: Some("O Brasil é um país".into()),
         };
         let report = step_report(&record, "t", 2, 4);
         assert_eq!((report.rank, report.generation), (2, 4));

@@ -55,3 +55,36 @@ pub fn python_has(test: &str, modules: &[&str]) -> bool {
     }
     ok
 }
+
+/// The path of every program named, found on `PATH`; when one is missing, says "NOT RUN" like
+/// [`shared_fixtures`] (and fails under `SOVEREIGN_REQUIRE_FIXTURES=1`, as in CI, where
+/// `.ci/run` installs them) and returns `None`.
+pub fn programs(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
+    let find = |name: &str| {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+    };
+    let found: Vec<Option<PathBuf>> = names.iter().map(|n| find(n)).collect();
+    if found.iter().all(Option::is_some) {
+        return Some(found.into_iter().flatten().collect());
+    }
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{test}: {missing:?} not found on PATH (CI installs them)"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOT RUN: {test} needs {missing:?} on PATH (present in CI)"
+    );
+    None
+}

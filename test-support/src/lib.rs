@@ -10,5 +10,5 @@ pub use compare::{
     deviation, max_relative_difference, relative_l2, sha256_file, sha256_hex, tensors,
 };
 pub use data::{coordinator_address, patterned_tokens, write_tokens};
-pub use fixtures::{python_has, shared_fixtures};
+pub use fixtures::{programs, python_has, shared_fixtures};
 pub use run::{binary, binary_path, path_str, sovereign, sovereign_ok, stderr, workspace};

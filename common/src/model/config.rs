@@ -97,6 +97,17 @@ impl ModelConfig {
         let d = self.lora();
         2 * v * c + 4 * c + l * (19 * c + 12 * c * c + 2 * c * (d.w + d.a + d.v + d.g))
     }
+
+    /// The shape in words: "4 layers × 128, vocabulary 512, 0.35M parameters".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} layers × {}, vocabulary {}, {:.2}M parameters",
+            self.layers,
+            self.embd,
+            self.vocab,
+            self.parameter_count() as f64 / 1e6
+        )
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,11 @@ impl RunData {
 }
 
 impl RunConfig {
+    /// Training tokens of one step over `world` ranks.
+    pub fn tokens_per_step(&self, world: u32) -> u64 {
+        (self.seq_len * self.micro_bsz * self.accum) as u64 * u64::from(world)
+    }
+
     /// The model shape for a vocabulary of `vocab`.
     pub fn model_config(&self, vocab: usize) -> Result<ModelConfig, TrainError> {
         match (self.layers, self.embd) {

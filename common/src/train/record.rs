@@ -1,16 +1,19 @@
-//! What a training step leaves behind: its [`StepRecord`], one line of `metrics.jsonl` per step
-//! ([`MetricsLog`]), written by the process that sees the whole world's step (a single process,
-//! or the coordinator from its ranks' records).
+//! What a training run leaves behind: its [`StepRecord`]s, one line of `metrics.jsonl` per step,
+//! and its events in `events.jsonl` ([`MetricsLog`]), written by the process that sees the whole
+//! world's step (a single process, or the coordinator from its ranks' records).
 
 use super::TrainError;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::events::{Event, EventKind, EventLog, Watcher};
 use crate::output::AtomicFile;
+use crate::progress::StepBar;
 
 /// The name of the per-step metrics file in a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -44,6 +47,10 @@ pub struct StepRecord {
     /// Seconds averaging the gradients over the ranks.
     #[serde(skip)]
     pub allreduce_s: f64,
+    /// What the model wrote after the fixed prompt at this step's evaluation, if it did (it goes
+    /// to events.jsonl with the evaluation).
+    #[serde(skip)]
+    pub sample: Option<String>,
 }
 
 impl StepRecord {
@@ -74,6 +81,7 @@ impl StepRecord {
             tokens,
             compute_s: ranks.iter().map(|r| r.compute_s).sum::<f64>() / n,
             allreduce_s: ranks.iter().map(|r| r.allreduce_s).sum::<f64>() / n,
+            sample: ranks.iter().find_map(|r| r.sample.clone()),
         })
     }
 
@@ -83,10 +91,15 @@ impl StepRecord {
     }
 }
 
-/// `metrics.jsonl` of a run, open for appending, and the log line of every step written to it.
+/// `metrics.jsonl` and `events.jsonl` of a run, open for appending, the [`Watcher`] told of
+/// both (the dashboard), and each step's progress on standard error: a bar on a terminal, a log
+/// line otherwise.
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    events: EventLog,
+    watcher: Option<Arc<dyn Watcher>>,
+    bar: Option<StepBar>,
     steps: u64,
     started: Instant,
 }
@@ -101,17 +114,26 @@ fn append_to(path: &Path) -> Result<File, TrainError> {
 }
 
 impl MetricsLog {
-    /// Opens `RUN_DIR/metrics.jsonl` for appending, for a run of `steps` steps. Open it again
-    /// after a rollback, which replaces the file.
+    /// Opens `RUN_DIR/metrics.jsonl` and `RUN_DIR/events.jsonl` for appending, for a run of
+    /// `steps` steps. Open it again after a rollback, which replaces the metrics file.
     pub fn open(run_dir: &Path, steps: u64) -> Result<Self, TrainError> {
         let path = run_dir.join(METRICS_FILE);
         let file = append_to(&path)?;
         Ok(Self {
             path,
             file,
+            events: EventLog::open(run_dir)?,
+            watcher: None,
+            bar: StepBar::on_terminal(steps),
             steps,
             started: Instant::now(),
         })
+    }
+
+    /// Tells `watcher` of every step and event from now on.
+    pub fn watched_by(mut self, watcher: Option<Arc<dyn Watcher>>) -> Self {
+        self.watcher = watcher;
+        self
     }
 
     /// Opens the file again, keeping the clock: after a rollback, which replaces the file.
@@ -120,52 +142,142 @@ impl MetricsLog {
         Ok(())
     }
 
-    /// Appends `record` (its `elapsed` set to the time since this log was opened) and logs it.
+    /// Appends `record` (its `elapsed` set to the time since this log was opened), shows it, and
+    /// on an evaluation step appends the evaluation (with the record's sample) to the events.
     pub fn write(&mut self, mut record: StepRecord) -> Result<(), TrainError> {
         record.elapsed = self.started.elapsed().as_secs_f64();
         let text = serde_json::to_string(&record)
             .map_err(|e| TrainError::Metrics(format!("a step record as JSON: {e}")))?;
         writeln!(self.file, "{text}")
             .map_err(|e| TrainError::Metrics(format!("{}: {e}", self.path.display())))?;
-        let share = record.allreduce_share();
-        tracing::info!(
-            "step {}/{}: loss {:.4}{} lr {:.2e} grad norm {:.3} {:.0} tok/s{}",
-            record.step,
-            self.steps,
-            record.loss,
-            record
-                .val_loss
-                .map_or(String::new(), |v| format!(" val {v:.4}")),
-            record.lr,
-            record.grad_norm,
-            record.tokens_per_s,
-            if share > 0.0 {
-                format!(", all-reduce {:.0}% of the step", share * 100.0)
-            } else {
-                String::new()
-            }
-        );
+        self.show(&record);
+        if let Some(watcher) = &self.watcher {
+            watcher.step(&record);
+        }
+        if let Some(val_loss) = record.val_loss {
+            self.event(EventKind::Evaluation {
+                step: record.step,
+                val_loss,
+                sample: record.sample,
+            })?;
+        }
         Ok(())
+    }
+
+    /// Appends an event happening now to events.jsonl and tells the watcher.
+    pub fn event(&mut self, what: EventKind) -> Result<(), TrainError> {
+        let event = Event::now(what);
+        self.events.write(&event)?;
+        if let Some(watcher) = &self.watcher {
+            watcher.event(&event);
+        }
+        Ok(())
+    }
+
+    /// Tells the watcher of rank `rank`'s own record of a step.
+    pub fn rank_step(&self, rank: u32, record: &StepRecord) {
+        if let Some(watcher) = &self.watcher {
+            watcher.heard(rank);
+            watcher.rank_step(rank, record);
+        }
+    }
+
+    /// Tells the watcher that rank `rank` was heard from.
+    pub fn heard(&self, rank: u32) {
+        if let Some(watcher) = &self.watcher {
+            watcher.heard(rank);
+        }
+    }
+
+    /// Shows a step: the bar on a terminal (evaluations and samples printed above it), a log
+    /// line otherwise.
+    fn show(&self, record: &StepRecord) {
+        let share = record.allreduce_share();
+        let val = record
+            .val_loss
+            .map_or(String::new(), |v| format!(" val {v:.4}"));
+        let share = if share > 0.0 {
+            format!(", all-reduce {:.0}% of the step", share * 100.0)
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "loss {:.4}{val} lr {:.2e} grad norm {:.3} {:.0} tok/s{share}",
+            record.loss, record.lr, record.grad_norm, record.tokens_per_s
+        );
+        let sample = record
+            .sample
+            .as_ref()
+            .map(|s| format!("step {}: sample: {s:?}", record.step));
+        match &self.bar {
+            Some(bar) => {
+                if record.val_loss.is_some() {
+                    bar.println(&format!("step {}/{}: {line}", record.step, self.steps));
+                }
+                if let Some(sample) = &sample {
+                    bar.println(sample);
+                }
+                bar.update(record.step, &line);
+            }
+            None => {
+                tracing::info!("step {}/{}: {line}", record.step, self.steps);
+                if let Some(sample) = sample {
+                    tracing::info!("{sample}");
+                }
+            }
+        }
     }
 }
 
-/// Every step of a metrics file; a line that is not one is an error naming it.
-pub fn read_metrics(path: &Path) -> Result<Vec<StepRecord>, TrainError> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| TrainError::Metrics(format!("{}: {e}", path.display())))?;
+/// Which lines of a JSON-lines file [`read_jsonl`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lines {
+    /// Every line: the file is complete.
+    All,
+    /// Lines ended by a newline: a writer may be appending the last one.
+    Whole,
+}
+
+/// The records of a JSON-lines file (none when it does not exist); a line that is not one (a
+/// `what` line) is an error naming the file and line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    lines: Lines,
+) -> Result<Vec<T>, TrainError> {
+    let mut text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::Metrics(format!("{}: {e}", path.display()))),
+    };
+    if lines == Lines::Whole {
+        text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+    }
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
             serde_json::from_str(line).map_err(|e| {
                 TrainError::Metrics(format!(
-                    "{}:{}: not a metrics line ({e})",
+                    "{}:{}: not {what} line ({e})",
                     path.display(),
                     i + 1
                 ))
             })
         })
         .collect()
+}
+
+/// Every step of a metrics file; a missing file or a line that is not a step is an error naming
+/// it.
+pub fn read_metrics(path: &Path) -> Result<Vec<StepRecord>, TrainError> {
+    if !path.exists() {
+        return Err(TrainError::Metrics(format!(
+            "{}: no such file",
+            path.display()
+        )));
+    }
+    read_jsonl(path, "a metrics", Lines::All)
 }
 
 /// Keeps the metrics lines of steps up to `step` (a resume rewrites what came after); the file
@@ -204,6 +316,7 @@ mod tests {
             tokens: 100,
             compute_s,
             allreduce_s,
+            sample: None,
         }
     }
 

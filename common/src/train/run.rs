@@ -10,6 +10,7 @@
 use super::TrainError;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -17,6 +18,7 @@ use burn::module::AutodiffModule;
 use super::backend::TrainBackend;
 use super::checkpoint::{load_checkpoint, save_checkpoint, verify_weights_file};
 use super::config::RunData;
+use super::events::{EventKind, Watcher};
 use super::optimizer::{AdamW, Gradients};
 use super::record::{MetricsLog, StepRecord};
 use super::resume::{MovedData, resume_point};
@@ -28,15 +30,32 @@ use crate::collective::ring::emulate_mean;
 use crate::data::dataset::{SampleKey, TokenDataset};
 use crate::model::RwkvBackend;
 use crate::model::config::ModelConfig;
-use crate::model::generate::windows_loss;
+use crate::model::generate::{GenerateOptions, Sampling, generate, windows_loss};
 use crate::model::init::init_rwkv;
 use crate::model::rwkv::Rwkv;
 use crate::model::weights::{TensorFile, load_rwkv};
+use crate::tokenizer::Tokenizer;
+
+/// The prompt of the sample written at each evaluation.
+pub const SAMPLE_PROMPT: &str = "O Brasil é";
+/// Tokens in the sample written at each evaluation (greedy, so the same weights always write
+/// the same text).
+pub const SAMPLE_TOKENS: usize = 32;
+
+/// Who watches a run in this process: the dashboard, if any, and the device its rows name.
+#[derive(Clone, Default)]
+pub struct Watch {
+    /// Told of every step and event.
+    pub watcher: Option<Arc<dyn Watcher>>,
+    /// The device, in words ("cpu", "cuda:0").
+    pub device: String,
+}
 
 /// Trains from scratch (or from `init_from`) in this process as `config` says, `emulate_world`
-/// ranks of it; returns the final checkpoint.
+/// ranks of it, watched by `watch`; returns the final checkpoint.
 pub fn train<A: TrainBackend>(
     config: &RunConfig,
+    watch: &Watch,
     device: &A::Device,
 ) -> Result<PathBuf, TrainError> {
     config.check()?;
@@ -49,15 +68,16 @@ pub fn train<A: TrainBackend>(
         "model {model_config:?}: {} parameters",
         model_config.parameter_count()
     );
-    in_this_process(config, &data, &model_config, start, device)
+    in_this_process(config, &data, &model_config, start, watch, device)
 }
 
 /// Continues the run in `run_dir` in this process, from `from` (a checkpoint directory) or its
-/// `latest`.
+/// `latest`, watched by `watch`.
 pub fn resume<A: TrainBackend>(
     run_dir: &Path,
     from: Option<&Path>,
     moved: &MovedData,
+    watch: &Watch,
     device: &A::Device,
 ) -> Result<PathBuf, TrainError> {
     let _lock = RunLock::acquire(run_dir)?;
@@ -67,15 +87,17 @@ pub fn resume<A: TrainBackend>(
     let start = Start::<A>::new(&config, &model_config, Some(&checkpoint), device)?;
     roll_back(run_dir, &checkpoint, start.step)?;
     tracing::info!("resuming {} from step {}", run_dir.display(), start.step);
-    in_this_process(&config, &data, &model_config, start, device)
+    in_this_process(&config, &data, &model_config, start, watch, device)
 }
 
-/// Runs the loop with every rank in this process and metrics.jsonl as the sink.
+/// Runs the loop with every rank in this process and metrics.jsonl (with events.jsonl) as the
+/// sink.
 fn in_this_process<A: TrainBackend>(
     config: &RunConfig,
     data: &RunData,
     model_config: &ModelConfig,
     start: Start<A>,
+    watch: &Watch,
     device: &A::Device,
 ) -> Result<PathBuf, TrainError> {
     let mut reducer = if config.emulate_world == 1 {
@@ -85,8 +107,25 @@ fn in_this_process<A: TrainBackend>(
             world: config.emulate_world,
         }
     };
-    let mut metrics = MetricsLog::open(&config.out, config.steps)?;
-    run_loop(
+    let mut metrics =
+        MetricsLog::open(&config.out, config.steps)?.watched_by(watch.watcher.clone());
+    metrics.event(EventKind::Started {
+        job: "train".into(),
+        steps: config.steps,
+        from_step: start.step,
+        world: config.emulate_world,
+        tokens_per_step: config.tokens_per_step(config.emulate_world),
+        model: model_config.describe(),
+    })?;
+    for rank in 0..config.emulate_world {
+        metrics.event(EventKind::Joined {
+            rank,
+            host: super::run_dir::host_name(),
+            pid: std::process::id(),
+            device: watch.device.clone(),
+        })?;
+    }
+    let outcome = run_loop(
         config,
         data,
         model_config,
@@ -94,8 +133,17 @@ fn in_this_process<A: TrainBackend>(
         &mut reducer,
         &mut metrics,
         device,
-    )?
-    .ok_or_else(|| TrainError::Run("the run had no steps left to take".into()))
+    )
+    .and_then(|last| {
+        last.ok_or_else(|| TrainError::Run("the run had no steps left to take".into()))
+    });
+    metrics.event(match &outcome {
+        Ok(_) => EventKind::Finished { step: config.steps },
+        Err(e) => EventKind::Failed {
+            cause: e.to_string(),
+        },
+    })?;
+    outcome
 }
 
 /// One rank of a cluster run: where it reads its data and which rank it is.
@@ -230,6 +278,9 @@ impl Reducer<'_> {
 pub trait StepSink {
     /// Takes the record of a finished step; the answer may ask the run to stop early.
     fn record(&mut self, record: StepRecord) -> Result<Control, TrainError>;
+
+    /// Hears that this process wrote the checkpoint of step `step` in `dir`.
+    fn checkpointed(&mut self, step: u64, dir: &Path) -> Result<(), TrainError>;
 }
 
 impl StepSink for MetricsLog {
@@ -237,11 +288,24 @@ impl StepSink for MetricsLog {
         self.write(record)?;
         Ok(Control::Continue)
     }
+
+    fn checkpointed(&mut self, step: u64, dir: &Path) -> Result<(), TrainError> {
+        self.event(EventKind::Checkpoint {
+            step,
+            path: dir.display().to_string(),
+        })
+    }
 }
 
+/// A cluster rank's sink: each record goes to the coordinator, which also finds the
+/// checkpoints rank 0 writes in the run directory.
 impl<F: FnMut(StepRecord) -> Result<Control, TrainError>> StepSink for F {
     fn record(&mut self, record: StepRecord) -> Result<Control, TrainError> {
         self(record)
+    }
+
+    fn checkpointed(&mut self, _step: u64, _dir: &Path) -> Result<(), TrainError> {
+        Ok(())
     }
 }
 
@@ -332,10 +396,15 @@ pub fn run_loop<A: TrainBackend>(
     let schedule = config.schedule();
     let world = reducer.world();
     let holds_rank_zero = reducer.ranks().start == 0;
-    let tokens_per_rank = (config.seq_len * config.micro_bsz * config.accum) as u64;
+    let tokens_per_rank = config.tokens_per_step(1);
     let tokens = tokens_per_rank * reducer.ranks().len() as u64;
     let mut last_checkpoint = None;
     let mut stop_after = None;
+    let sampler = if holds_rank_zero {
+        Sampler::for_run(config)?
+    } else {
+        None
+    };
     for step in first_step..config.steps {
         let step_started = Instant::now();
         let lr = schedule.lr_at(step);
@@ -358,16 +427,18 @@ pub fn run_loop<A: TrainBackend>(
         tokens_seen += tokens_per_rank * u64::from(world);
         let done = step + 1;
 
-        let val_loss = if holds_rank_zero && due(config.eval_every, done, config.steps) {
-            evaluate(
-                &model.valid(),
-                model_config,
-                config,
-                data.val.as_ref(),
-                device,
-            )?
+        let (val_loss, sample) = if holds_rank_zero && due(config.eval_every, done, config.steps) {
+            let inference = model.valid();
+            let val_loss = evaluate(&inference, model_config, config, data.val.as_ref(), device)?;
+            let sample = match (&sampler, val_loss) {
+                (Some(sampler), Some(_)) => {
+                    Some(sampler.write(&inference, model_config, device)?)
+                }
+                _ => None,
+            };
+            (val_loss, sample)
         } else {
-            None
+            (None, None)
         };
         let compute_s = step_started.elapsed().as_secs_f64() - allreduce_s;
         // The record goes out before the checkpoint is written: a run killed in between resumes
@@ -384,6 +455,7 @@ pub fn run_loop<A: TrainBackend>(
             tokens,
             compute_s,
             allreduce_s,
+            sample,
         })?;
         if let Control::StopAfter(last) = control {
             stop_after = Some(last);
@@ -399,6 +471,7 @@ pub fn run_loop<A: TrainBackend>(
                     ))
                 },
             )?;
+            sink.checkpointed(done, &dir)?;
             last_checkpoint = Some(dir);
         }
         if stopping {
@@ -440,6 +513,48 @@ pub fn rank_windows(
                 .collect()
         })
         .collect()
+}
+
+/// What writes the sample at each evaluation: the run's tokenizer and the prompt's ids.
+struct Sampler {
+    tokenizer: Tokenizer,
+    prompt: Vec<u32>,
+}
+
+impl Sampler {
+    /// The sampler of a run that names its tokenizer (`None` for one that does not).
+    fn for_run(config: &RunConfig) -> Result<Option<Self>, TrainError> {
+        let Some(path) = &config.tokenizer else {
+            return Ok(None);
+        };
+        let tokenizer = Tokenizer::from_file(path)?;
+        let prompt = tokenizer.encode(SAMPLE_PROMPT, false);
+        Ok(Some(Self { tokenizer, prompt }))
+    }
+
+    /// The prompt and what `model` writes after it, greedily, up to [`SAMPLE_TOKENS`] tokens or
+    /// the end of a document.
+    fn write<B: RwkvBackend>(
+        &self,
+        model: &Rwkv<B>,
+        model_config: &ModelConfig,
+        device: &B::Device,
+    ) -> Result<String, TrainError> {
+        let mut ids = self.prompt.clone();
+        let options = GenerateOptions {
+            max_tokens: SAMPLE_TOKENS,
+            sampling: Sampling {
+                temperature: 0.0,
+                top_p: 1.0,
+            },
+            seed: 0,
+            stop: self.tokenizer.eos_id(),
+        };
+        generate(model, model_config, &self.prompt, options, device, |id| {
+            ids.push(id)
+        })?;
+        Ok(self.tokenizer.decode(&ids, true))
+    }
 }
 
 /// Mean validation loss over `eval_batches` fixed windows of the validation data (`None`

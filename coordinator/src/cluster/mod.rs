@@ -12,13 +12,14 @@ pub mod launch;
 pub mod serve;
 pub mod service;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use sovereign_common::sync::lock;
 use sovereign_common::train::checkpoint::{latest_checkpoint, read_meta, verify_checkpoint};
+use sovereign_common::train::events::EventKind;
 use sovereign_common::train::record::{METRICS_FILE, MetricsLog, truncate_metrics};
 use sovereign_common::train::run_dir::{RunLock, roll_back, start_fresh};
 use sovereign_common::train::settings::RunConfig;
@@ -29,7 +30,8 @@ use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
-use crate::cli::{ClusterArgs, Launcher};
+use crate::cli::{ClusterArgs, DashboardArgs, Launcher};
+use crate::dashboard::{self, TOKEN_FILE};
 use group::{Group, Job, Lost, run_group};
 use hosts::Host;
 use launch::check_local_hosts;
@@ -52,9 +54,11 @@ pub fn cluster_hosts(args: &ClusterArgs) -> Result<Option<Vec<Host>>> {
 }
 
 /// Runs the coordinator of a distributed training run on `hosts` until every step is reported,
-/// from scratch or (`start`) from a checkpoint of an earlier run in the same directory.
+/// from scratch or (`start`) from a checkpoint of an earlier run in the same directory, with the
+/// dashboard when asked for.
 pub fn train_cluster(
     args: &ClusterArgs,
+    dashboard: &DashboardArgs,
     hosts: Vec<Host>,
     config: RunConfig,
     start: Option<&Path>,
@@ -98,8 +102,10 @@ pub fn train_cluster(
         .sidecar()
         .map_or_else(String::new, |meta| meta.data_sha256.clone());
     let token = new_token()?;
-    let token_file = config.out.join("token");
+    let token_file = config.out.join(TOKEN_FILE);
     write_secret(&token_file, &token)?;
+    let board =
+        dashboard::start_for_run(dashboard.dashboard.as_deref(), &config.out, Some(&token))?;
     let plan = RunPlan {
         settings: RunSettings::from(&config),
         data: data::data_ranges(&config, &shards)?,
@@ -111,14 +117,28 @@ pub fn train_cluster(
         steps: config.steps,
         collective: args.collective,
     };
+    let metrics = MetricsLog::open(&config.out, config.steps)
+        .map_err(anyhow::Error::msg)?
+        .watched_by(dashboard::watcher(&board));
     let service = Arc::new(CoordinatorService::new(
         token.clone(),
         world,
         plan,
-        MetricsLog::open(&config.out, config.steps).map_err(anyhow::Error::msg)?,
+        metrics,
         start,
         start_step,
     ));
+    let model = config
+        .model_config(data.vocab_size() as usize)
+        .map_err(anyhow::Error::msg)?;
+    service.event(EventKind::Started {
+        job: "train".into(),
+        steps: config.steps,
+        from_step: start_step,
+        world,
+        tokens_per_step: config.tokens_per_step(world),
+        model: model.describe(),
+    })?;
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
     let job = Arc::new(TrainingJob {
         service,
@@ -127,15 +147,24 @@ pub fn train_cluster(
         state: Mutex::new(Supervision {
             generation: 0,
             stopping: None,
+            checkpoint: start.map(Path::to_path_buf),
         }),
     });
-    run_group(
-        job,
+    let outcome = run_group(
+        job.clone(),
         &args.launch,
         &hosts,
         (&token_file, &token),
         &format!("{world} workers, token in {}", token_file.display()),
-    )?;
+    );
+    job.checkpoints()?;
+    job.service.event(match &outcome {
+        Ok(()) => EventKind::Finished { step: config.steps },
+        Err(e) => EventKind::Failed {
+            cause: format!("{e:#}"),
+        },
+    })?;
+    outcome?;
     println!(
         "trained to step {} on {world} workers; metrics in {}",
         config.steps,
@@ -159,12 +188,31 @@ struct Supervision {
     generation: u32,
     /// The step the run stops after, once Ctrl-C asked for it.
     stopping: Option<u64>,
+    /// The newest checkpoint rank 0 wrote that the events know of.
+    checkpoint: Option<PathBuf>,
 }
 
 impl TrainingJob {
     /// The last step the run trains to: the end, or where Ctrl-C asked it to stop.
     fn target(&self) -> u64 {
         lock(&self.state).stopping.unwrap_or(self.config.steps)
+    }
+
+    /// Tells the events of checkpoints rank 0 wrote since the last look (the `latest` it set).
+    fn checkpoints(&self) -> Result<()> {
+        let Ok(latest) = latest_checkpoint(&self.config.out) else {
+            return Ok(());
+        };
+        let mut state = lock(&self.state);
+        if state.checkpoint.as_ref() == Some(&latest) {
+            return Ok(());
+        }
+        state.checkpoint = Some(latest.clone());
+        drop(state);
+        self.service.event(EventKind::Checkpoint {
+            step: checkpoint_step(&latest)?,
+            path: latest.display().to_string(),
+        })
     }
 
     /// Names the worker process `pid` for the log.
@@ -213,6 +261,7 @@ impl Job for TrainingJob {
         if let Some(why) = self.service.fatal() {
             bail!("{why}");
         }
+        self.checkpoints()?;
         Ok(self.service.finished_step() >= self.target())
     }
 
@@ -232,6 +281,19 @@ impl Job for TrainingJob {
     /// workers are respawned; with `--launcher none` the coordinator waits for workers to dial
     /// in again.
     fn lost(&self, lost: Vec<Lost>, group: &mut Group) -> Result<()> {
+        for gone in lost.iter().filter(|l| l.failed()) {
+            self.service.event(match gone {
+                Lost::Exited { pid, status, .. } => EventKind::Died {
+                    rank: self.service.rank_of_pid(*pid).map(|r| r as u32),
+                    pid: *pid,
+                    cause: status.to_string(),
+                },
+                Lost::Stalled { worker, why, .. } => EventKind::Stalled {
+                    rank: *worker,
+                    cause: why.clone(),
+                },
+            })?;
+        }
         let Some(what) = self.failure(lost) else {
             return Ok(());
         };
@@ -264,6 +326,11 @@ impl Job for TrainingJob {
         self.service
             .restart(generation, checkpoint.as_deref(), step)
             .map_err(anyhow::Error::msg)?;
+        self.service.event(EventKind::Restarted {
+            generation,
+            from_step: step,
+            checkpoint: checkpoint.map(|d| d.display().to_string()),
+        })?;
         group.start()
     }
 

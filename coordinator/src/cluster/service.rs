@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sovereign_common::sync::lock;
 use sovereign_common::train::TrainError;
+use sovereign_common::train::events::EventKind;
 use sovereign_common::train::record::{MetricsLog, StepRecord};
 use sovereign_proto::v1::coordinator_server::Coordinator;
 use sovereign_proto::v1::training_server::Training;
@@ -121,6 +122,14 @@ impl CoordinatorService {
         }
     }
 
+    /// Appends an event happening now to events.jsonl (and tells the dashboard).
+    pub fn event(&self, what: EventKind) -> anyhow::Result<()> {
+        lock(&self.reports)
+            .metrics
+            .event(what)
+            .map_err(anyhow::Error::msg)
+    }
+
     /// Why the run cannot go on, if something said so.
     pub fn fatal(&self) -> Option<String> {
         lock(&self.fatal).clone()
@@ -213,6 +222,7 @@ impl CoordinatorService {
         if let Some(seen) = lock(&self.group).last_seen.get_mut(rank as usize) {
             *seen = Instant::now();
         }
+        lock(&self.reports).metrics.heard(rank);
     }
 
     /// Records one report; writes the metrics line once every rank has reported the step.
@@ -228,8 +238,10 @@ impl CoordinatorService {
         self.highest.fetch_max(report.step, Ordering::SeqCst);
         let mut reports = lock(&self.reports);
         let step = report.step;
+        let record = StepRecord::from(&report);
+        reports.metrics.rank_step(report.rank, &record);
         let list = reports.pending.entry(step).or_default();
-        list.push((report.rank, StepRecord::from(&report)));
+        list.push((report.rank, record));
         if list.len() < self.world as usize {
             return Ok(());
         }
@@ -266,6 +278,23 @@ impl CoordinatorService {
             join.peer_address,
             group.members.len()
         );
+        let joined = EventKind::Joined {
+            rank: group.members.len() as u32,
+            host: join.host.clone(),
+            pid: join.pid,
+            device: if join.devices.is_empty() {
+                "cpu".into()
+            } else {
+                join.devices
+                    .iter()
+                    .map(|d| format!("cuda:{d}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+        };
+        if let Err(e) = lock(&self.reports).metrics.event(joined) {
+            tracing::warn!("{e}");
+        }
         group.members.push(Member {
             peer_address: join.peer_address,
             pid: join.pid,

@@ -25,5 +25,6 @@ pub fn run(command: Command) -> Result<()> {
         Command::Generate(args) => infer::generate(&args),
         Command::Export(args) => export::export(&args),
         Command::Plot(args) => plot::plot(&args),
+        Command::Dashboard(args) => crate::dashboard::follow_run_dir(&args.run, &args.bind),
     }
 }

@@ -4,12 +4,13 @@
 use anyhow::{Context, Result, bail};
 use sovereign_common::device::Device;
 use sovereign_common::train::resume::{MovedData, resume_point};
-use sovereign_common::train::run;
+use sovereign_common::train::run::{self, Watch};
 use sovereign_common::train::settings::RunConfig;
 use sovereign_common::with_training_backend;
 
-use crate::cli::{ResumeArgs, TrainArgs};
+use crate::cli::{DashboardArgs, ResumeArgs, TrainArgs};
 use crate::cluster::{cluster_hosts, train_cluster};
+use crate::dashboard;
 
 /// The effective settings: defaults, then the TOML file, then the flags; checked, with absolute
 /// paths, and the model's shape from `--init-from`'s weights unless given.
@@ -42,6 +43,15 @@ fn check_cluster_device(device: Device) -> Result<()> {
     Ok(())
 }
 
+/// Who watches a single-process run: the dashboard when asked for, and the device it shows.
+fn watch(args: &DashboardArgs, run_dir: &std::path::Path, device: Device) -> Result<Watch> {
+    let board = dashboard::start_for_run(args.dashboard.as_deref(), run_dir, None)?;
+    Ok(Watch {
+        watcher: dashboard::watcher(&board),
+        device: device.to_string(),
+    })
+}
+
 /// `sovereign train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
     let device = Device::parse(&args.device).map_err(anyhow::Error::msg)?;
@@ -51,12 +61,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             bail!("--hosts and --emulate-world exclude each other: the hosts file sets the world");
         }
         check_cluster_device(device)?;
-        return train_cluster(&args.cluster, hosts, config, None);
+        return train_cluster(&args.cluster, &args.dashboard, hosts, config, None);
     }
     tracing::info!("run config: {}", serde_json::to_string(&config)?);
+    let watch = watch(&args.dashboard, &config.out, device)?;
     let checkpointing = config.activation_checkpointing;
     let last = with_training_backend!(device, checkpointing, |A, dev| run::train::<A>(
-        &config, &dev
+        &config, &watch, &dev
     ))
     .map_err(anyhow::Error::msg)?;
     eprintln!("train: done; last checkpoint {}", last.display());
@@ -75,13 +86,21 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
         resume_point(&args.run, args.from.as_deref(), &moved).map_err(anyhow::Error::msg)?;
     if let Some(hosts) = cluster_hosts(&args.cluster)? {
         check_cluster_device(device)?;
-        return train_cluster(&args.cluster, hosts, config, Some(&checkpoint));
+        return train_cluster(
+            &args.cluster,
+            &args.dashboard,
+            hosts,
+            config,
+            Some(&checkpoint),
+        );
     }
+    let watch = watch(&args.dashboard, &args.run, device)?;
     let checkpointing = config.activation_checkpointing;
     let last = with_training_backend!(device, checkpointing, |A, dev| run::resume::<A>(
         &args.run,
         args.from.as_deref(),
         &moved,
+        &watch,
         &dev
     ))
     .map_err(anyhow::Error::msg)?;

@@ -29,12 +29,17 @@ enum State {
 }
 
 /// A worker that joined.
-struct WorkerInfo {
-    host: String,
-    pid: u32,
+pub struct WorkerInfo {
+    /// Its host.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
     /// Why it was dropped, once it was.
-    gone: Option<String>,
-    last_seen: Instant,
+    pub gone: Option<String>,
+    /// When it was last heard from.
+    pub last_seen: Instant,
+    /// Tasks whose results it delivered.
+    pub done: u64,
 }
 
 /// What a worker should do next.
@@ -126,8 +131,14 @@ impl<R: Reducer> TaskBoard<R> {
             pid,
             gone: None,
             last_seen: Instant::now(),
+            done: 0,
         });
         (self.workers.len() - 1) as u32
+    }
+
+    /// The workers that joined, by worker number.
+    pub fn workers(&self) -> &[WorkerInfo] {
+        &self.workers
     }
 
     /// "worker W (pid P on HOST)", for logs.
@@ -203,6 +214,9 @@ impl<R: Reducer> TaskBoard<R> {
             }
         };
         self.state[id] = State::Done;
+        if let Some(info) = self.workers.get_mut(worker as usize) {
+            info.done += 1;
+        }
         self.result_bytes += payload.len() as u64;
         self.ready.insert(id, part);
         while let Some(part) = self.ready.remove(&self.next_accept) {
@@ -280,14 +294,14 @@ impl<R: Reducer> TaskBoard<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use sovereign_common::data::PrepError;
     use sovereign_common::prep::wire::ResultError;
 
     /// Collects task payloads (one byte each) in the order they are accepted.
     #[derive(Default)]
-    struct Collect(Vec<u8>);
+    pub(crate) struct Collect(Vec<u8>);
 
     impl Reducer for Collect {
         type Part = u8;
@@ -303,7 +317,8 @@ mod tests {
         }
     }
 
-    fn board(tasks: usize, window: usize) -> TaskBoard<Collect> {
+    /// A board of `tasks` tasks of 10 bytes each.
+    pub(crate) fn board(tasks: usize, window: usize) -> TaskBoard<Collect> {
         let specs = (0..tasks as u64)
             .map(|i| TaskSpec {
                 input: 0,

@@ -30,8 +30,10 @@ use crate::cluster::group::{Group, Job, Lost, run_group};
 use crate::cluster::hosts::{Host, read_hosts};
 use crate::cluster::launch::{Worker, check_local_hosts};
 use crate::cluster::serve::{new_token, write_secret};
+use crate::dashboard::{self, Board};
 use board::{TaskBoard, TaskSpec};
 use service::PrepService;
+use sovereign_common::train::events::{Event, EventKind, Watcher};
 
 /// What a map-reduce job did, for the closing log line and the benchmark.
 #[derive(Clone, Debug)]
@@ -150,6 +152,25 @@ pub fn run_job<R: Reducer + 'static>(
         inputs,
         board.clone(),
     ));
+    let dashboard = dashboard::start_for_run(
+        args.dashboard.dashboard.as_deref(),
+        secrets.path(),
+        Some(&token),
+    )?
+    .map(|board| {
+        board.event(&Event::now(EventKind::Started {
+            job: label.to_string(),
+            steps: task_count as u64,
+            from_step: 0,
+            world: workers,
+            tokens_per_step: 0,
+            model: String::new(),
+        }));
+        DashboardFeed {
+            board,
+            announced: Mutex::new(Vec::new()),
+        }
+    });
 
     let started = Instant::now();
     let job = Arc::new(MapReduce {
@@ -157,9 +178,10 @@ pub fn run_job<R: Reducer + 'static>(
         service: service.clone(),
         board: board.clone(),
         progress: Mutex::new(Progress::new("map tasks", "tasks", Some(input_bytes))),
+        dashboard,
     });
-    run_group(
-        job,
+    let outcome = run_group(
+        job.clone(),
         &args.launch,
         hosts,
         (&token_file, &token),
@@ -167,7 +189,19 @@ pub fn run_job<R: Reducer + 'static>(
             "{label}: {task_count} map tasks for {workers} workers, token in {}",
             token_file.display()
         ),
-    )?;
+    );
+    if let Some(feed) = &job.dashboard {
+        feed.board.event(&Event::now(match &outcome {
+            Ok(()) => EventKind::Finished {
+                step: task_count as u64,
+            },
+            Err(e) => EventKind::Failed {
+                cause: format!("{e:#}"),
+            },
+        }));
+    }
+    drop(job);
+    outcome?;
     let map_seconds = started.elapsed().as_secs_f64();
     // The runtime is gone with every task that held the service (a connection a client left
     // open), so the board is ours again.
@@ -201,6 +235,45 @@ struct MapReduce<R: Reducer> {
     service: Arc<PrepService<R>>,
     board: Arc<Mutex<TaskBoard<R>>>,
     progress: Mutex<Progress>,
+    dashboard: Option<DashboardFeed>,
+}
+
+/// The dashboard of a prep job, and the task board's workers it was told of: one entry per
+/// joined worker, true once told it was dropped.
+struct DashboardFeed {
+    board: Arc<Board>,
+    announced: Mutex<Vec<bool>>,
+}
+
+impl DashboardFeed {
+    /// Tells the dashboard what the task board learnt since the last look: workers that joined
+    /// or were dropped, tasks done, each worker's tasks and last heartbeat.
+    fn sync<R: Reducer>(&self, tasks: &TaskBoard<R>) {
+        let mut announced = lock(&self.announced);
+        let workers = tasks.workers();
+        for (rank, info) in workers.iter().enumerate().skip(announced.len()) {
+            self.board.event(&Event::now(EventKind::Joined {
+                rank: rank as u32,
+                host: info.host.clone(),
+                pid: info.pid,
+                device: "cpu".into(),
+            }));
+            announced.push(false);
+        }
+        for (rank, info) in workers.iter().enumerate() {
+            if let (Some(why), false) = (&info.gone, announced[rank]) {
+                announced[rank] = true;
+                self.board.event(&Event::now(EventKind::Died {
+                    rank: Some(rank as u32),
+                    pid: info.pid,
+                    cause: why.clone(),
+                }));
+            }
+            self.board
+                .worker_progress(rank as u32, info.done, info.last_seen);
+        }
+        self.board.tasks_done(tasks.counts().1 as u64);
+    }
 }
 
 impl<R: Reducer + 'static> Job for MapReduce<R> {
@@ -216,6 +289,9 @@ impl<R: Reducer + 'static> Job for MapReduce<R> {
             bail!("{why}; no output was written");
         }
         let (_, done) = board.counts();
+        if let Some(feed) = &self.dashboard {
+            feed.sync(&board);
+        }
         let mut progress = lock(&self.progress);
         if board.is_finished() {
             progress.finish();
@@ -320,5 +396,63 @@ async fn let_workers_exit(children: &mut [Worker], dropped: impl Fn(u32) -> bool
                 Err(_) => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::board::WorkerState;
+
+    #[test]
+    fn the_dashboard_hears_of_joins_drops_and_tasks_done_once_each() {
+        let mut tasks = board::tests::board(3, 4);
+        let dashboard = Board::new();
+        dashboard.event(&Event::now(EventKind::Started {
+            job: "tokenize".into(),
+            steps: 3,
+            from_step: 0,
+            world: 2,
+            tokens_per_step: 0,
+            model: String::new(),
+        }));
+        let feed = DashboardFeed {
+            board: dashboard.clone(),
+            announced: Mutex::new(Vec::new()),
+        };
+        let (a, b) = (tasks.join("h0".into(), 10), tasks.join("h1".into(), 11));
+        tasks.next(a).unwrap();
+        tasks.next(b).unwrap();
+        tasks.complete(a, 0, &[1]).unwrap();
+        feed.sync(&tasks);
+        let status = dashboard.status();
+        assert_eq!((status.unit, status.step, status.steps), ("tasks", 1, 3));
+        let rows: Vec<(u32, u64, WorkerState)> = status
+            .workers
+            .iter()
+            .map(|w| (w.pid, w.step, w.state))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (10, 1, WorkerState::Training),
+                (11, 0, WorkerState::Training)
+            ]
+        );
+        tasks.drop_worker(b, "its process died (signal: 9 (SIGKILL))");
+        feed.sync(&tasks);
+        feed.sync(&tasks);
+        let status = dashboard.status();
+        assert_eq!(status.workers[1].state, WorkerState::Dead);
+        assert_eq!(status.failures, 1);
+        let (snapshot, _) = dashboard.subscribe();
+        let events: serde_json::Value = serde_json::from_str(&snapshot.data).unwrap();
+        let kinds: Vec<&str> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["started", "joined", "joined", "died"]);
     }
 }
