@@ -590,3 +590,35 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_a_line_per_step() {
         20
     );
 }
+
+#[test]
+fn an_emulated_world_shows_a_row_per_rank_from_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (trainer, _lines) = start_train(&run, 6, 3, &["--emulate-world", "2"]);
+    let mut trainer = Killed(trainer);
+    assert!(trainer.0.wait().unwrap().success());
+    let (_server, address) = serve_run_dir(&run, "127.0.0.1:0");
+    let (code, body) = get(&address, "/api/status");
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status["world"].as_u64(), status["step"].as_u64()),
+        (Some(2), Some(6))
+    );
+    assert_eq!(status["tokens_seen"], 6 * 2 * 32 * 2);
+    let rows: Vec<(u64, u64, &str)> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["rank"].as_u64().unwrap(),
+                w["pid"].as_u64().unwrap(),
+                w["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let pid = u64::from(trainer.0.id());
+    assert_eq!(rows, [(0, pid, "finished"), (1, pid, "finished")]);
+}

@@ -18,19 +18,17 @@ pub fn shared_fixtures(test: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{test}: fixtures required but {} is missing",
-        dir.display()
-    );
-    // Written past the test harness's output capture, so that a skipped test is visible.
-    let _ = writeln!(
-        std::io::stderr(),
-        "NOT RUN: {test} needs {} (present in CI)",
-        dir.display()
-    );
+    not_run(test, &format!("{} (present in CI)", dir.display()));
     None
+}
+
+/// Says on standard error that `test` did not run for want of `needs`; under
+/// `SOVEREIGN_REQUIRE_FIXTURES=1` (CI, which provides everything) fails the test instead.
+fn not_run(test: &str, needs: &str) {
+    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
+    assert!(!required, "{test} is required in CI but needs {needs}");
+    // Written past the test harness's output capture, so that a skipped test is visible.
+    let _ = writeln!(std::io::stderr(), "NOT RUN: {test} needs {needs}");
 }
 
 /// Whether `python3` can import every module named; when not, says "NOT RUN" like
@@ -43,14 +41,9 @@ pub fn python_has(test: &str, modules: &[&str]) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "{test}: python3 cannot `{import}` (CI installs it with pip)"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "NOT RUN: {test} needs python3 with {modules:?} (pip install)"
+        not_run(
+            test,
+            &format!("python3 with {modules:?} (pip install; CI installs them)"),
         );
     }
     ok
@@ -77,14 +70,6 @@ pub fn programs(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
         .filter(|(_, f)| f.is_none())
         .map(|(n, _)| *n)
         .collect();
-    let required = std::env::var("SOVEREIGN_REQUIRE_FIXTURES").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{test}: {missing:?} not found on PATH (CI installs them)"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "NOT RUN: {test} needs {missing:?} on PATH (present in CI)"
-    );
+    not_run(test, &format!("{missing:?} on PATH (CI installs them)"));
     None
 }

@@ -280,7 +280,9 @@ impl Job for TrainingJob {
     /// When a worker dies or stalls, the group restarts from the last whole checkpoint: local
     /// workers are respawned; with `--launcher none` the coordinator waits for workers to dial
     /// in again.
-    fn lost(&self, lost: Vec<Lost>, group: &mut Group) -> Result<()> {
+    fn lost(&self, mut lost: Vec<Lost>, group: &mut Group) -> Result<()> {
+        // The processes a signal ended first: the others usually exited because of them.
+        lost.sort_by_key(|l| !l.by_signal());
         for gone in lost.iter().filter(|l| l.failed()) {
             self.service.event(match gone {
                 Lost::Exited { pid, status, .. } => EventKind::Died {
