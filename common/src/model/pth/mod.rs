@@ -66,7 +66,9 @@ impl PthDtype {
             Self::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             Self::F16 => super::weights::f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
             Self::Bf16 => f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16),
-            Self::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+            Self::F64 => {
+                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+            }
         }
     }
 }
