@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
@@ -165,6 +166,9 @@ pub fn run_group<J: Job>(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // One listener for the whole job, made before any worker starts: a Ctrl-C that arrives
+        // while the watcher is busy waits for it here instead of being lost.
+        let mut interrupts = signal(SignalKind::interrupt())?;
         let server = serve(args, |builder| job.clone().services(builder)).await?;
         server.announce(announce);
         let mut group = Group {
@@ -174,7 +178,7 @@ pub fn run_group<J: Job>(
         };
         group.start()?;
         let stall_timeout = Duration::from_secs(args.stall_timeout);
-        let mut outcome = watch_group(&*job, &mut group, stall_timeout).await;
+        let mut outcome = watch_group(&*job, &mut group, &mut interrupts, stall_timeout).await;
         if outcome.is_ok() {
             outcome = job.finish(&mut group).await;
         }
@@ -185,8 +189,14 @@ pub fn run_group<J: Job>(
     })
 }
 
-/// Watches the group until the job is done: hands every exit and stall to the job, and Ctrl-C.
-async fn watch_group<J: Job>(job: &J, group: &mut Group, stall_timeout: Duration) -> Result<()> {
+/// Watches the group until the job is done: hands every exit and stall to the job, and each
+/// Ctrl-C (SIGINT) heard on `interrupts`.
+async fn watch_group<J: Job>(
+    job: &J,
+    group: &mut Group,
+    interrupts: &mut Signal,
+    stall_timeout: Duration,
+) -> Result<()> {
     let mut progress = job.progress();
     loop {
         if job.poll()? {
@@ -212,7 +222,7 @@ async fn watch_group<J: Job>(job: &J, group: &mut Group, stall_timeout: Duration
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = tokio::signal::ctrl_c() => job.interrupted()?,
+            _ = interrupts.recv() => job.interrupted()?,
         }
     }
 }
