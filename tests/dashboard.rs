@@ -174,6 +174,8 @@ fn metrics_and_status_hold_the_runs_facts_and_hostile_clients_do_not_stall_it() 
     wait_until("step 5", Duration::from_secs(120), || {
         metrics_lines(&run).len() >= 5
     });
+    // `sovereign dashboard RUN_DIR` follows the run's files from here on.
+    let (follower, followed) = serve_run_dir(&run, "127.0.0.1:0");
 
     // 200 idle connections and 20 that send garbage, held open while the run goes on.
     let idle: Vec<TcpStream> = (0..200)
@@ -209,8 +211,17 @@ fn metrics_and_status_hold_the_runs_facts_and_hostile_clients_do_not_stall_it() 
     drop((idle, garbage));
     assert!(trainer.0.wait().unwrap().success());
 
-    // The finished run served from its files: the same facts as its metrics.jsonl.
-    let (server, address) = serve_run_dir(&run, "127.0.0.1:0");
+    // The run followed from its files: once it finished, the same facts as its metrics.jsonl.
+    let address = followed;
+    wait_until(
+        "the follower to see the end",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = get(&address, "/api/status");
+            serde_json::from_str::<Value>(&body)
+                .is_ok_and(|s| s["state"] == "finished" && s["step"] == steps)
+        },
+    );
     let metrics = metrics_lines(&run);
     let last = metrics.last().unwrap();
     let (code, body) = get(&address, "/api/status");
@@ -237,13 +248,12 @@ fn metrics_and_status_hold_the_runs_facts_and_hostile_clients_do_not_stall_it() 
     };
     use prometheus_parse::Value::{Counter, Gauge};
     assert!(matches!(value("sovereign_step").value, Gauge(v) if v == steps as f64));
-    assert!(
-        matches!(value("sovereign_tokens_seen_total").value, Counter(v) if v == (steps * 64) as f64)
-    );
+    assert!(matches!(value("sovereign_tokens_seen").value, Gauge(v) if v == (steps * 64) as f64));
     assert!(
         matches!(value("sovereign_loss").value, Gauge(v) if v == last["loss"].as_f64().unwrap())
     );
     assert!(matches!(value("sovereign_up").value, Gauge(v) if v == 0.0));
+    assert!(matches!(value("sovereign_restarts_total").value, Counter(v) if v == 0.0));
     let worker = value("sovereign_worker_step");
     assert_eq!(worker.labels.get("rank"), Some("0"));
     assert!(worker.labels.get("host").is_some_and(|h| !h.is_empty()));
@@ -253,7 +263,7 @@ fn metrics_and_status_hold_the_runs_facts_and_hostile_clients_do_not_stall_it() 
             .iter()
             .all(|s| s.metric.starts_with("sovereign_"))
     );
-    drop(server);
+    drop(follower);
 
     // events.jsonl: the start, the rank, every evaluation with its sample, every checkpoint.
     let events: Vec<Value> = fs::read_to_string(run.join("events.jsonl"))
@@ -550,19 +560,19 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_a_line_per_step() {
     let dir = tempfile::tempdir().unwrap();
     sovereign_tests::cluster::setup(dir.path());
     let p = |name: &str| dir.path().join(name);
-    let train = |out: &str| {
-        format!(
-            "{} train --config {} --data {} --out {}",
-            sovereign_test_support::binary_path("sovereign").display(),
-            p("run.toml").display(),
-            p("train.bin").display(),
-            p(out).display()
-        )
-    };
+    // A two-worker run, whose coordinator logs while its bar is shown.
+    fs::write(p("hosts.txt"), "localhost slots=2\n").unwrap();
+    let train = format!(
+        "{} train --config {} --data {} --hosts {} --out {}",
+        sovereign_test_support::binary_path("sovereign").display(),
+        p("run.toml").display(),
+        p("train.bin").display(),
+        p("hosts.txt").display(),
+        p("tty").display()
+    );
     // `script` runs the command on a pseudo-terminal and copies what it drew to its output.
     let on_terminal = Command::new("script")
-        .args(["-qefc", &train("tty"), "/dev/null"])
-        .env("COLUMNS", "160")
+        .args(["-qefc", &train, "/dev/null"])
         .output()
         .unwrap();
     assert!(on_terminal.status.success());
@@ -570,6 +580,16 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_a_line_per_step() {
     assert!(drawn.contains("step 20/20 loss "), "{drawn}");
     assert!(drawn.contains("ETA"), "{drawn}");
     assert!(!drawn.contains("step 20/20: loss"), "{drawn}");
+    // A log line goes above the bar: the bar's line is cleared first, then drawn again below.
+    let joined = drawn
+        .lines()
+        .find(|line| line.contains(") joined as rank 0"))
+        .unwrap_or_else(|| panic!("no join logged in {drawn}"));
+    let written = joined.rsplit("\x1b[2K").next().unwrap_or_default();
+    assert!(
+        written.contains("INFO") && !written.contains("step 0/20"),
+        "{joined:?}"
+    );
     let piped = binary("sovereign")
         .args(["train", "--config", path_str(&p("run.toml")), "--data"])
         .arg(p("train.bin"))

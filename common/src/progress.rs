@@ -1,9 +1,15 @@
 //! Progress for long stages: a self-rewriting status line on a terminal (items, items/s, MB/s,
 //! percent and ETA), a plain log line every half minute otherwise; and a training run's bar on a
-//! terminal ([`StepBar`]).
+//! terminal ([`StepBar`]), with the log lines written above it ([`LogWriter`]).
 
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::sync::lock;
+
+/// The [`StepBar`] on the terminal now, if any: log lines are written above it.
+static SHOWN_BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
 
 /// Reports the progress of one stage on standard error.
 pub struct Progress {
@@ -107,6 +113,7 @@ impl StepBar {
             indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} ETA {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style);
+        *lock(&SHOWN_BAR) = Some(bar.clone());
         Some(Self { bar })
     }
 
@@ -130,7 +137,41 @@ impl StepBar {
 impl Drop for StepBar {
     /// Leaves the bar where it stopped.
     fn drop(&mut self) {
+        *lock(&SHOWN_BAR) = None;
         self.bar.abandon();
+    }
+}
+
+/// Standard error for one log line (the logger makes one per line): while a [`StepBar`] is
+/// shown, the line is written with the bar lifted and drawn again below it, so that neither
+/// overdraws the other.
+#[derive(Default)]
+pub struct LogWriter {
+    line: Vec<u8>,
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    /// Writes the line.
+    fn drop(&mut self) {
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&self.line);
+        };
+        let bar = lock(&SHOWN_BAR).clone();
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
     }
 }
 

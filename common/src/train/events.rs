@@ -11,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use super::record::{Lines, StepRecord, read_jsonl};
+use super::jsonl::read_jsonl;
+use super::record::StepRecord;
 
 /// The name of the event log in a run directory.
 pub const EVENTS_FILE: &str = "events.jsonl";
@@ -161,7 +162,7 @@ impl EventLog {
 /// Every event of an events file (none when it does not exist); a line that is not one is an
 /// error naming it.
 pub fn read_events(path: &Path) -> Result<Vec<Event>, TrainError> {
-    read_jsonl(path, "an event", Lines::All)
+    read_jsonl(path, "an event")
 }
 
 #[cfg(test)]

@@ -1,15 +1,16 @@
 //! Training: the run settings ([`settings`]) and what they mean ([`config`]), the learning-rate
 //! schedule ([`schedule`]), the optimizer with its gradients ([`optimizer`]) and its
 //! per-parameter update ([`adamw`]), one step's gradients and update ([`step`]), the loop every
-//! run goes through ([`run`]) with its step records ([`record`]) and events ([`events`]),
-//! checkpoints ([`checkpoint`]), the run directory's guards ([`run_dir`]) and resuming
-//! ([`resume`]).
+//! run goes through ([`run`]) with its step records ([`record`]) and events ([`events`]) (read
+//! back by [`jsonl`]), checkpoints ([`checkpoint`]), the run directory's guards ([`run_dir`])
+//! and resuming ([`resume`]).
 
 pub mod adamw;
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod events;
+pub mod jsonl;
 pub mod optimizer;
 pub mod record;
 pub mod resume;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::events::{Event, EventKind, EventLog, Watcher};
+use super::jsonl::read_jsonl;
 use crate::output::AtomicFile;
 use crate::progress::StepBar;
 
@@ -229,45 +230,6 @@ impl MetricsLog {
     }
 }
 
-/// Which lines of a JSON-lines file [`read_jsonl`] reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lines {
-    /// Every line: the file is complete.
-    All,
-    /// Lines ended by a newline: a writer may be appending the last one.
-    Whole,
-}
-
-/// The records of a JSON-lines file (none when it does not exist); a line that is not one (a
-/// `what` line) is an error naming the file and line.
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    what: &str,
-    lines: Lines,
-) -> Result<Vec<T>, TrainError> {
-    let mut text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(TrainError::Metrics(format!("{}: {e}", path.display()))),
-    };
-    if lines == Lines::Whole {
-        text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
-    }
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| {
-                TrainError::Metrics(format!(
-                    "{}:{}: not {what} line ({e})",
-                    path.display(),
-                    i + 1
-                ))
-            })
-        })
-        .collect()
-}
-
 /// Every step of a metrics file; a missing file or a line that is not a step is an error naming
 /// it.
 pub fn read_metrics(path: &Path) -> Result<Vec<StepRecord>, TrainError> {
@@ -277,7 +239,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepRecord>, TrainError> {
             path.display()
         )));
     }
-    read_jsonl(path, "a metrics", Lines::All)
+    read_jsonl(path, "a metrics")
 }
 
 /// Keeps the metrics lines of steps up to `step` (a resume rewrites what came after); the file

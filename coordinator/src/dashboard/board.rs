@@ -249,32 +249,55 @@ impl Board {
         }
     }
 
-    /// Replaces the curve with `records` and adds `events` (read back from a run's files).
-    /// Sends a snapshot unless the records only extend the curve.
-    pub fn load(&self, records: &[StepRecord], events: &[Event]) {
+    /// A step read back from the run's files: as [`Watcher::step`], without a heartbeat.
+    pub fn replay_step(&self, record: &StepRecord) {
+        self.add_step(record, false);
+    }
+
+    /// An event read back from the run's files: as [`Watcher::event`], without a heartbeat.
+    pub fn replay_event(&self, event: &Event) {
+        self.add_event(event, false);
+    }
+
+    /// Replaces the curve with `records`, every step of a metrics file read back whole (its first
+    /// reading, or after a rollback replaced it), and sends a snapshot.
+    pub fn reload(&self, records: &[StepRecord]) {
         let mut state = lock(&self.state);
-        for event in events {
-            apply_event(&mut state, event, false);
+        state.points = records.iter().map(Point::from).collect();
+        if let Some(last) = state.points.last().cloned() {
+            let rate = (!state.rank_reports).then_some(last.tokens_per_s);
+            step_rows(&mut state, &last, rate, false);
         }
-        let points: Vec<Point> = records.iter().map(Point::from).collect();
-        let extends =
-            points.len() >= state.points.len() && points[..state.points.len()] == state.points[..];
-        if extends && events.is_empty() {
-            for point in &points[state.points.len()..] {
-                state.points.push(point.clone());
-                step_rows(&mut state, point, None, false);
-                self.send(
-                    "step",
-                    &serde_json::json!({ "point": point, "status": status_of(&state) }),
-                );
-            }
-            return;
-        }
-        if let Some(last) = points.last() {
-            step_rows(&mut state, &last.clone(), None, false);
-        }
-        state.points = points;
         let _ = self.updates.send(snapshot(&state));
+    }
+
+    /// A step of the world, as it happens when `live`.
+    fn add_step(&self, record: &StepRecord, live: bool) {
+        let mut state = lock(&self.state);
+        let point = Point::from(record);
+        state.points.retain(|p| p.step < point.step);
+        state.points.push(point.clone());
+        let rate = (!state.rank_reports).then_some(record.tokens_per_s);
+        step_rows(&mut state, &point, rate, live);
+        self.send(
+            "step",
+            &serde_json::json!({ "point": point, "status": status_of(&state) }),
+        );
+    }
+
+    /// An event, as it happens when `live`: a start or restart rewinds the curve and goes out
+    /// as a snapshot.
+    fn add_event(&self, event: &Event, live: bool) {
+        let mut state = lock(&self.state);
+        let rewinds = apply_event(&mut state, event, live);
+        if rewinds {
+            let _ = self.updates.send(snapshot(&state));
+        } else {
+            self.send(
+                "event",
+                &serde_json::json!({ "event": event, "status": status_of(&state) }),
+            );
+        }
     }
 
     fn send(&self, name: &'static str, body: &serde_json::Value) {
@@ -287,16 +310,7 @@ impl Board {
 
 impl Watcher for Board {
     fn step(&self, record: &StepRecord) {
-        let mut state = lock(&self.state);
-        let point = Point::from(record);
-        state.points.retain(|p| p.step < point.step);
-        state.points.push(point.clone());
-        let rate = (!state.rank_reports).then_some(record.tokens_per_s);
-        step_rows(&mut state, &point, rate, true);
-        self.send(
-            "step",
-            &serde_json::json!({ "point": point, "status": status_of(&state) }),
-        );
+        self.add_step(record, true);
     }
 
     fn rank_step(&self, rank: u32, record: &StepRecord) {
@@ -309,16 +323,7 @@ impl Watcher for Board {
     }
 
     fn event(&self, event: &Event) {
-        let mut state = lock(&self.state);
-        let rewinds = apply_event(&mut state, event, true);
-        if rewinds {
-            let _ = self.updates.send(snapshot(&state));
-        } else {
-            self.send(
-                "event",
-                &serde_json::json!({ "event": event, "status": status_of(&state) }),
-            );
-        }
+        self.add_event(event, true);
     }
 
     fn heard(&self, rank: u32) {
@@ -595,16 +600,19 @@ mod tests {
     #[test]
     fn files_read_back_extend_the_curve_or_replace_it() {
         let board = Board::new();
-        board.load(&[], &[event(started())]);
+        board.replay_event(&event(started()));
         let (_, mut updates) = board.subscribe();
-        board.load(&[record(1, None), record(2, None)], &[]);
-        board.load(&[record(1, None), record(2, None), record(3, None)], &[]);
-        assert_eq!(board.status().step, 3);
-        board.load(&[record(1, None)], &[]);
+        board.reload(&[record(1, None), record(2, None)]);
+        board.replay_step(&record(3, None));
+        let status = board.status();
+        assert_eq!(status.step, 3);
+        assert!(status.workers.iter().all(|w| w.heartbeat_age_s.is_none()));
+        board.replay_event(&event(joined(0)));
+        board.reload(&[record(1, None)]);
         assert_eq!(board.status().step, 1);
         let names: Vec<&str> = std::iter::from_fn(|| updates.try_recv().ok())
             .map(|u| u.name)
             .collect();
-        assert_eq!(names, ["step", "step", "step", "snapshot"]);
+        assert_eq!(names, ["snapshot", "step", "event", "snapshot"]);
     }
 }

@@ -7,13 +7,15 @@ pub mod board;
 pub mod prometheus;
 pub mod server;
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sovereign_common::train::events::{EVENTS_FILE, Event, Watcher};
-use sovereign_common::train::record::{Lines, METRICS_FILE, read_jsonl};
+use sovereign_common::train::jsonl::{Followed, JsonlFollower};
+use sovereign_common::train::record::METRICS_FILE;
 
 pub use board::Board;
 
@@ -46,10 +48,10 @@ pub fn watcher(board: &Option<Arc<Board>>) -> Option<Arc<dyn Watcher>> {
 /// Serves `board` on `bind`, with the run's token when the address is not loopback; prints
 /// the address.
 fn serve(bind: &str, run_dir: &Path, token: Option<&str>, board: Arc<Board>) -> Result<()> {
-    let loopback = bind
-        .parse::<std::net::SocketAddr>()
-        .is_ok_and(|a| a.ip().is_loopback());
-    let token = if loopback {
+    let bind: SocketAddr = bind
+        .parse()
+        .with_context(|| format!("--dashboard {bind}: not an address (host:port)"))?;
+    let token = if bind.ip().is_loopback() {
         None
     } else {
         Some(match token {
@@ -82,8 +84,8 @@ fn run_token(run_dir: &Path) -> Result<String> {
     Ok(token)
 }
 
-/// `sovereign dashboard RUN_DIR`: serves the run's page from its files, read again whenever
-/// they change, until interrupted.
+/// `sovereign dashboard RUN_DIR`: serves the run's page from its files, following what is added
+/// to them every half second, until interrupted.
 pub fn follow_run_dir(run_dir: &Path, bind: &str) -> Result<()> {
     if !run_dir.join(METRICS_FILE).exists() && !run_dir.join(EVENTS_FILE).exists() {
         anyhow::bail!(
@@ -101,44 +103,32 @@ pub fn follow_run_dir(run_dir: &Path, bind: &str) -> Result<()> {
     }
 }
 
-/// A run directory's metrics and events files, and how far they were read.
+/// A run directory's metrics and events files, each followed from where it was last read.
 struct RunFiles {
-    metrics: PathBuf,
-    events: PathBuf,
-    metrics_seen: Option<(u64, SystemTime)>,
-    events_read: usize,
+    metrics: JsonlFollower,
+    events: JsonlFollower,
 }
 
 impl RunFiles {
     fn new(run_dir: &Path) -> Self {
         Self {
-            metrics: run_dir.join(METRICS_FILE),
-            events: run_dir.join(EVENTS_FILE),
-            metrics_seen: None,
-            events_read: 0,
+            metrics: JsonlFollower::new(&run_dir.join(METRICS_FILE), "a metrics"),
+            events: JsonlFollower::new(&run_dir.join(EVENTS_FILE), "an event"),
         }
     }
 
-    /// Hands the board what changed since the last look: new events, and the metrics when
-    /// the file changed (a rollback replaces it).
+    /// Hands the board what was added since the last look: the new events, then the new steps,
+    /// or every step when the metrics file was replaced (a rollback replaces it).
     fn read_changes(&mut self, board: &Board) -> Result<()> {
-        let events: Vec<Event> =
-            read_jsonl(&self.events, "an event", Lines::Whole).map_err(anyhow::Error::msg)?;
-        let new_events = events.get(self.events_read..).unwrap_or_default();
-        self.events_read = events.len();
-        let seen = std::fs::metadata(&self.metrics)
-            .and_then(|m| Ok((m.len(), m.modified()?)))
-            .ok();
-        if new_events.is_empty() && seen == self.metrics_seen {
-            return Ok(());
+        let (Followed::Appended(events) | Followed::Replaced(events)) =
+            self.events.look::<Event>().map_err(anyhow::Error::msg)?;
+        for event in &events {
+            board.replay_event(event);
         }
-        self.metrics_seen = seen;
-        let records = if seen.is_some() {
-            read_jsonl(&self.metrics, "a metrics", Lines::Whole).map_err(anyhow::Error::msg)?
-        } else {
-            Vec::new()
-        };
-        board.load(&records, new_events);
+        match self.metrics.look().map_err(anyhow::Error::msg)? {
+            Followed::Appended(records) => records.iter().for_each(|r| board.replay_step(r)),
+            Followed::Replaced(records) => board.reload(&records),
+        }
         Ok(())
     }
 }

@@ -67,9 +67,10 @@ pub fn render(status: &Status) -> String {
     );
     family(
         &mut out,
-        "tokens_seen_total",
-        "counter",
-        "Training tokens seen.",
+        "tokens_seen",
+        "gauge",
+        "Training tokens the model has learned from; it falls back when the group restarts \
+         from a checkpoint.",
         &one(status.tokens_seen as f64),
     );
     family(

@@ -40,20 +40,17 @@ struct Shared {
     token: Option<Arc<str>>,
 }
 
-/// Serves `board` on `bind` (host:port; port 0 picks one) from a thread of its own. A bind that
-/// is not loopback is refused without `token`, which every request must then carry (`?token=`
-/// or `Authorization: Bearer`). Returns the address it listens on.
-pub fn start(bind: &str, token: Option<String>, board: Arc<Board>) -> Result<SocketAddr> {
-    let addr: SocketAddr = bind
-        .parse()
-        .with_context(|| format!("--dashboard {bind}: not an address (host:port)"))?;
-    if !addr.ip().is_loopback() && token.is_none() {
+/// Serves `board` on `bind` (port 0 picks one) from a thread of its own. A bind that is not
+/// loopback is refused without `token`, which every request must then carry (`?token=` or
+/// `Authorization: Bearer`). Returns the address it listens on.
+pub fn start(bind: SocketAddr, token: Option<String>, board: Arc<Board>) -> Result<SocketAddr> {
+    if !bind.ip().is_loopback() && token.is_none() {
         bail!(
             "--dashboard {bind}: a dashboard on a non-loopback address needs the run's token; \
              bind 127.0.0.1 and reach it through an ssh tunnel (README), or give the run a token"
         );
     }
-    let listener = StdListener::bind(addr)
+    let listener = StdListener::bind(bind)
         .with_context(|| format!("--dashboard {bind}: cannot listen there"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
