@@ -1,5 +1,6 @@
 //! How workers reach a run, with real processes: a worker without the data, or with a copy that
-//! differs, fetches its byte range from the coordinator and trains the same weights; the ssh
+//! differs, fetches its byte range from the coordinator and trains the same weights (and needs
+//! no copy of the run's tokenizer); the ssh
 //! launcher starts workers through a real sshd on localhost (its own host key, an authorized
 //! key made for the test) and restarts them when a session dies.
 
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sovereign_test_support::{binary, binary_path, path_str, stderr};
+use sovereign_test_support::{binary, binary_path, path_str, sovereign_ok, stderr};
 use sovereign_tests::cluster::{
     assert_same_weights_as_uninterrupted, coordinator_address, setup, signal, start_coordinator,
     wait_for_line, wait_for_steps,
@@ -25,11 +26,32 @@ fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {
     let train = fs::read(p("train.bin")).unwrap();
     fs::write(p("val.bin"), &train[..4000]).unwrap();
     fs::write(p("hosts.txt"), "localhost slots=2\n").unwrap();
+    // The run names a tokenizer (its vocabulary size, and the evaluation's sample), which only
+    // the coordinator's machine has.
+    fs::create_dir(p("tok")).unwrap();
+    fs::write(
+        p("corpus.txt"),
+        "O Brasil é um país da América do Sul.\n\n".repeat(50),
+    )
+    .unwrap();
+    sovereign_ok(&[
+        "train-tokenizer",
+        "--corpus",
+        path_str(&p("corpus.txt")),
+        "--vocab-size",
+        "300",
+        "--output",
+        path_str(&p("tok/tokenizer.json")),
+    ]);
+    let run_toml = fs::read_to_string(p("run.toml")).unwrap();
+    let tokenizer = format!("tokenizer = {:?}", path_str(&p("tok/tokenizer.json")));
+    fs::write(p("run.toml"), run_toml.replace("vocab = 16", &tokenizer)).unwrap();
     let (mut coordinator, lines) = start_coordinator(
         dir.path(),
         &["--launcher", "none", "--val-data", path_str(&p("val.bin"))],
     );
     let address = coordinator_address(&lines);
+    fs::rename(p("tok"), p("elsewhere")).unwrap();
     let token = p("cluster/token");
     let worker = |data_dir: &str, cache: &str| {
         binary("sovereign-worker")
@@ -54,7 +76,12 @@ fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {
         rank0.wait_with_output().unwrap(),
         rank1.wait_with_output().unwrap(),
     );
-    assert!(rank0.status.success(), "{}", stderr(&rank0));
+    assert!(
+        rank0.status.success(),
+        "{}\n{}",
+        stderr(&rank0),
+        stderr(&rank1)
+    );
     assert!(rank1.status.success(), "{}", stderr(&rank1));
     assert!(coordinator.wait().unwrap().success());
 
@@ -97,6 +124,16 @@ fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {
         last["val_loss"].as_f64().is_some_and(f64::is_finite),
         "{last}"
     );
+    // Rank 0 wrote the evaluation's sample with the tokenizer the coordinator sent.
+    let events = fs::read_to_string(p("cluster/events.jsonl")).unwrap();
+    let sample = events
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| event["kind"] == "evaluation")
+        .and_then(|event| event["sample"].as_str().map(String::from))
+        .unwrap_or_else(|| panic!("no evaluation with a sample in {events}"));
+    assert!(sample.starts_with("O Brasil é"), "{sample:?}");
+    fs::rename(p("elsewhere"), p("tok")).unwrap();
     assert_same_weights_as_uninterrupted(dir.path());
 }
 

@@ -57,6 +57,7 @@ fn ring_replicas_match_the_emulated_world() {
                     world,
                     data: config.data.clone(),
                     val_data: config.val_data.clone(),
+                    tokenizer: None,
                 };
                 let mut losses = Vec::new();
                 let mut reducer = RingReducer {
@@ -65,7 +66,7 @@ fn ring_replicas_match_the_emulated_world() {
                 };
                 let last = train_rank::<A>(
                     &config,
-                    &plan,
+                    plan,
                     None,
                     &mut reducer,
                     &mut |record: StepRecord| {

@@ -1,4 +1,5 @@
-//! Token data: every id, the sidecar's checksum, tokenizer and `[EOS]`; in a cluster, one error.
+//! Token data: every id, the sidecar's checksum, tokenizer and `[EOS]`, a `--vocab` too small for
+//! the tokenizer; in a cluster, one error.
 
 use crate::support::*;
 
@@ -124,4 +125,18 @@ fn the_sidecar_checksum_tokenizer_eos_and_vocabulary_are_checked() {
         err.contains("was tokenized with a vocabulary of 512 tokens"),
         "{err}"
     );
+}
+
+#[test]
+fn a_vocabulary_smaller_than_the_tokenizers_is_refused_before_training() {
+    let (dir, data) = prepared_copy();
+    let out = dir.path().join("run");
+    let args = with(train_args(&data, &out, "4"), &["--vocab", "16"]);
+    let err = refused(&strs(&args));
+    assert!(
+        err.contains("--vocab 16 is smaller than the 300 ids of the tokenizer"),
+        "{err}"
+    );
+    assert!(err.contains("tokenizer.json"), "{err}");
+    assert!(!out.join("metrics.jsonl").exists());
 }

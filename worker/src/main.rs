@@ -19,6 +19,7 @@ use clap::Parser;
 use sovereign_common::allocator::MiMalloc;
 use sovereign_common::device::Device;
 use sovereign_common::prep::PrepJob;
+use sovereign_common::tokenizer::Tokenizer;
 use sovereign_common::train::TrainError;
 use sovereign_common::train::record::StepRecord;
 use sovereign_common::train::run::{Control, RankPlan, train_rank};
@@ -197,6 +198,10 @@ async fn run(args: Args) -> Result<()> {
             other => bail!("the plan names an unknown data file {other:?}"),
         }
     }
+    let tokenizer = (!plan.tokenizer_text.is_empty())
+        .then(|| Tokenizer::from_text(&plan.tokenizer_text))
+        .transpose()
+        .context("the run's tokenizer, as the coordinator sent it")?;
     let start = (!plan.start_checkpoint.is_empty()).then(|| PathBuf::from(&plan.start_checkpoint));
     match &start {
         Some(dir) => tracing::info!(
@@ -232,6 +237,7 @@ async fn run(args: Args) -> Result<()> {
             world,
             data,
             val_data,
+            tokenizer,
         };
         let mut report = |record: StepRecord| {
             let step = record.step;
@@ -247,7 +253,7 @@ async fn run(args: Args) -> Result<()> {
         let checkpointing = config.activation_checkpointing;
         with_training_backend!(device, checkpointing, |A, dev| train_rank::<A>(
             &config,
-            &plan,
+            plan,
             start.as_deref(),
             reducer.as_mut(),
             &mut report,

@@ -3,45 +3,50 @@
 //! once ([`RunConfig::open_data`]).
 
 use super::TrainError;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::checkpoint::CheckpointMeta;
 use super::optimizer::AdamWConfig;
+use super::run::RankPlan;
 use super::schedule::Schedule;
 use super::settings::{DEFAULT_WARMUP, RunConfig};
 use crate::data::dataset::{TokenDataset, Validation};
 use crate::model::config::ModelConfig;
 use crate::model::dropout::Dropout;
 use crate::model::weights::{TensorFile, config_of};
+use crate::tokenizer::Tokenizer;
 
-/// A run's token files, opened and checked once ([`RunConfig::open_data`]).
+/// A run's token files, opened and checked once ([`RunConfig::open_data`]), and its tokenizer.
 pub struct RunData {
     /// The training data.
     pub train: TokenDataset,
     /// The validation data, if the run has any.
     pub val: Option<TokenDataset>,
+    /// The run's tokenizer, if it names one: rank 0 writes a sample with it at each evaluation.
+    pub tokenizer: Option<Tokenizer>,
 }
 
 impl RunData {
-    /// Rank `rank`'s data in a cluster run: the training data at `train` and, for rank 0 (which
-    /// evaluates), the validation data at `val`, their local copies. The coordinator checked the
-    /// files whole; here every id is checked against the vocabulary.
-    pub fn for_rank(
-        config: &RunConfig,
-        train: &Path,
-        val: Option<&Path>,
-        rank: u32,
-    ) -> Result<Self, TrainError> {
-        let train = TokenDataset::open(train, config.vocab_hint()?, Validation::Ids)?;
-        let val = match (val, rank) {
+    /// The data of a cluster rank (`plan`): its local copy of the training data and, for rank 0
+    /// (which evaluates), of the validation data, with the tokenizer the coordinator sent. The
+    /// coordinator checked the files whole; here every id is checked against the vocabulary
+    /// (`vocab`, the run's, else the tokenizer's size, else the data's sidecar's).
+    pub fn for_rank(vocab: Option<u32>, plan: RankPlan) -> Result<Self, TrainError> {
+        let vocab = vocab.or(plan.tokenizer.as_ref().map(|t| t.vocab_size() as u32));
+        let train = TokenDataset::open(&plan.data, vocab, Validation::Ids)?;
+        let val = match (plan.val_data, plan.rank) {
             (Some(path), 0) => Some(TokenDataset::open(
-                path,
+                &path,
                 Some(train.vocab_size()),
                 Validation::Ids,
             )?),
             _ => None,
         };
-        Ok(RunData { train, val })
+        Ok(RunData {
+            train,
+            val,
+            tokenizer: plan.tokenizer,
+        })
     }
 }
 
@@ -72,17 +77,6 @@ impl RunConfig {
             self.embd = Some(shape.embd);
         }
         Ok(self)
-    }
-
-    /// The vocabulary size given by `vocab` or `tokenizer`, if either is set.
-    pub fn vocab_hint(&self) -> Result<Option<u32>, TrainError> {
-        match (&self.tokenizer, self.vocab) {
-            (_, Some(v)) => Ok(Some(v)),
-            (Some(path), None) => Ok(Some(
-                crate::tokenizer::Tokenizer::from_file(path)?.vocab_size() as u32,
-            )),
-            (None, None) => Ok(None),
-        }
     }
 
     /// Checks the settings before any work: T a multiple of 16, non-zero sizes, a positive finite
@@ -164,16 +158,27 @@ impl RunConfig {
         Ok(self)
     }
 
-    /// Opens the training and validation data for a world of `world` ranks with every check: each id against
-    /// the vocabulary, the sha256 against the sidecar (unless `skip_checksum`), the sidecar's
-    /// tokenizer and `[EOS]` against `tokenizer`, and a shard long enough for one window. The
-    /// validation data gets the same checks.
+    /// Opens the training and validation data for a world of `world` ranks with every check: a
+    /// `vocab` that holds the tokenizer's ids, each id against the vocabulary, the sha256 against
+    /// the sidecar (unless `skip_checksum`), the sidecar's tokenizer and `[EOS]` against
+    /// `tokenizer`, and a shard long enough for one window. The validation data gets the same
+    /// checks.
     pub fn open_data(&self, world: u32) -> Result<RunData, TrainError> {
         let tokenizer = self
             .tokenizer
             .as_ref()
-            .map(|path| crate::tokenizer::Tokenizer::from_file(path).map(|t| (path, t)))
+            .map(|path| Tokenizer::from_file(path).map(|t| (path, t)))
             .transpose()?;
+        if let (Some(vocab), Some((path, tokenizer))) = (self.vocab, &tokenizer)
+            && (vocab as usize) < tokenizer.vocab_size()
+        {
+            return Err(TrainError::Setting(format!(
+                "--vocab {vocab} is smaller than the {} ids of the tokenizer {}: the model could \
+                 not read what it writes; leave --vocab out (the tokenizer gives it) or raise it",
+                tokenizer.vocab_size(),
+                path.display()
+            )));
+        }
         let vocab = self
             .vocab
             .or(tokenizer.as_ref().map(|(_, t)| t.vocab_size() as u32));
@@ -224,6 +229,7 @@ impl RunConfig {
         Ok(RunData {
             train,
             val: opened.next(),
+            tokenizer: tokenizer.map(|(_, tokenizer)| tokenizer),
         })
     }
 

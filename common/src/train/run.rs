@@ -146,8 +146,7 @@ fn in_this_process<A: TrainBackend>(
     outcome
 }
 
-/// One rank of a cluster run: where it reads its data and which rank it is.
-#[derive(Clone, Debug)]
+/// One rank of a cluster run: which rank it is, where it reads its data, and the run's tokenizer.
 pub struct RankPlan {
     /// This rank.
     pub rank: u32,
@@ -158,6 +157,9 @@ pub struct RankPlan {
     pub data: PathBuf,
     /// Where this rank reads val.bin, likewise.
     pub val_data: Option<PathBuf>,
+    /// The run's tokenizer, sent by the coordinator (the config's path is the coordinator's): the
+    /// vocabulary size when the run gives none, and rank 0's evaluation samples.
+    pub tokenizer: Option<Tokenizer>,
 }
 
 /// Trains rank `plan.rank` of a cluster run up to `config.steps`, from `start` (a checkpoint
@@ -166,18 +168,19 @@ pub struct RankPlan {
 /// the run began; each rank checks its ids. Rank 0 writes the checkpoints and returns the last.
 pub fn train_rank<A: TrainBackend>(
     config: &RunConfig,
-    plan: &RankPlan,
+    plan: RankPlan,
     start: Option<&Path>,
     all_reduce: &mut dyn AllReduce,
     sink: &mut dyn StepSink,
     device: &A::Device,
 ) -> Result<Option<PathBuf>, TrainError> {
-    let data = RunData::for_rank(config, &plan.data, plan.val_data.as_deref(), plan.rank)?;
+    let (rank, world) = (plan.rank, plan.world);
+    let data = RunData::for_rank(config.vocab, plan)?;
     let model_config = config.model_config(data.train.vocab_size() as usize)?;
     let start = Start::<A>::new(config, &model_config, start, device)?;
     let mut reducer = Reducer::Collective {
-        rank: plan.rank,
-        world: plan.world,
+        rank,
+        world,
         all_reduce,
     };
     run_loop(
@@ -400,11 +403,11 @@ pub fn run_loop<A: TrainBackend>(
     let tokens = tokens_per_rank * reducer.ranks().len() as u64;
     let mut last_checkpoint = None;
     let mut stop_after = None;
-    let sampler = if holds_rank_zero {
-        Sampler::for_run(config)?
-    } else {
-        None
-    };
+    let sampler = data
+        .tokenizer
+        .as_ref()
+        .filter(|_| holds_rank_zero)
+        .map(Sampler::new);
     for step in first_step..config.steps {
         let step_started = Instant::now();
         let lr = schedule.lr_at(step);
@@ -516,20 +519,16 @@ pub fn rank_windows(
 }
 
 /// What writes the sample at each evaluation: the run's tokenizer and the prompt's ids.
-struct Sampler {
-    tokenizer: Tokenizer,
+struct Sampler<'a> {
+    tokenizer: &'a Tokenizer,
     prompt: Vec<u32>,
 }
 
-impl Sampler {
-    /// The sampler of a run that names its tokenizer (`None` for one that does not).
-    fn for_run(config: &RunConfig) -> Result<Option<Self>, TrainError> {
-        let Some(path) = &config.tokenizer else {
-            return Ok(None);
-        };
-        let tokenizer = Tokenizer::from_file(path)?;
+impl<'a> Sampler<'a> {
+    /// The sampler of a run with `tokenizer`.
+    fn new(tokenizer: &'a Tokenizer) -> Self {
         let prompt = tokenizer.encode(SAMPLE_PROMPT, false);
-        Ok(Some(Self { tokenizer, prompt }))
+        Self { tokenizer, prompt }
     }
 
     /// The prompt and what `model` writes after it, greedily, up to [`SAMPLE_TOKENS`] tokens or

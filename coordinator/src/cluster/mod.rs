@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use sovereign_common::sync::lock;
 use sovereign_common::train::checkpoint::{latest_checkpoint, read_meta, verify_checkpoint};
 use sovereign_common::train::events::EventKind;
@@ -116,6 +116,11 @@ pub fn train_cluster(
         shards,
         steps: config.steps,
         collective: args.collective,
+        tokenizer_text: match &config.tokenizer {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("--tokenizer {}", path.display()))?,
+            None => String::new(),
+        },
     };
     let metrics = MetricsLog::open(&config.out, config.steps)
         .map_err(anyhow::Error::msg)?

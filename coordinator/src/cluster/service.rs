@@ -44,6 +44,8 @@ pub struct RunPlan {
     pub steps: u64,
     /// The collective asked for.
     pub collective: Collective,
+    /// The text of the run's tokenizer file (empty when it names none).
+    pub tokenizer_text: String,
 }
 
 /// The current generation's workers: joined, waiting for the rest, or running.
@@ -344,6 +346,7 @@ impl CoordinatorService {
                     start_checkpoint: group.start_checkpoint.clone(),
                     data: self.plan.data[rank].clone(),
                     collective: collective as i32,
+                    tokenizer_text: self.plan.tokenizer_text.clone(),
                 })),
             };
             let _ = waiter.send(Ok(reply));
@@ -453,6 +456,7 @@ mod tests {
             files: vec![("train".into(), data.to_path_buf())],
             steps: 1,
             collective: Collective::Auto,
+            tokenizer_text: String::new(),
         };
         CoordinatorService::new("secret".into(), 1, plan, metrics, None, 0)
     }
