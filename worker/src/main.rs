@@ -135,7 +135,7 @@ async fn run(args: Args) -> Result<()> {
     let channel = connect(&args.coordinator, tls.as_ref())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the coordinator: {e}"))?;
-    // A data-prep job carries the tokenizer.json, which can pass tonic's 4 MiB default.
+    // A data-prep job's or a training plan's tokenizer text can pass tonic's 4 MiB default.
     let mut coordinator =
         CoordinatorClient::new(channel.clone()).max_decoding_message_size(64 << 20);
     let reply = coordinator
