@@ -14,7 +14,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sovereign_test_support::{binary, path_str, programs, sovereign_ok};
+use sovereign_test_support::{binary, path_str, programs, sovereign_ok, train_tokenizer};
 use sovereign_tests::cluster::{signal, spawn_logged, wait_for_line, worker_pids};
 use sovereign_tests::demo_dump;
 
@@ -33,15 +33,11 @@ fn prepared() -> &'static Path {
             "--output",
             &p("corpus.txt"),
         ]);
-        sovereign_ok(&[
-            "train-tokenizer",
-            "--corpus",
-            &p("corpus.txt"),
-            "--vocab-size",
-            "300",
-            "--output",
-            &p("tokenizer.json"),
-        ]);
+        train_tokenizer(
+            &dir.path().join("corpus.txt"),
+            300,
+            &dir.path().join("tokenizer.json"),
+        );
         for output in ["train.bin", "val.bin"] {
             sovereign_ok(&[
                 "tokenize",

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sovereign_test_support::{binary, binary_path, path_str, sovereign_ok, stderr};
+use sovereign_test_support::{binary, binary_path, path_str, stderr, train_tokenizer};
 use sovereign_tests::cluster::{
     assert_same_weights_as_uninterrupted, coordinator_address, setup, signal, start_coordinator,
     wait_for_line, wait_for_steps,
@@ -34,15 +34,7 @@ fn workers_without_the_data_fetch_their_ranges_from_the_coordinator() {
         "O Brasil é um país da América do Sul.\n\n".repeat(50),
     )
     .unwrap();
-    sovereign_ok(&[
-        "train-tokenizer",
-        "--corpus",
-        path_str(&p("corpus.txt")),
-        "--vocab-size",
-        "300",
-        "--output",
-        path_str(&p("tok/tokenizer.json")),
-    ]);
+    train_tokenizer(&p("corpus.txt"), 300, &p("tok/tokenizer.json"));
     let run_toml = fs::read_to_string(p("run.toml")).unwrap();
     let tokenizer = format!("tokenizer = {:?}", path_str(&p("tok/tokenizer.json")));
     fs::write(p("run.toml"), run_toml.replace("vocab = 16", &tokenizer)).unwrap();

@@ -11,4 +11,6 @@ pub use compare::{
 };
 pub use data::{coordinator_address, patterned_tokens, write_tokens};
 pub use fixtures::{programs, python_has, shared_fixtures};
-pub use run::{binary, binary_path, path_str, sovereign, sovereign_ok, stderr, workspace};
+pub use run::{
+    binary, binary_path, path_str, sovereign, sovereign_ok, stderr, train_tokenizer, workspace,
+};

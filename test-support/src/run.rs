@@ -57,6 +57,20 @@ pub fn sovereign_ok(args: &[&str]) -> String {
     stderr(&out)
 }
 
+/// `sovereign train-tokenizer` of `vocab` tokens on `corpus` into `output`; panics unless it
+/// succeeds.
+pub fn train_tokenizer(corpus: &Path, vocab: u32, output: &Path) {
+    sovereign_ok(&[
+        "train-tokenizer",
+        "--corpus",
+        path_str(corpus),
+        "--vocab-size",
+        &vocab.to_string(),
+        "--output",
+        path_str(output),
+    ]);
+}
+
 /// Standard error as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()

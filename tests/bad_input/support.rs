@@ -9,7 +9,9 @@ pub use std::process::{Command, Output, Stdio};
 pub use std::sync::OnceLock;
 pub use std::time::Duration;
 
-pub use sovereign_test_support::{binary, path_str, sha256_hex, sovereign, sovereign_ok, stderr};
+pub use sovereign_test_support::{
+    binary, path_str, sha256_hex, sovereign, sovereign_ok, stderr, train_tokenizer,
+};
 pub use sovereign_tests::cluster::{metrics_column, signal, spawn_logged, wait_for_line};
 pub use sovereign_tests::{bz2, bz2_multistream, demo_dump, process_wiki};
 
@@ -65,15 +67,7 @@ pub fn prepared() -> &'static Path {
             "--output",
             path_str(&p("corpus.txt")),
         ]);
-        sovereign_ok(&[
-            "train-tokenizer",
-            "--corpus",
-            path_str(&p("corpus.txt")),
-            "--vocab-size",
-            "300",
-            "--output",
-            path_str(&p("tokenizer.json")),
-        ]);
+        train_tokenizer(&p("corpus.txt"), 300, &p("tokenizer.json"));
         sovereign_ok(&[
             "tokenize",
             "--input",
