@@ -359,7 +359,7 @@ impl Browser {
 
     /// What the page shows: per worker row its rank, pid and state; the points of the loss
     /// curve; the step in the progress line; the event log's lines; the states each row went
-    /// through since [`WATCH_ROWS`] ran.
+    /// through since [`WATCH_ROWS`] ran; the validation curve's points and its step labels.
     async fn page(&self) -> Value {
         self.client
             .execute(
@@ -376,6 +376,10 @@ impl Browser {
                   step: Number((progress.match(/step (\d+) of/) || [0, -1])[1]),
                   events: [...document.querySelectorAll("#events li")].map((li) => li.textContent),
                   seen: window.seenStates || null,
+                  val_points: Number(document.getElementById("chart-val_loss").dataset.points),
+                  val_axis: [...document.querySelectorAll("#chart-val_loss text")]
+                    .slice(2)
+                    .map((t) => t.textContent),
                 };"##,
                 vec![],
             )
@@ -541,6 +545,18 @@ async fn a_two_worker_run_seen_in_chromium_while_it_trains_and_after_a_worker_is
         "{events:#?}"
     );
     assert_eq!(after["points"], after["step"], "{after}");
+    // Evaluations every 20 steps: the validation curve's axis names its first and last step
+    // (a lone point's axis names just its own).
+    let evaluations = after["val_points"].as_u64().unwrap();
+    let last_label = match evaluations {
+        1 => String::new(),
+        n => format!("step {}", 20 * n),
+    };
+    assert_eq!(
+        after["val_axis"],
+        serde_json::json!(["step 20", last_label]),
+        "{after}"
+    );
     browser.screenshot("after-kill.png").await;
     eprintln!(
         "rank 1 went through {seen:?}; the page's events:\n{}",
