@@ -14,9 +14,9 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sovereign_test_support::{binary, path_str, programs, sovereign_ok, train_tokenizer};
+use sovereign_test_support::{binary, path_str, programs};
 use sovereign_tests::cluster::{signal, spawn_logged, wait_for_line, worker_pids};
-use sovereign_tests::demo_dump;
+use sovereign_tests::prepare_demo_data;
 
 /// The demo dump as a corpus, a 300-token tokenizer and its ids as train.bin and val.bin (the
 /// same ids: the demo has four documents, too few to hold some out), made once.
@@ -24,31 +24,7 @@ fn prepared() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| path_str(&dir.path().join(n)).to_string();
-        fs::write(dir.path().join("dump.xml"), demo_dump()).unwrap();
-        sovereign_ok(&[
-            "process-wiki",
-            "--input",
-            &p("dump.xml"),
-            "--output",
-            &p("corpus.txt"),
-        ]);
-        train_tokenizer(
-            &dir.path().join("corpus.txt"),
-            300,
-            &dir.path().join("tokenizer.json"),
-        );
-        for output in ["train.bin", "val.bin"] {
-            sovereign_ok(&[
-                "tokenize",
-                "--input",
-                &p("corpus.txt"),
-                "--tokenizer",
-                &p("tokenizer.json"),
-                "--output",
-                &p(output),
-            ]);
-        }
+        prepare_demo_data(dir.path(), &["train.bin", "val.bin"]);
         dir
     })
     .path()

@@ -10,12 +10,39 @@ use std::process::Output;
 
 use bzip2::Compression;
 use bzip2::write::BzEncoder;
-use sovereign_test_support::{path_str, sovereign, workspace};
+use sovereign_test_support::{path_str, sovereign, sovereign_ok, train_tokenizer, workspace};
 
 /// The bundled demo dump, which doubles as the in-repo test dump.
 pub fn demo_dump() -> String {
     std::fs::read_to_string(workspace().join("demo/ptwiki-demo.xml"))
         .expect("demo dump is in the repo")
+}
+
+/// The demo dump taken through process-wiki, train-tokenizer (300 tokens) and tokenize, into
+/// `dir`: `dump.xml`, `corpus.txt`, `tokenizer.json`, and the ids as each of `outputs` (with
+/// its sidecar).
+pub fn prepare_demo_data(dir: &Path, outputs: &[&str]) {
+    let p = |name: &str| dir.join(name);
+    std::fs::write(p("dump.xml"), demo_dump()).expect("writing the test dump");
+    sovereign_ok(&[
+        "process-wiki",
+        "--input",
+        path_str(&p("dump.xml")),
+        "--output",
+        path_str(&p("corpus.txt")),
+    ]);
+    train_tokenizer(&p("corpus.txt"), 300, &p("tokenizer.json"));
+    for output in outputs {
+        sovereign_ok(&[
+            "tokenize",
+            "--input",
+            path_str(&p("corpus.txt")),
+            "--tokenizer",
+            path_str(&p("tokenizer.json")),
+            "--output",
+            path_str(&p(output)),
+        ]);
+    }
 }
 
 /// Compresses `data` as one bz2 stream.

@@ -86,9 +86,9 @@ pub enum Command {
     Plot(PlotArgs),
     /// Serve the dashboard of a run (finished or running) from its files.
     ///
-    /// Reads RUN_DIR/metrics.jsonl and RUN_DIR/events.jsonl, again whenever they change, and
-    /// serves the page `train --dashboard` serves, with /api/status and /metrics, until
-    /// interrupted.
+    /// Follows RUN_DIR/metrics.jsonl and RUN_DIR/events.jsonl (the lines added to them every
+    /// half second) and serves the page `train --dashboard` serves, with /api/status and
+    /// /metrics, until interrupted.
     Dashboard(DashboardCommandArgs),
     /// Run the whole pipeline on a small bundled Portuguese corpus.
     ///

@@ -9,11 +9,9 @@ pub use std::process::{Command, Output, Stdio};
 pub use std::sync::OnceLock;
 pub use std::time::Duration;
 
-pub use sovereign_test_support::{
-    binary, path_str, sha256_hex, sovereign, sovereign_ok, stderr, train_tokenizer,
-};
+pub use sovereign_test_support::{binary, path_str, sha256_hex, sovereign, sovereign_ok, stderr};
 pub use sovereign_tests::cluster::{metrics_column, signal, spawn_logged, wait_for_line};
-pub use sovereign_tests::{bz2, bz2_multistream, demo_dump, process_wiki};
+pub use sovereign_tests::{bz2, bz2_multistream, demo_dump, prepare_demo_data, process_wiki};
 
 /// `sovereign ARGS` with its log at `log` (`RUST_LOG`), to run, spawn or move elsewhere.
 pub fn sovereign_logged(args: &[&str], log: &str) -> Command {
@@ -58,25 +56,7 @@ pub fn prepared() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n);
-        fs::write(p("dump.xml"), demo_dump()).unwrap();
-        sovereign_ok(&[
-            "process-wiki",
-            "--input",
-            path_str(&p("dump.xml")),
-            "--output",
-            path_str(&p("corpus.txt")),
-        ]);
-        train_tokenizer(&p("corpus.txt"), 300, &p("tokenizer.json"));
-        sovereign_ok(&[
-            "tokenize",
-            "--input",
-            path_str(&p("corpus.txt")),
-            "--tokenizer",
-            path_str(&p("tokenizer.json")),
-            "--output",
-            path_str(&p("train.bin")),
-        ]);
+        prepare_demo_data(dir.path(), &["train.bin"]);
         dir
     })
     .path()

@@ -120,11 +120,22 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// How a job of `steps` steps (or tasks) ended: finished, or failed with `failure`.
+    pub fn ended(steps: u64, failure: Option<String>) -> Self {
+        match failure {
+            None => EventKind::Finished { step: steps },
+            Some(cause) => EventKind::Failed { cause },
+        }
+    }
+}
+
 /// What a live view of a run (the dashboard) is told as the run goes.
 pub trait Watcher: Send + Sync {
     /// The world's step `record`, as metrics.jsonl has it.
     fn step(&self, record: &StepRecord);
-    /// One rank's own record of a step (cluster runs: its loss, tokens and timings).
+    /// One rank's own record of a step (cluster runs: its loss, tokens and timings), which also
+    /// means the rank was heard from.
     fn rank_step(&self, rank: u32, record: &StepRecord);
     /// An event, as events.jsonl has it.
     fn event(&self, event: &Event);

@@ -178,7 +178,6 @@ impl MetricsLog {
     /// Tells the watcher of rank `rank`'s own record of a step.
     pub fn rank_step(&self, rank: u32, record: &StepRecord) {
         if let Some(watcher) = &self.watcher {
-            watcher.heard(rank);
             watcher.rank_step(rank, record);
         }
     }

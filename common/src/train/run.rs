@@ -137,12 +137,10 @@ fn in_this_process<A: TrainBackend>(
     .and_then(|last| {
         last.ok_or_else(|| TrainError::Run("the run had no steps left to take".into()))
     });
-    metrics.event(match &outcome {
-        Ok(_) => EventKind::Finished { step: config.steps },
-        Err(e) => EventKind::Failed {
-            cause: e.to_string(),
-        },
-    })?;
+    metrics.event(EventKind::ended(
+        config.steps,
+        outcome.as_ref().err().map(ToString::to_string),
+    ))?;
     outcome
 }
 

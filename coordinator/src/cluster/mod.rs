@@ -163,12 +163,10 @@ pub fn train_cluster(
         &format!("{world} workers, token in {}", token_file.display()),
     );
     job.checkpoints()?;
-    job.service.event(match &outcome {
-        Ok(()) => EventKind::Finished { step: config.steps },
-        Err(e) => EventKind::Failed {
-            cause: format!("{e:#}"),
-        },
-    })?;
+    job.service.event(EventKind::ended(
+        config.steps,
+        outcome.as_ref().err().map(|e| format!("{e:#}")),
+    ))?;
     outcome?;
     println!(
         "trained to step {} on {world} workers; metrics in {}",
@@ -229,13 +227,11 @@ impl TrainingJob {
         }
     }
 
-    /// What went wrong with the group: processes that died (named by their rank), else a rank
-    /// that stopped sending heartbeats. When several have died by the time this looks, the
-    /// ones ended by a signal come first: the others usually exited because the collective with
-    /// them failed.
+    /// What went wrong with the group: processes that died (named by their rank, in the order
+    /// of `lost`: [`Job::lost`] puts the ones a signal ended first), else a rank that stopped
+    /// sending heartbeats.
     fn failure(&self, mut lost: Vec<Lost>) -> Option<String> {
         lost.retain(Lost::failed);
-        lost.sort_by_key(|l| !l.by_signal());
         let deaths: Vec<String> = lost
             .iter()
             .filter_map(|l| match l {

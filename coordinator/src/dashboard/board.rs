@@ -319,6 +319,7 @@ impl Watcher for Board {
         if let Some(row) = state.workers.get_mut(rank as usize) {
             row.step = record.step;
             row.tokens_per_s = record.tokens_per_s;
+            row.heard = Some(Instant::now());
         }
     }
 

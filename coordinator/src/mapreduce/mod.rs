@@ -191,14 +191,10 @@ pub fn run_job<R: Reducer + 'static>(
         ),
     );
     if let Some(feed) = &job.dashboard {
-        feed.board.event(&Event::now(match &outcome {
-            Ok(()) => EventKind::Finished {
-                step: task_count as u64,
-            },
-            Err(e) => EventKind::Failed {
-                cause: format!("{e:#}"),
-            },
-        }));
+        feed.board.event(&Event::now(EventKind::ended(
+            task_count as u64,
+            outcome.as_ref().err().map(|e| format!("{e:#}")),
+        )));
     }
     drop(job);
     outcome?;
